@@ -1,0 +1,710 @@
+"""One command's change to one ticket: the engines applied, the events and notifications
+gathered, and the deadlines that fell due handled in order. Used only by the Desk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from supportflow.automation import AutoClosePolicy, CallbackPolicy, IdleChatPolicy, state_time
+from supportflow.errors import InvalidTransition
+from supportflow.escalation import EscalationEngine, EscalationPolicy, EscalationStep
+from supportflow.events import Event, EventDraft, EventType
+from supportflow.model import (
+    Channel,
+    Customer,
+    Link,
+    Message,
+    Notification,
+    Priority,
+    Recipient,
+    RecipientRole,
+    Role,
+    StatusCategory,
+    Ticket,
+    Timer,
+    Verification,
+    VerificationMethod,
+)
+from supportflow.sla import SlaEngine
+from supportflow.storage import UnitOfWork
+from supportflow.workflow import Workflow
+
+_MAX_DUE_STEPS = 10_000  # a ticket never has this many deadlines due at once
+
+
+@attrs.frozen
+class DeskRules:
+    """Everything a desk is configured with, handed to each change."""
+
+    workflow: Workflow
+    sla: SlaEngine
+    escalation: tuple[EscalationPolicy, ...]
+    verify_channels: frozenset[Channel]
+    idle_chat: IdleChatPolicy
+    auto_close: AutoClosePolicy
+    callbacks: CallbackPolicy
+    team_lead: str
+    notify_customers: bool
+    manager: str = "manager"
+    escalations: EscalationEngine = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "escalations", EscalationEngine(self.escalation, self.sla))
+
+
+class Change:
+    """The next version of a ticket, built up by one command."""
+
+    def __init__(
+        self,
+        rules: DeskRules,
+        ticket: Ticket | None,
+        now: datetime,
+        actor: str,
+        new_id: Callable[[], str],
+    ) -> None:
+        self.rules = rules
+        self.original = ticket
+        self._ticket = ticket
+        self.now = now
+        self.at = now  # the instant events are stamped with: a due deadline's own time
+        self.actor = actor
+        self.new_id = new_id
+        self.drafts: list[EventDraft] = []
+        self.notifications: list[Notification] = []
+        self.fired_keys: set[str] = set()
+        self.stored_events: list[Event] = []
+        self.follow_ups: list[Callable[[UnitOfWork], None]] = []
+        self.result: Ticket | None = None
+        self.number = 0
+
+    @classmethod
+    def new(cls, rules: DeskRules, now: datetime, new_id: Callable[[], str], number: int) -> Change:
+        change = cls(rules, None, now, "system", new_id)
+        change.number = number
+        return change
+
+    @property
+    def ticket(self) -> Ticket:
+        assert self._ticket is not None, "the change has no ticket yet"
+        return self._ticket
+
+    @property
+    def events(self) -> list[EventDraft]:
+        return self.drafts
+
+    def category(self, ticket: Ticket | None = None) -> StatusCategory:
+        return self.rules.workflow.category((ticket or self.ticket).status)
+
+    # -- recording -------------------------------------------------------------------------
+    def record(self, kind: str, data: Mapping[str, Any], actor: str | None = None) -> None:
+        self.drafts.append(EventDraft(kind, self.at, data, actor or self.actor))
+
+    def notify(
+        self, kind: str, recipients: list[Recipient], subject: str, body: str, **data: Any
+    ) -> None:
+        if not recipients:
+            return
+        ticket = self.ticket
+        key = f"{ticket.id}:{ticket.sequence + len(self.drafts)}:{kind}:{len(self.notifications)}"
+        self.notifications.append(
+            Notification(
+                idempotency_key=key,
+                kind=kind,
+                recipients=tuple(recipients),
+                subject=subject,
+                body=body,
+                created_at=self.at,
+                ticket_id=ticket.id,
+                data=data,
+            )
+        )
+
+    def _set(self, **changes: Any) -> None:
+        self._ticket = attrs.evolve(self.ticket, **changes)
+
+    def _state(self, **changes: Any) -> None:
+        state = dict(self.ticket.state)
+        for key, value in changes.items():
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        self._set(state=state)
+
+    # -- commands --------------------------------------------------------------------------
+    def open(
+        self,
+        *,
+        ticket_id: str,
+        subject: str,
+        body: str,
+        customer: Customer,
+        channel: Channel,
+        priority: Priority,
+        priority_explicit: bool,
+        category: str | None,
+        kind: str,
+        tags: frozenset[str],
+        fields: dict[str, Any],
+        impact: str | None,
+        urgency: str | None,
+        group: str | None,
+        assignee: str | None,
+        actor: str,
+    ) -> None:
+        self.actor = actor
+        workflow = self.rules.workflow
+        self._ticket = Ticket(
+            id=ticket_id,
+            number=self.number,
+            subject=subject,
+            description=body,
+            customer=customer,
+            channel=channel,
+            status=workflow.initial,
+            created_at=self.now,
+            updated_at=self.now,
+            priority=priority,
+            priority_explicit=priority_explicit,
+            category=category,
+            kind=kind,
+            tags=tags,
+            fields=fields,
+            impact=impact,
+            urgency=urgency,
+            group=group,
+            assignee=assignee,
+            state={"last_public_at": self.now.isoformat()},
+        )
+        self.record(
+            EventType.TICKET_OPENED,
+            {
+                "subject": subject,
+                "number": self.number,
+                "channel": channel.value,
+                "priority": priority.value,
+                "category": category,
+                "kind": kind,
+                "status": workflow.initial,
+                "customer_id": customer.id,
+                "customer_tier": customer.tier,
+                "group": group,
+                "assignee": assignee,
+            },
+        )
+        sla, events = self.rules.sla.open(self.ticket, self.now)
+        self._set(sla=sla)
+        self.drafts.extend(events)
+        if assignee is not None or group is not None:
+            self._automatic("assign")
+
+    def message(self, body: str, by: str, role: Role, *, public: bool) -> None:
+        self.actor = by
+        ticket = self.ticket
+        if role is Role.CUSTOMER and self.category() is StatusCategory.CLOSED:
+            self._follow_up_ticket(body, by)
+            return
+        message = Message(
+            f"{ticket.id}-m{len(ticket.messages) + 1}", by, role, body, self.at, public
+        )
+        before, category = ticket, self.category()
+        self._set(messages=(*ticket.messages, message))
+        if not public:
+            self.record(EventType.NOTE_ADDED, {"message_id": message.id, "author": by})
+            return
+        self.record(
+            EventType.MESSAGE_ADDED,
+            {"message_id": message.id, "role": role.value, "public": True, "author": by},
+        )
+        self._state(last_public_at=self.at.isoformat())
+        agent = role is Role.AGENT
+        if agent:
+            self._automatic("agent_reply")
+            if self.rules.idle_chat.applies(self.ticket) and self.category() in (
+                StatusCategory.ACTIVE,
+                StatusCategory.NEW,
+            ):
+                policy = self.rules.idle_chat
+                self._state(
+                    idle_remind_at=(self.at + policy.remind_after).isoformat(),
+                    idle_close_at=(self.at + policy.close_after).isoformat(),
+                    idle_reminded=None,
+                )
+            if self.rules.notify_customers:
+                self.notify(
+                    "reply",
+                    [_customer_recipient(ticket.customer)],
+                    f"Re: [#{ticket.number}] {ticket.subject}",
+                    body,
+                    message_id=message.id,
+                )
+        elif role is Role.CUSTOMER:
+            self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
+            self._automatic("customer_reply")
+        self._after(before, category, agent_replied=agent, customer_wrote=role is Role.CUSTOMER)
+
+    def assign(self, assignee: str | None, group: str | None, by: str) -> None:
+        self.actor = by
+        ticket = self.ticket
+        new_assignee = assignee if assignee is not None else ticket.assignee
+        new_group = group if group is not None else ticket.group
+        if (new_assignee, new_group) == (ticket.assignee, ticket.group):
+            return
+        self._set(assignee=new_assignee, group=new_group)
+        self.record(
+            EventType.ASSIGNED,
+            {
+                "assignee": new_assignee,
+                "group": new_group,
+                "previous_assignee": ticket.assignee,
+                "previous_group": ticket.group,
+            },
+        )
+        before, category = ticket, self.category()
+        self._automatic("assign")
+        self._after(before, category)
+
+    def fire(self, trigger: str, by: str, data: dict[str, Any], *, system: bool = False) -> None:
+        self.actor = by
+        before, category = self.ticket, self.category()
+        self._transition(trigger, data, system=system)
+        self._after(before, category)
+
+    def verify(self, by: str, method: VerificationMethod) -> None:
+        self.actor = by
+        ticket = self.ticket
+        self._set(
+            verification=Verification(by, method, self.at),
+            customer=attrs.evolve(ticket.customer, verified=True),
+        )
+        self.record(EventType.CUSTOMER_VERIFIED, {"method": method.value, "by": by})
+
+    def set_priority(
+        self, priority: Priority, by: str, reason: str | None, *, explicit: bool
+    ) -> None:
+        self.actor = by
+        ticket = self.ticket
+        if priority is ticket.priority and (ticket.priority_explicit or not explicit):
+            return
+        before, category = ticket, self.category()
+        self._set(priority=priority, priority_explicit=ticket.priority_explicit or explicit)
+        self.record(
+            EventType.PRIORITY_CHANGED,
+            {"from": ticket.priority.value, "to": priority.value, "reason": reason,
+             "explicit": explicit},
+        )  # fmt: skip
+        self._after(before, category)
+
+    def update(
+        self,
+        by: str,
+        changes: dict[str, Any],
+        add_tags: frozenset[str],
+        remove_tags: frozenset[str],
+        fields: dict[str, Any],
+    ) -> None:
+        self.actor = by
+        ticket = self.ticket
+        diff: dict[str, list[Any]] = {}
+        for name, value in changes.items():
+            if getattr(ticket, name) != value:
+                diff[name] = [getattr(ticket, name), value]
+        tags = (ticket.tags | add_tags) - remove_tags
+        if tags != ticket.tags:
+            diff["tags"] = [sorted(ticket.tags), sorted(tags)]
+            changes["tags"] = tags
+        if fields:
+            merged = {**ticket.fields, **fields}
+            for name, value in fields.items():
+                if ticket.fields.get(name) != value:
+                    diff[f"fields.{name}"] = [ticket.fields.get(name), value]
+            changes["fields"] = merged
+        if not diff:
+            return
+        before, category = ticket, self.category()
+        self._set(**changes)
+        self.record(EventType.TICKET_UPDATED, {"changes": diff})
+        self._after(before, category)
+
+    def link(self, kind: str, other_id: str, by: str) -> None:
+        self.actor = by
+        link = Link(kind, other_id)
+        if link in self.ticket.links:
+            return
+        self._set(links=(*self.ticket.links, link))
+        self.record(EventType.LINKED, {"kind": kind, "ticket_id": other_id})
+
+    def acknowledge(self, by: str) -> None:
+        self.actor = by
+        state, acked = self.rules.escalations.acknowledge(self.ticket)
+        if not acked and self.ticket.state.get("callback_escalated") is None:
+            return
+        self._set(state=state)
+        for policy, level in acked:
+            self.record(EventType.ACKNOWLEDGED, {"policy": policy, "level": level + 1})
+
+    def contact_dropped(self, by: str) -> None:
+        self.actor = by
+        escalate_at = self.at + self.rules.callbacks.escalate_after
+        self._state(
+            callback_due_at=self.at.isoformat(),
+            callback_escalate_at=escalate_at.isoformat(),
+            callback_notified=None,
+            callback_escalated=None,
+        )
+        self.record(
+            EventType.CALLBACK_SCHEDULED,
+            {"reason": "contact_dropped", "due_at": self.at.isoformat(),
+             "escalate_at": escalate_at.isoformat()},
+        )  # fmt: skip
+
+    def callback_done(self, by: str, outcome: str) -> None:
+        self.actor = by
+        if self.ticket.state.get("callback_due_at") is None:
+            return
+        self._state(
+            callback_due_at=None,
+            callback_escalate_at=None,
+            callback_notified=None,
+            callback_escalated=None,
+        )
+        self.record(EventType.CALLBACK_DONE, {"outcome": outcome})
+
+    # -- the workflow ----------------------------------------------------------------------
+    def _verification_missing(self, trigger: str) -> str | None:
+        ticket = self.ticket
+        if ticket.channel not in self.rules.verify_channels or ticket.customer.verified:
+            return None
+        workflow = self.rules.workflow
+        if workflow.category(ticket.status) is not StatusCategory.NEW:
+            return None
+        dest = workflow.destination(ticket.status, trigger)
+        if dest is None or workflow.category(dest) in (StatusCategory.NEW, StatusCategory.CLOSED):
+            return None
+        return (
+            f"customer identity verification is missing (required on the "
+            f"{ticket.channel.value} channel; use verify_customer)"
+        )
+
+    def _transition(self, trigger: str, data: dict[str, Any], *, system: bool = False) -> None:
+        ticket = self.ticket
+        workflow = self.rules.workflow
+        if not system:
+            missing = self._verification_missing(trigger)
+            if missing is not None:
+                raise InvalidTransition(
+                    ticket.id, ticket.status, trigger, workflow.allowed(ticket.status), missing
+                )
+        status = workflow.next_status(ticket.status, trigger, ticket)
+        before_category = workflow.category(ticket.status)
+        category = workflow.category(status)
+        self._set(status=status)
+        clean = {k: v for k, v in data.items() if v is not None}
+        self.record(
+            EventType.STATUS_CHANGED,
+            {
+                "trigger": trigger,
+                "from": ticket.status,
+                "to": status,
+                "from_category": before_category.value,
+                "to_category": category.value,
+                **clean,
+            },
+        )
+        if category is StatusCategory.RESOLVED:
+            resolution = data.get("resolution")
+            self._set(resolution=resolution if resolution is not None else ticket.resolution)
+            policy = self.rules.auto_close
+            due = policy.due(self.at).isoformat() if policy.enabled else None
+            self._state(resolved_at=self.at.isoformat(), autoclose_at=due)
+        elif before_category is StatusCategory.RESOLVED:
+            self._state(resolved_at=None, autoclose_at=None)
+        if category in (StatusCategory.RESOLVED, StatusCategory.CLOSED, StatusCategory.WAITING):
+            self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
+
+    def _automatic(self, happening: str) -> None:
+        """Fire the first allowed automatic trigger for ``happening``, if any."""
+        workflow = self.rules.workflow
+        for trigger in workflow.automatic.get(happening, ()):
+            if trigger not in workflow.allowed(self.ticket.status):
+                continue
+            if self._verification_missing(trigger) is not None:
+                return  # the agent can still talk to an unverified customer; the ticket waits
+            try:
+                self._transition(trigger, {"automatic": happening})
+            except InvalidTransition:
+                continue
+            return
+
+    def _after(
+        self,
+        before: Ticket,
+        category_before: StatusCategory,
+        *,
+        agent_replied: bool = False,
+        customer_wrote: bool = False,
+    ) -> None:
+        """Bring the SLA clocks in line with what the command changed."""
+        sla, events = self.rules.sla.update(
+            before,
+            self.ticket,
+            self.at,
+            category_before=category_before,
+            category_after=self.category(),
+            agent_replied=agent_replied,
+            customer_wrote=customer_wrote,
+        )
+        if sla is not self.ticket.sla:
+            self._set(sla=sla)
+        self.drafts.extend(events)
+
+    def _follow_up_ticket(self, body: str, by: str) -> None:
+        """A customer writing on a closed ticket opens a new one that follows it."""
+        old = self.ticket
+        rules, new_id = self.rules, self.new_id
+        follow_id = new_id()
+        self._set(links=(*old.links, Link("followed_by", follow_id)))
+        self.record(EventType.LINKED, {"kind": "followed_by", "ticket_id": follow_id})
+
+        def open_follow_up(uow: UnitOfWork) -> None:
+            change = Change.new(rules, self.now, new_id, uow.next_ticket_number())
+            change.open(
+                ticket_id=follow_id,
+                subject=old.subject,
+                body=body,
+                customer=old.customer,
+                channel=old.channel,
+                priority=old.priority,
+                priority_explicit=False,
+                category=old.category,
+                kind=old.kind,
+                tags=frozenset(),
+                fields=dict(old.fields),
+                impact=old.impact,
+                urgency=old.urgency,
+                group=old.group,
+                assignee=old.assignee,
+                actor=by,
+            )
+            change.link("follows", old.id, by)
+            change.commit(uow, insert=True)
+            self.result = change.ticket
+
+        self.follow_ups.append(open_follow_up)
+
+    # -- deadlines -------------------------------------------------------------------------
+    def timers(self) -> list[Timer]:
+        """Every future deadline of the ticket, from every engine."""
+        ticket = self.ticket
+        category = self.category()
+        timers = self.rules.sla.timers(ticket)
+        timers.extend(self.rules.escalations.timers(ticket, category, self.now))
+        state = ticket.state
+        if category is StatusCategory.RESOLVED and (due := state_time(ticket, "autoclose_at")):
+            timers.append(Timer(ticket.id, "autoclose", due, "autoclose"))
+        if (due := state_time(ticket, "idle_remind_at")) and not state.get("idle_reminded"):
+            timers.append(Timer(ticket.id, "idle:remind", due, "idle_chat"))
+        if due := state_time(ticket, "idle_close_at"):
+            timers.append(Timer(ticket.id, "idle:close", due, "idle_chat"))
+        if (due := state_time(ticket, "callback_due_at")) and not state.get("callback_notified"):
+            timers.append(Timer(ticket.id, "callback:due", due, "callback"))
+        due = state_time(ticket, "callback_escalate_at")
+        if due and not state.get("callback_escalated"):
+            timers.append(Timer(ticket.id, "callback:escalate", due, "callback"))
+        return timers
+
+    def catch_up(self) -> None:
+        """Handle every deadline due by ``now``, earliest first, each at its own time."""
+        for _ in range(_MAX_DUE_STEPS):
+            due = [timer for timer in self.timers() if timer.due_at <= self.now]
+            if not due:
+                self.at = self.now
+                return
+            timer = min(due, key=lambda t: (t.due_at, t.key))
+            self.at = max(timer.due_at, self.ticket.updated_at)
+            actor = self.actor
+            self.actor = "system"
+            self._fire_timer(timer)
+            self.actor = actor
+            self.fired_keys.add(timer.key)
+        raise RuntimeError(f"ticket {self.ticket.id} keeps producing due deadlines")
+
+    def _fire_timer(self, timer: Timer) -> None:
+        ticket = self.ticket
+        kind = timer.key.split(":", 1)[0]
+        if kind == "sla":
+            sla, events = self.rules.sla.fire(ticket, timer)
+            self._set(sla=sla)
+            self.drafts.extend(events)
+            for event in events:
+                self._notify_sla(event)
+        elif kind == "escalation":
+            step = self.rules.escalations.step(ticket, timer)
+            # A step that no longer applies is still recorded as handled so it cannot loop.
+            self._set(state=self.rules.escalations.record(ticket.state, step)) if step else None
+            if step is None:
+                self._state(**{timer.key.replace(":", "_"): None})
+                return
+            self._escalate(step)
+        elif timer.key == "autoclose":
+            self._state(autoclose_at=None)
+            if "close" in self.rules.workflow.allowed(ticket.status):
+                self.fire("close", "system", {"reason": "auto-close: no reply from customer"},
+                          system=True)  # fmt: skip
+        elif timer.key == "idle:remind":
+            self._state(idle_reminded=True)
+            self._system_message(self.rules.idle_chat.reminder, "idle_chat")
+        elif timer.key == "idle:close":
+            self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
+            self._system_message(self.rules.idle_chat.closing, "idle_chat_closed")
+            for trigger in ("resolve", "close"):
+                if trigger in self.rules.workflow.allowed(self.ticket.status):
+                    self.fire(trigger, "system", {"reason": "idle chat closed"}, system=True)
+        elif timer.key == "callback:due":
+            self._state(callback_notified=True)
+            self.notify(
+                "callback",
+                self._targets(("assignee",)),
+                f"[#{ticket.number}] Call the customer back",
+                f"The contact with {ticket.customer.name or ticket.customer.id} dropped; "
+                "call them back now.",
+            )
+        elif timer.key == "callback:escalate":
+            self._state(callback_escalated=True)
+            targets = ("team_lead",)
+            self.record(
+                EventType.ESCALATED,
+                {"policy": "callback", "level": 1, "name": "call-back overdue",
+                 "reason": "call-back not done in time", "targets": list(targets),
+                 "actions": [], "repeat": 0},
+            )  # fmt: skip
+            self.notify(
+                "escalation",
+                self._targets(targets),
+                f"[#{ticket.number}] Call-back overdue",
+                f"Nobody has called back {ticket.customer.name or ticket.customer.id}.",
+            )
+
+    def _system_message(self, body: str, reason: str) -> None:
+        ticket = self.ticket
+        message = Message(
+            f"{ticket.id}-m{len(ticket.messages) + 1}", "system", Role.SYSTEM, body, self.at
+        )
+        self._set(messages=(*ticket.messages, message))
+        self.record(
+            EventType.MESSAGE_ADDED,
+            {"message_id": message.id, "role": "system", "public": True, "author": "system"},
+        )
+        self.record(EventType.REMINDER_SENT, {"reason": reason, "message_id": message.id})
+        self.notify(
+            reason, [_customer_recipient(ticket.customer)], f"[#{ticket.number}] {ticket.subject}",
+            body,
+        )  # fmt: skip
+
+    def _notify_sla(self, event: EventDraft) -> None:
+        ticket = self.ticket
+        clock = event.data.get("clock")
+        if event.type == EventType.SLA_BREACHED:
+            targets: tuple[str, ...] = ("assignee", "team_lead")
+            subject = f"[#{ticket.number}] SLA breached: {clock}"
+        else:
+            targets = ("assignee",)
+            subject = f"[#{ticket.number}] SLA {event.data.get('threshold')}% used: {clock}"
+        self.notify("sla", self._targets(targets), subject, ticket.subject, clock=clock)
+
+    def _escalate(self, step: EscalationStep) -> None:
+        level = step.level
+        ticket = self.ticket
+        actions: list[str] = []
+        if step.repeat == 0:
+            if level.reassign_group is not None or level.reassign_to is not None:
+                self.assign(level.reassign_to, level.reassign_group, "system")
+                actions.append(f"reassigned to {level.reassign_to or level.reassign_group}")
+            if level.raise_priority is not None and level.raise_priority > self.ticket.priority:
+                self.set_priority(level.raise_priority, "system", f"escalation {level.name}",
+                                  explicit=False)  # fmt: skip
+                actions.append(f"priority raised to {level.raise_priority.value}")
+            if level.add_tags - self.ticket.tags:
+                self.update("system", {}, frozenset(level.add_tags), frozenset(), {})
+                actions.append(f"tagged {', '.join(sorted(level.add_tags))}")
+        self.actor = "system"
+        self.record(
+            EventType.ESCALATED,
+            {
+                "policy": step.policy,
+                "level": step.index + 1,
+                "name": level.name,
+                "reason": step.reason,
+                "targets": list(level.notify),
+                "actions": actions,
+                "repeat": step.repeat,
+            },
+        )
+        self.notify(
+            "escalation",
+            self._targets(level.notify),
+            f"[#{ticket.number}] Escalated ({level.name}): {ticket.subject}",
+            f"{step.reason}. {'; '.join(actions)}".strip(),
+            level=level.name,
+        )
+
+    def _targets(self, names: tuple[str, ...]) -> list[Recipient]:
+        ticket = self.ticket
+        recipients: list[Recipient] = []
+        for name in names:
+            if name == "assignee":
+                if ticket.assignee:
+                    recipients.append(Recipient(RecipientRole.AGENT, ticket.assignee))
+                elif ticket.group:
+                    recipients.append(Recipient(RecipientRole.GROUP, ticket.group))
+            elif name == "group" and ticket.group:
+                recipients.append(Recipient(RecipientRole.GROUP, ticket.group))
+            elif name == "team_lead":
+                recipients.append(Recipient(RecipientRole.TEAM_LEAD, self.rules.team_lead))
+            elif name == "manager":
+                recipients.append(Recipient(RecipientRole.MANAGER, self.rules.manager))
+            elif name.startswith("on_call:"):
+                recipients.append(Recipient(RecipientRole.ON_CALL, name.split(":", 1)[1]))
+            elif name.startswith("agent:"):
+                recipients.append(Recipient(RecipientRole.AGENT, name.split(":", 1)[1]))
+        return recipients
+
+    # -- saving ----------------------------------------------------------------------------
+    def commit(self, uow: UnitOfWork, *, insert: bool) -> None:
+        """Write the ticket, its events, timers and notifications in ``uow``."""
+        self.catch_up()  # what this command made due at once (urgent escalation, call-back)
+        ticket = self.ticket
+        if not self.drafts and not insert:
+            return
+        events = [
+            Event(ticket.id, ticket.sequence + index, draft.type, draft.at, draft.actor, draft.data)
+            for index, draft in enumerate(self.drafts, start=1)
+        ]
+        updated_at = max(self.now, ticket.updated_at)
+        saved = attrs.evolve(
+            ticket,
+            sequence=ticket.sequence + len(events),
+            version=1 if insert else ticket.version + 1,
+            updated_at=updated_at,
+        )
+        if insert:
+            uow.insert_ticket(saved)
+        else:
+            assert self.original is not None
+            uow.update_ticket(saved, self.original.version)
+        uow.append_events(events)
+        self._ticket = saved
+        uow.replace_timers(saved.id, self.timers())
+        if self.notifications:
+            uow.enqueue(self.notifications)
+        self.stored_events = events
+
+
+def _customer_recipient(customer: Customer) -> Recipient:
+    address = customer.contacts.get("email") or customer.contacts.get("phone") or customer.id
+    return Recipient(RecipientRole.CUSTOMER, address, customer.name)

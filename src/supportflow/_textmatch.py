@@ -1,0 +1,209 @@
+"""Text matching for the classifier: one normal form and one automaton for every keyword.
+
+Text and keywords are brought to the same normal form (:func:`normalize`): NFKC folds
+full-width and half-width forms (``"ＶＰＮ"`` → ``"VPN"``), casefold removes case, and runs of
+white space become one space. A keyword that contains a CJK character matches anywhere (Chinese
+and Japanese do not separate words); any other keyword matches only as a whole word or phrase,
+so ``"sue"`` is not found in ``"issue"``.
+
+:class:`Automaton` is a pure-Python Aho–Corasick automaton: it finds every keyword, overlapping
+ones included, in one pass over the text, however many keywords there are.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import deque
+from collections.abc import Iterable
+from itertools import accumulate, compress
+from operator import attrgetter
+
+__all__ = ["Automaton", "find_naive", "has_cjk", "is_cjk", "is_word_char", "normalize"]
+
+# Han, kana, Hangul and CJK symbols: the scripts written without spaces between words.
+_CJK_RANGES = (
+    (0x1100, 0x11FF),  # Hangul Jamo
+    (0x2E80, 0x9FFF),  # radicals, CJK symbols, kana, Bopomofo, Hangul compatibility, Han
+    (0xA960, 0xA97F),  # Hangul Jamo extended A
+    (0xAC00, 0xD7FF),  # Hangul syllables and Jamo extended B
+    (0xF900, 0xFAFF),  # CJK compatibility ideographs
+    (0xFE30, 0xFE4F),  # CJK compatibility forms
+    (0xFF65, 0xFFDC),  # half-width kana and Hangul (NFKC widens them, but be safe)
+    (0x20000, 0x3FFFF),  # Han extensions B and beyond
+)
+
+
+def is_cjk(char: str) -> bool:
+    """True for a Chinese, Japanese or Korean character.
+
+    >>> is_cjk("网"), is_cjk("a")
+    (True, False)
+    """
+    code = ord(char)
+    return any(low <= code <= high for low, high in _CJK_RANGES)
+
+
+def has_cjk(text: str) -> bool:
+    """True if ``text`` contains at least one CJK character.
+
+    >>> has_cjk("vpn连不上"), has_cjk("vpn down")
+    (True, False)
+    """
+    return not text.isascii() and any(is_cjk(char) for char in text)
+
+
+def is_word_char(char: str) -> bool:
+    """True if ``char`` continues a Latin-style word (so a whole-word match cannot end there).
+
+    CJK characters are not word characters: ``"vpn"`` is a whole word in ``"我的vpn坏了"``.
+
+    >>> is_word_char("x"), is_word_char("7"), is_word_char("-"), is_word_char("的")
+    (True, True, False, False)
+    """
+    return (char.isalnum() or char == "_") and not is_cjk(char)
+
+
+def normalize(text: str) -> str:
+    """The matching form of ``text``: NFKC, casefolded, white space collapsed to one space.
+
+    >>> normalize("  ＶＰＮ   Down\\n again ")
+    'vpn down again'
+    >>> normalize("找ＬＥＡＤＥＲ！")
+    '找leader!'
+    """
+    if text.isascii():
+        folded = text.lower()  # casefold() equals lower() on ASCII, and NFKC is a no-op
+    else:
+        # Casefolding can leave text that is not NFKC again (e.g. "ǰ"), so normalise twice.
+        folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    return " ".join(folded.split())
+
+
+def _boundaries(word: str) -> tuple[bool, bool]:
+    """Whether a match of ``word`` needs a word boundary before it and after it."""
+    if has_cjk(word):
+        return False, False
+    return is_word_char(word[0]), is_word_char(word[-1])
+
+
+def _accept(text: str, start: int, end: int, left: bool, right: bool) -> bool:
+    if left and start > 0 and is_word_char(text[start - 1]):
+        return False
+    return not (right and end < len(text) and is_word_char(text[end]))
+
+
+_Hit = tuple[str, int, bool, bool]  # word, its length, needs a boundary before, after
+_CACHE_LIMIT = 1_000_000  # memoised transitions per automaton; beyond it they are recomputed
+
+
+class _State(dict[str, "_State"]):
+    """One automaton state: a dict from the next character to the next state.
+
+    It starts with the trie's edges; a missing character follows the failure link once and
+    memoises the answer (a lazily built DFA), so matching costs one dict lookup per character.
+    """
+
+    __slots__ = ("fail", "out", "owner")
+
+    def __init__(self, owner: Automaton, out: tuple[_Hit, ...]) -> None:
+        super().__init__()
+        self.owner = owner
+        self.out = out
+        self.fail: _State | None = None  # None only for the root
+
+    def __missing__(self, char: str) -> _State:
+        nxt = self if self.fail is None else self.fail[char]
+        owner = self.owner
+        if owner.cached < _CACHE_LIMIT:  # bound the memory a stream of odd characters can take
+            owner.cached += 1
+            self[char] = nxt
+        return nxt
+
+
+_STEP = dict.__getitem__  # a C-level step for itertools.accumulate: no Python frame per character
+_OUT = attrgetter("out")
+
+
+class Automaton:
+    """All keywords in one Aho–Corasick automaton; :meth:`find` reports which of them occur.
+
+    Words must already be normalised. The only state that changes after building is the
+    memo of transitions, whose updates are idempotent, so one automaton may serve many threads.
+
+    >>> automaton = Automaton(["vpn", "sue", "your manager", "断网"])
+    >>> sorted(automaton.find(normalize("Issue: VPN 断网了, get your manager")))
+    ['vpn', 'your manager', '断网']
+    """
+
+    __slots__ = ("_root", "cached", "words")
+
+    def __init__(self, words: Iterable[str]) -> None:
+        self.words: frozenset[str] = frozenset(word for word in words if word)
+        self.cached = 0
+        goto: list[dict[str, int]] = [{}]
+        own: list[list[_Hit]] = [[]]
+        for word in sorted(self.words):  # sorted: the same words always give the same automaton
+            state = 0
+            for char in word:
+                nxt = goto[state].get(char)
+                if nxt is None:
+                    nxt = len(goto)
+                    goto[state][char] = nxt
+                    goto.append({})
+                    own.append([])
+                state = nxt
+            own[state].append((word, len(word), *_boundaries(word)))
+        fail = [0] * len(goto)
+        out: list[tuple[_Hit, ...]] = [()] * len(goto)
+        # Breadth first, so a state's failure target is complete before the state is reached.
+        queue = deque(goto[0].values())
+        for state in queue:
+            out[state] = tuple(own[state])
+        while queue:
+            state = queue.popleft()
+            for char, nxt in goto[state].items():
+                queue.append(nxt)
+                target = fail[state]
+                while target and char not in goto[target]:
+                    target = fail[target]
+                fail[nxt] = goto[target].get(char, 0)
+                out[nxt] = tuple(own[nxt]) + out[fail[nxt]]
+        states = [_State(self, hits) for hits in out]
+        for index, edges in enumerate(goto):
+            states[index].update((char, states[nxt]) for char, nxt in edges.items())
+            if index:
+                states[index].fail = states[fail[index]]
+        self._root = states[0]
+
+    def find(self, text: str) -> set[str]:
+        """The words that occur in ``text`` (normalised), respecting word boundaries."""
+        # outs[k] holds the words that end after the k-th character.
+        outs = list(map(_OUT, accumulate(text, _STEP, initial=self._root)))
+        found: set[str] = set()
+        for end in compress(range(len(outs)), outs):
+            for word, length, left, right in outs[end]:
+                if (not left and not right) or _accept(text, end - length, end, left, right):
+                    found.add(word)
+        return found
+
+
+def find_naive(words: Iterable[str], text: str) -> set[str]:
+    """The reference matcher: the same answer as :class:`Automaton`, one word at a time.
+
+    Used by the tests and the benchmark baseline.
+
+    >>> sorted(find_naive(["sue", "vpn"], "issue with vpn"))
+    ['vpn']
+    """
+    found: set[str] = set()
+    for word in words:
+        if not word:
+            continue
+        left, right = _boundaries(word)
+        start = text.find(word)
+        while start >= 0:
+            if _accept(text, start, start + len(word), left, right):
+                found.add(word)
+                break
+            start = text.find(word, start + 1)
+    return found

@@ -1,0 +1,79 @@
+"""Time-based house rules of a support desk: idle chats, auto-close and call-backs.
+
+Each policy is a value. The functions here are pure: given a ticket they say when its next
+deadline falls; the desk stores that instant on the ticket (``ticket.state``), turns it into
+a timer, and acts when it comes due.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import attrs
+
+from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.errors import ValidationError
+from supportflow.model import Channel, Ticket, coerce_enum
+
+__all__ = ["AutoClosePolicy", "CallbackPolicy", "IdleChatPolicy", "state_time"]
+
+
+def _positive(instance: object, attribute: attrs.Attribute[object], value: timedelta) -> None:
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        raise ValidationError(attribute.name, value, "a positive timedelta")
+
+
+@attrs.frozen(slots=True)
+class IdleChatPolicy:
+    """A chat the customer has gone quiet on: remind after ``remind_after``, close after
+    ``close_after`` (both counted from the agent's last public reply).
+
+    Defaults from the field: a reminder at 3 minutes, closed at 5.
+    """
+
+    remind_after: timedelta = attrs.field(default=timedelta(minutes=3), validator=_positive)
+    close_after: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
+    channels: frozenset[Channel] = attrs.field(
+        default=frozenset({Channel.CHAT}),
+        converter=lambda values: frozenset(coerce_enum(Channel, v, "channels") for v in values),
+    )
+    reminder: str = "Are you still there? This chat will close soon if we don't hear from you."
+    closing: str = "We're closing this chat for now. Reply any time and we'll pick it up again."
+    enabled: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.close_after <= self.remind_after:
+            raise ValidationError("close_after", self.close_after, "longer than remind_after")
+
+    def applies(self, ticket: Ticket) -> bool:
+        return self.enabled and ticket.channel in self.channels
+
+
+@attrs.frozen(slots=True)
+class AutoClosePolicy:
+    """A resolved ticket the customer does not answer within ``after`` closes by itself.
+
+    ``calendar`` decides whether ``after`` counts calendar time (the default, 24x7) or
+    business time (pass a :class:`BusinessCalendar`).
+    """
+
+    after: timedelta = attrs.field(default=timedelta(days=7), validator=_positive)
+    calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
+    enabled: bool = True
+
+    def due(self, resolved_at: datetime) -> datetime:
+        return self.calendar.add(resolved_at, self.after)
+
+
+@attrs.frozen(slots=True)
+class CallbackPolicy:
+    """A dropped call or chat gets a call-back task due at once; if nobody has done it
+    within ``escalate_after`` it is escalated to the team lead."""
+
+    escalate_after: timedelta = attrs.field(default=timedelta(minutes=30), validator=_positive)
+
+
+def state_time(ticket: Ticket, key: str) -> datetime | None:
+    """Read an instant the desk stored on the ticket (ISO 8601 in ``ticket.state``)."""
+    value = ticket.state.get(key)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -1,0 +1,456 @@
+"""The ``Desk``: one method per command of a support desk.
+
+Every command runs the same path (DESIGN.md, "One command, end to end"): open a unit of work,
+load the ticket, catch up on deadlines that fell due, apply the command through the workflow
+and the engines, then save the ticket with its expected version, append the events, replace
+the ticket's timers and enqueue notifications — all or nothing. A version conflict retries the
+command on a fresh load a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from supportflow._change import Change, DeskRules
+from supportflow.automation import AutoClosePolicy, CallbackPolicy, IdleChatPolicy
+from supportflow.clock import Clock, SystemClock, ensure_aware, to_utc
+from supportflow.errors import ConcurrencyConflict, ValidationError
+from supportflow.escalation import EscalationPolicy
+from supportflow.events import Event, EventType
+from supportflow.model import (
+    Channel,
+    Customer,
+    Priority,
+    Role,
+    StatusCategory,
+    Ticket,
+    Timer,
+    VerificationMethod,
+    coerce_enum,
+)
+from supportflow.sla import ClockReading, SlaEngine, SlaPolicy, default_sla_policies
+from supportflow.storage import MemoryStore, Storage, TicketQuery
+from supportflow.workflow import Workflow, default_workflow
+
+__all__ = ["Desk", "DueReport"]
+
+
+@attrs.frozen(slots=True)
+class DueReport:
+    """What :meth:`Desk.run_due` did: timers that fired, timers dropped as stale, and the
+    events their handling recorded."""
+
+    fired: tuple[Timer, ...] = ()
+    dropped: tuple[Timer, ...] = ()
+    events: tuple[Event, ...] = ()
+
+
+class Desk:
+    """A support desk: tickets, their workflow, SLA clocks and deadlines, on a store.
+
+    >>> desk = Desk()                                   # memory store, system clock
+    >>> ticket = desk.open_ticket(subject="VPN down", body="Since 9:00",
+    ...                           customer=Customer(id="c-1"), channel="email")
+    >>> desk.reply(ticket.id, "Looking into it", by="agent_li").status
+    'in_progress'
+    """
+
+    def __init__(
+        self,
+        store: Storage | None = None,
+        clock: Clock | None = None,
+        workflow: Workflow | None = None,
+        *,
+        sla: Sequence[SlaPolicy] | None = None,
+        escalation: Sequence[EscalationPolicy] = (),
+        verify_channels: Iterable[Channel | str] = (),
+        idle_chat: IdleChatPolicy | None = None,
+        auto_close: AutoClosePolicy | None = None,
+        callbacks: CallbackPolicy | None = None,
+        team_lead: str = "team_lead",
+        notify_customers: bool = True,
+        max_attempts: int = 5,
+        id_factory: Callable[[], str] | None = None,
+        worker_id: str | None = None,
+        timer_lease: timedelta = timedelta(minutes=5),
+    ) -> None:
+        if max_attempts < 1:
+            raise ValidationError("max_attempts", max_attempts, "at least 1")
+        self.store: Storage = store if store is not None else MemoryStore()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.workflow = workflow if workflow is not None else default_workflow()
+        self.rules = DeskRules(
+            workflow=self.workflow,
+            sla=SlaEngine(default_sla_policies() if sla is None else sla),
+            escalation=tuple(escalation),
+            verify_channels=frozenset(
+                coerce_enum(Channel, c, "verify_channels") for c in verify_channels
+            ),
+            idle_chat=idle_chat if idle_chat is not None else IdleChatPolicy(),
+            auto_close=auto_close if auto_close is not None else AutoClosePolicy(),
+            callbacks=callbacks if callbacks is not None else CallbackPolicy(),
+            team_lead=team_lead,
+            notify_customers=notify_customers,
+        )
+        self.max_attempts = max_attempts
+        self._new_id = id_factory or (lambda: uuid.uuid4().hex)
+        self.worker_id = worker_id or f"desk-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.timer_lease = timer_lease
+
+    # -- reading ---------------------------------------------------------------------------
+    def get_ticket(self, ticket_id: str) -> Ticket:
+        """The ticket as stored now; ``TicketNotFound`` if there is none."""
+        with self.store.transaction() as uow:
+            return uow.get_ticket(ticket_id)
+
+    def history(self, ticket_id: str) -> list[Event]:
+        """Every event of the ticket in order: its audit trail."""
+        with self.store.transaction() as uow:
+            uow.get_ticket(ticket_id)
+            return uow.history(ticket_id)
+
+    def tickets(
+        self,
+        *,
+        status: str | Sequence[str] | None = None,
+        category: StatusCategory | str | None = None,
+        assignee: str | None = None,
+        group: str | None = None,
+        customer_id: str | None = None,
+        channel: Channel | str | None = None,
+        priority: Priority | str | None = None,
+        tag: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Ticket]:
+        """Tickets matching every given filter, oldest first.
+
+        ``category`` selects all statuses of that category (``"waiting"``, ...).
+        """
+        statuses: list[str] | None = None
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            for name in statuses:
+                self.workflow.category(name)
+        if category is not None:
+            wanted = coerce_enum(StatusCategory, category, "category")
+            in_category = [s for s, c in self.workflow.statuses.items() if c is wanted]
+            statuses = [s for s in statuses if s in in_category] if statuses else in_category
+        query = TicketQuery(
+            status=statuses,
+            assignee=assignee,
+            group=group,
+            customer_id=customer_id,
+            channel=coerce_enum(Channel, channel, "channel").value if channel else None,
+            priority=coerce_enum(Priority, priority, "priority").value if priority else None,
+            tag=tag,
+            created_from=to_utc(created_from, "created_from") if created_from else None,
+            created_to=to_utc(created_to, "created_to") if created_to else None,
+            limit=limit,
+        )
+        with self.store.transaction() as uow:
+            return uow.find_tickets(query)
+
+    def sla(self, ticket_id: str, at: datetime | None = None) -> list[ClockReading]:
+        """The ticket's SLA clocks read at ``at`` (default now): exact remaining business time."""
+        now = self._now(at, "at")
+        return self.rules.sla.read(self.get_ticket(ticket_id), now)
+
+    # -- commands --------------------------------------------------------------------------
+    def open_ticket(
+        self,
+        *,
+        subject: str,
+        body: str,
+        customer: Customer,
+        channel: Channel | str,
+        priority: Priority | str | None = None,
+        category: str | None = None,
+        kind: str = "request",
+        tags: Iterable[str] = (),
+        fields: Mapping[str, Any] | None = None,
+        impact: str | None = None,
+        urgency: str | None = None,
+        group: str | None = None,
+        assignee: str | None = None,
+        by: str | None = None,
+    ) -> Ticket:
+        """Record a new case. The customer's first message is the ticket's description."""
+        _text("subject", subject, empty_ok=False)
+        _text("body", body)
+        if not isinstance(customer, Customer):
+            raise ValidationError("customer", customer, "a supportflow.Customer")
+        channel = coerce_enum(Channel, channel, "channel")
+        explicit = priority is not None
+        priority = coerce_enum(Priority, priority, "priority") if explicit else Priority.NORMAL
+        ticket_id = self._new_id()
+
+        def build(change: Change) -> None:
+            change.open(
+                ticket_id=ticket_id,
+                subject=subject,
+                body=body,
+                customer=customer,
+                channel=channel,
+                priority=priority,
+                priority_explicit=explicit,
+                category=category,
+                kind=kind,
+                tags=frozenset(tags),
+                fields=dict(fields or {}),
+                impact=impact,
+                urgency=urgency,
+                group=group,
+                assignee=assignee,
+                actor=by or customer.id,
+            )
+
+        return self._run(None, build)
+
+    def reply(
+        self,
+        ticket_id: str,
+        body: str,
+        *,
+        by: str,
+        role: Role | str = Role.AGENT,
+    ) -> Ticket:
+        """Add a public message. An agent's reply answers the customer (and meets response
+        clocks); a customer's reply may bring a waiting or resolved ticket back to work.
+
+        A customer writing on a closed ticket opens a new ticket linked to it (``follows``),
+        which is returned.
+        """
+        _text("body", body, empty_ok=False)
+        _actor(by)
+        role = coerce_enum(Role, role, "role")
+        ticket = self._run(ticket_id, lambda change: change.message(body, by, role, public=True))
+        followed = ticket.linked("followed_by")
+        if role is Role.CUSTOMER and ticket.state.get("followed_by_message") == ticket.sequence:
+            return self.get_ticket(followed[-1])
+        return ticket
+
+    def add_note(self, ticket_id: str, body: str, *, by: str) -> Ticket:
+        """Add an internal note: never shown to the customer, never meets an SLA clock."""
+        _text("body", body, empty_ok=False)
+        _actor(by)
+        return self._run(ticket_id, lambda c: c.message(body, by, Role.AGENT, public=False))
+
+    def assign(
+        self,
+        ticket_id: str,
+        assignee: str | None = None,
+        *,
+        group: str | None = None,
+        by: str,
+    ) -> Ticket:
+        """Give the ticket to an agent and/or a group (team or tier)."""
+        _actor(by)
+        if assignee is None and group is None:
+            raise ValidationError("assignee", None, "an assignee, a group, or both")
+        return self._run(ticket_id, lambda c: c.assign(assignee, group, by))
+
+    def fire(self, ticket_id: str, trigger: str, *, by: str, **data: Any) -> Ticket:
+        """Fire any workflow trigger; ``InvalidTransition`` names the triggers allowed now."""
+        _actor(by)
+        return self._run(ticket_id, lambda c: c.fire(trigger, by, dict(data)))
+
+    def resolve(self, ticket_id: str, *, by: str, resolution: str | None = None) -> Ticket:
+        """Mark the case solved; it closes by itself if the customer stays silent."""
+        _actor(by)
+        return self._run(ticket_id, lambda c: c.fire("resolve", by, {"resolution": resolution}))
+
+    def reopen(self, ticket_id: str, *, by: str, reason: str | None = None) -> Ticket:
+        """Take a resolved ticket back into work; its resolution clock resumes."""
+        _actor(by)
+        return self._run(ticket_id, lambda c: c.fire("reopen", by, {"reason": reason}))
+
+    def close(self, ticket_id: str, *, by: str, reason: str | None = None) -> Ticket:
+        """Close a resolved ticket (the customer confirmed, or the agent closes it)."""
+        _actor(by)
+        return self._run(ticket_id, lambda c: c.fire("close", by, {"reason": reason}))
+
+    def cancel(self, ticket_id: str, *, by: str, reason: str) -> Ticket:
+        """Cancel a ticket that is no case (spam, duplicate, sent by mistake)."""
+        _actor(by)
+        _text("reason", reason, empty_ok=False)
+        return self._run(ticket_id, lambda c: c.fire("cancel", by, {"reason": reason}))
+
+    def verify_customer(
+        self, ticket_id: str, *, by: str, method: VerificationMethod | str
+    ) -> Ticket:
+        """Record that ``by`` verified the customer's identity, and how."""
+        _actor(by)
+        method = coerce_enum(VerificationMethod, method, "method")
+        return self._run(ticket_id, lambda c: c.verify(by, method))
+
+    def set_priority(
+        self, ticket_id: str, priority: Priority | str, *, by: str, reason: str | None = None
+    ) -> Ticket:
+        """Set the priority explicitly; rules no longer lower it. SLA targets follow."""
+        _actor(by)
+        priority = coerce_enum(Priority, priority, "priority")
+        return self._run(ticket_id, lambda c: c.set_priority(priority, by, reason, explicit=True))
+
+    def update(
+        self,
+        ticket_id: str,
+        *,
+        by: str,
+        category: str | None = None,
+        kind: str | None = None,
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+        fields: Mapping[str, Any] | None = None,
+        impact: str | None = None,
+        urgency: str | None = None,
+    ) -> Ticket:
+        """Change classification fields; the SLA policy is chosen again if they matter to it."""
+        _actor(by)
+        changes: dict[str, Any] = {}
+        if category is not None:
+            changes["category"] = category
+        if kind is not None:
+            changes["kind"] = kind
+        if impact is not None:
+            changes["impact"] = impact
+        if urgency is not None:
+            changes["urgency"] = urgency
+        add, remove = frozenset(add_tags), frozenset(remove_tags)
+        return self._run(
+            ticket_id, lambda c: c.update(by, changes, add, remove, dict(fields or {}))
+        )
+
+    def link(self, ticket_id: str, other_id: str, *, kind: str = "related", by: str) -> Ticket:
+        """Link two tickets (both sides record it)."""
+        _actor(by)
+        if other_id == ticket_id:
+            raise ValidationError("other_id", other_id, "a different ticket")
+        self.get_ticket(other_id)
+        ticket = self._run(ticket_id, lambda c: c.link(kind, other_id, by))
+        self._run(other_id, lambda c: c.link(_REVERSE.get(kind, kind), ticket_id, by))
+        return ticket
+
+    def acknowledge(self, ticket_id: str, *, by: str) -> Ticket:
+        """Acknowledge the current escalation level: its repeats stop."""
+        _actor(by)
+        return self._run(ticket_id, lambda c: c.acknowledge(by))
+
+    def contact_dropped(self, ticket_id: str, *, by: str = "system") -> Ticket:
+        """A call or chat was cut off: a call-back task is due at once."""
+        return self._run(ticket_id, lambda c: c.contact_dropped(by))
+
+    def callback_done(self, ticket_id: str, *, by: str, outcome: str = "reached") -> Ticket:
+        """Record that the call-back after a dropped contact was made."""
+        _actor(by)
+        return self._run(ticket_id, lambda c: c.callback_done(by, outcome))
+
+    # -- due work --------------------------------------------------------------------------
+    def run_due(self, now: datetime | None = None, limit: int = 100) -> DueReport:
+        """Claim due timers (earliest first, at most ``limit``) and handle each ticket's.
+
+        Handling goes through the normal command path, so it is idempotent: a second run at
+        the same instant finds nothing due, and a timer whose ticket moved on is dropped.
+        """
+        if limit < 1:
+            raise ValidationError("limit", limit, "at least 1")
+        instant = self._now(now, "now")
+        with self.store.transaction() as uow:
+            claimed = uow.claim_due_timers(instant, limit, self.worker_id, self.timer_lease)
+        by_ticket: dict[str, list[Timer]] = {}
+        for timer in claimed:
+            by_ticket.setdefault(timer.ticket_id, []).append(timer)
+        fired: list[Timer] = []
+        dropped: list[Timer] = []
+        events: list[Event] = []
+        for ticket_id, timers in by_ticket.items():
+            done, recorded = self._handle_due(ticket_id, timers, instant)
+            fired.extend(t for t in timers if t.key in done)
+            dropped.extend(t for t in timers if t.key not in done)
+            events.extend(recorded)
+        return DueReport(tuple(fired), tuple(dropped), tuple(events))
+
+    def next_due(self) -> datetime | None:
+        """When the earliest timer of any ticket falls due."""
+        with self.store.transaction() as uow:
+            return uow.next_timer_due()
+
+    def _handle_due(
+        self, ticket_id: str, timers: list[Timer], now: datetime
+    ) -> tuple[set[str], list[Event]]:
+        for attempt in itertools.count(1):
+            try:
+                with self.store.transaction() as uow:
+                    try:
+                        ticket = uow.get_ticket(ticket_id)
+                    except LookupError:
+                        for timer in timers:
+                            uow.release_timer(timer, self.worker_id)
+                        return set(), []
+                    change = Change(self.rules, ticket, now, "system", self._new_id)
+                    change.catch_up()
+                    if change.events:
+                        change.commit(uow, insert=False)
+                    else:
+                        uow.replace_timers(ticket_id, change.timers())
+                    for timer in timers:
+                        uow.release_timer(timer, self.worker_id)
+                    return change.fired_keys, change.stored_events
+            except ConcurrencyConflict:
+                if attempt >= self.max_attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    # -- the command path ------------------------------------------------------------------
+    def _run(self, ticket_id: str | None, action: Callable[[Change], None]) -> Ticket:
+        for attempt in itertools.count(1):
+            now = to_utc(self.clock.now(), "clock.now()")
+            try:
+                with self.store.transaction() as uow:
+                    if ticket_id is None:
+                        change = Change.new(self.rules, now, self._new_id, uow.next_ticket_number())
+                        action(change)
+                        change.commit(uow, insert=True)
+                    else:
+                        change = Change(
+                            self.rules, uow.get_ticket(ticket_id), now, "system", self._new_id
+                        )
+                        change.catch_up()
+                        action(change)
+                        change.commit(uow, insert=False)
+                    for follow_up in change.follow_ups:
+                        follow_up(uow)
+                    return change.ticket
+            except ConcurrencyConflict:
+                if attempt >= self.max_attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _now(self, value: datetime | None, field: str) -> datetime:
+        if value is None:
+            return to_utc(self.clock.now(), "clock.now()")
+        return to_utc(ensure_aware(value, field), field)
+
+
+_REVERSE = {"parent": "child", "child": "parent", "follows": "followed_by"}
+
+
+def _text(field: str, value: object, *, empty_ok: bool = True) -> None:
+    if not isinstance(value, str) or (not empty_ok and not value.strip()):
+        raise ValidationError(field, value, "a non-empty string" if not empty_ok else "a string")
+
+
+def _actor(by: object) -> None:
+    if not isinstance(by, str) or not by.strip():
+        raise ValidationError("by", by, "the id of who acts, a non-empty string")
+
+
+

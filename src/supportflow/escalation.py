@@ -1,0 +1,249 @@
+"""Escalation policies: who hears about a ticket, and who takes it over, as time passes.
+
+A policy has ordered levels, reached one after another. A level is reached by time (business
+time since the ticket opened, since its last public update, or a fraction of an SLA clock
+such as 80% of resolution) or by a condition (urgent priority, an early-warning tag, a VIP
+customer). Reaching a level notifies its targets and may reassign the ticket, raise its
+priority or tag it. A level can repeat every ``repeat_every`` until acknowledged; a resolved
+or closed ticket does not escalate.
+
+Two shapes a support centre uses, both plain data::
+
+    functional = EscalationPolicy("tiers", levels=[
+        EscalationLevel("engineer", after=timedelta(hours=2), reassign_group="tier2"),
+        EscalationLevel("hardware", sla_clock="resolution", fraction=0.8,
+                        reassign_group="hardware", notify=["team_lead"])])
+    hierarchical = EscalationPolicy("managers", levels=[
+        EscalationLevel("lead", when=EscalationCondition(priorities=["urgent"]),
+                        notify=["team_lead"], repeat_every=timedelta(minutes=30)),
+        EscalationLevel("manager", after=timedelta(hours=4), notify=["manager"])])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.errors import ValidationError
+from supportflow.model import Priority, StatusCategory, Ticket, Timer, coerce_enum
+from supportflow.sla import CLOCKS, SlaCondition, SlaEngine
+
+__all__ = [
+    "EscalationCondition",
+    "EscalationEngine",
+    "EscalationLevel",
+    "EscalationPolicy",
+    "EscalationStep",
+]
+
+EscalationCondition = SlaCondition
+"""Which tickets a level (or a policy) is for: priorities, channels, tiers, categories, tags."""
+
+_SINCE = ("opened", "updated")
+_TARGET_PREFIXES = ("assignee", "group", "team_lead", "manager", "on_call:", "agent:")
+
+
+def _targets(values: Iterable[str]) -> tuple[str, ...]:
+    targets = tuple(values)
+    for target in targets:
+        if not isinstance(target, str) or not (
+            target in _TARGET_PREFIXES or target.startswith(("on_call:", "agent:"))
+        ):
+            raise ValidationError(
+                "notify",
+                target,
+                "assignee, group, team_lead, manager, 'on_call:<rota>' or 'agent:<id>'",
+            )
+    return targets
+
+
+def _priority_or_none(value: Priority | str | None) -> Priority | None:
+    return None if value is None else coerce_enum(Priority, value, "raise_priority")
+
+
+@attrs.frozen(slots=True)
+class EscalationLevel:
+    """One step of a policy. Give exactly one trigger: ``after`` (with ``since``),
+    ``sla_clock`` with ``fraction``, or ``when``."""
+
+    name: str
+    after: timedelta | None = None
+    since: str = "opened"
+    sla_clock: str | None = None
+    fraction: float | None = None
+    when: SlaCondition | None = None
+    notify: tuple[str, ...] = attrs.field(default=(), converter=_targets)
+    reassign_group: str | None = None
+    reassign_to: str | None = None
+    raise_priority: Priority | None = attrs.field(default=None, converter=_priority_or_none)
+    add_tags: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    repeat_every: timedelta | None = None
+
+    def __attrs_post_init__(self) -> None:
+        given = [self.after is not None, self.sla_clock is not None, self.when is not None]
+        if sum(given) != 1:
+            raise ValidationError(
+                f"levels[{self.name!r}]", self.name, "exactly one of after, sla_clock, when"
+            )
+        if self.since not in _SINCE:
+            raise ValidationError("since", self.since, f"one of {', '.join(_SINCE)}")
+        if self.after is not None and self.after < timedelta(0):
+            raise ValidationError("after", self.after, "a non-negative timedelta")
+        if self.sla_clock is not None:
+            if self.sla_clock not in CLOCKS:
+                raise ValidationError("sla_clock", self.sla_clock, f"one of {', '.join(CLOCKS)}")
+            if self.fraction is None or not 0 < self.fraction <= 1:
+                raise ValidationError("fraction", self.fraction, "a number in (0, 1]")
+        if self.repeat_every is not None and self.repeat_every <= timedelta(0):
+            raise ValidationError("repeat_every", self.repeat_every, "a positive timedelta")
+
+
+def _levels(values: Iterable[EscalationLevel]) -> tuple[EscalationLevel, ...]:
+    levels = tuple(values)
+    if not levels:
+        raise ValidationError("levels", levels, "at least one EscalationLevel")
+    return levels
+
+
+@attrs.frozen(slots=True)
+class EscalationPolicy:
+    """Ordered levels for the tickets ``condition`` selects, timed on ``calendar``."""
+
+    name: str
+    levels: tuple[EscalationLevel, ...] = attrs.field(converter=_levels)
+    calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
+    condition: SlaCondition = SlaCondition()
+
+
+@attrs.frozen(slots=True)
+class EscalationStep:
+    """A level reached (or repeated): what the desk must do and record."""
+
+    policy: str
+    index: int
+    level: EscalationLevel
+    reason: str
+    repeat: int
+    at: datetime
+
+
+class EscalationEngine:
+    """Works out escalation deadlines from a ticket, and the step each one brings."""
+
+    def __init__(self, policies: Iterable[EscalationPolicy], sla: SlaEngine) -> None:
+        self.policies = tuple(policies)
+        self.sla = sla
+        names = [p.name for p in self.policies]
+        if len(set(names)) != len(names):
+            raise ValidationError("escalation", names, "policies with distinct names")
+        self._by_name = {p.name: p for p in self.policies}
+
+    @staticmethod
+    def progress(ticket: Ticket, policy: str) -> Mapping[str, Any]:
+        """The ticket's progress through ``policy``: level reached (-1: none), acked, ..."""
+        value = ticket.state.get(f"escalation:{policy}")
+        return value if isinstance(value, Mapping) else {"level": -1, "acked": False}
+
+    def timers(self, ticket: Ticket, category: StatusCategory, now: datetime) -> list[Timer]:
+        """The next escalation deadline of each policy (none once resolved or closed)."""
+        if not self.policies or category in (StatusCategory.RESOLVED, StatusCategory.CLOSED):
+            return []
+        timers = []
+        for policy in self.policies:
+            if policy.condition.explain(ticket) is None:
+                continue
+            progress = self.progress(ticket, policy.name)
+            reached = int(progress["level"])
+            if reached >= 0:
+                current = policy.levels[reached]
+                if current.repeat_every is not None and not progress.get("acked"):
+                    last = datetime.fromisoformat(str(progress["last_at"]))
+                    due = policy.calendar.add(last, current.repeat_every)
+                    timers.append(
+                        Timer(ticket.id, f"escalation:{policy.name}:repeat", due, "escalation")
+                    )
+            if reached + 1 < len(policy.levels):
+                due_at = self._due(ticket, policy, policy.levels[reached + 1], now)
+                if due_at is not None:
+                    key = f"escalation:{policy.name}:level:{reached + 1}"
+                    timers.append(Timer(ticket.id, key, due_at, "escalation"))
+        return timers
+
+    def step(self, ticket: Ticket, timer: Timer) -> EscalationStep | None:
+        """The step a due escalation timer brings, or ``None`` if it no longer applies."""
+        _, name, what, *rest = timer.key.split(":")
+        policy = self._by_name.get(name)
+        if policy is None:
+            return None
+        progress = self.progress(ticket, name)
+        reached = int(progress["level"])
+        if what == "repeat":
+            if reached < 0:
+                return None
+            level = policy.levels[reached]
+            repeat = int(progress.get("repeats", 0)) + 1
+            reason = f"not acknowledged; repeat {repeat} every {level.repeat_every}"
+            return EscalationStep(name, reached, level, reason, repeat, timer.due_at)
+        index = int(rest[0])
+        if index != reached + 1:
+            return None
+        level = policy.levels[index]
+        return EscalationStep(name, index, level, self._reason(ticket, level), 0, timer.due_at)
+
+    @staticmethod
+    def record(ticket_state: Mapping[str, Any], step: EscalationStep) -> dict[str, Any]:
+        """The ticket's ``state`` after ``step``."""
+        state = dict(ticket_state)
+        state[f"escalation:{step.policy}"] = {
+            "level": step.index,
+            "acked": False,
+            "repeats": step.repeat,
+            "last_at": step.at.isoformat(),
+        }
+        return state
+
+    def acknowledge(self, ticket: Ticket) -> tuple[dict[str, Any], list[tuple[str, int]]]:
+        """Stop repeats of each policy's current level; returns the new state and what was
+        acknowledged as (policy, level) pairs."""
+        state = dict(ticket.state)
+        acked = []
+        for policy in self.policies:
+            progress = self.progress(ticket, policy.name)
+            if int(progress["level"]) >= 0 and not progress.get("acked"):
+                state[f"escalation:{policy.name}"] = {**progress, "acked": True}
+                acked.append((policy.name, int(progress["level"])))
+        return state, acked
+
+    # -- internals -------------------------------------------------------------------------
+    def _due(
+        self, ticket: Ticket, policy: EscalationPolicy, level: EscalationLevel, now: datetime
+    ) -> datetime | None:
+        if level.when is not None:
+            return now if level.when.explain(ticket) is not None else None
+        if level.after is not None:
+            start = ticket.created_at
+            if level.since == "updated":
+                last = ticket.state.get("last_public_at")
+                start = datetime.fromisoformat(last) if isinstance(last, str) else start
+            return policy.calendar.add(start, level.after)
+        clock = ticket.sla.clock(level.sla_clock or "") if ticket.sla else None
+        sla_policy = self.sla.policy(ticket.sla.policy) if ticket.sla else None
+        if clock is None or sla_policy is None or not clock.running or clock.target is None:
+            return None
+        if clock.since is None:
+            return None
+        left = clock.target * (level.fraction or 1) - clock.elapsed
+        return sla_policy.calendar.add(clock.since, left) if left > timedelta(0) else clock.since
+
+    @staticmethod
+    def _reason(ticket: Ticket, level: EscalationLevel) -> str:
+        if level.when is not None:
+            return f"condition met: {level.when.explain(ticket)}"
+        if level.after is not None:
+            since = "opened" if level.since == "opened" else "last public update"
+            return f"{level.after} of business time since {since}"
+        return f"{(level.fraction or 0) * 100:.0f}% of the {level.sla_clock} SLA used"

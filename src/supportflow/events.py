@@ -1,0 +1,96 @@
+"""Domain events: the audit trail of every ticket, and the source of its metrics.
+
+Every change to a ticket appends one or more :class:`Event` rows in the same unit of work as
+the change. ``sequence`` counts from 1 per ticket without gaps. ``data`` holds plain JSON
+values only (strings, numbers, booleans, lists, dicts, ``None``); datetimes are ISO 8601
+strings and durations are seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+__all__ = ["Event", "EventDraft", "EventType"]
+
+
+def _plain(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value) if value else {}
+
+
+@attrs.frozen(slots=True)
+class Event:
+    """Something that happened to a ticket.
+
+    >>> event.type, event.actor        # doctest: +SKIP
+    ('StatusChanged', 'agent_li')
+    """
+
+    ticket_id: str
+    sequence: int
+    type: str
+    at: datetime
+    actor: str
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_plain)
+
+
+class EventType:
+    """The event types the desk writes, with the keys of their ``data``."""
+
+    TICKET_OPENED: Final = "TicketOpened"
+    """subject, channel, priority, category, kind, status, customer_id, customer_tier, group."""
+    MESSAGE_ADDED: Final = "MessageAdded"
+    """message_id, role (agent/customer/system), public (bool), author."""
+    NOTE_ADDED: Final = "NoteAdded"
+    """message_id, author: an internal note (never shown to the customer)."""
+    STATUS_CHANGED: Final = "StatusChanged"
+    """trigger, from, to, from_category, to_category, and the trigger's extra data."""
+    ASSIGNED: Final = "Assigned"
+    """assignee, group, previous_assignee, previous_group."""
+    CUSTOMER_VERIFIED: Final = "CustomerVerified"
+    """method, by."""
+    PRIORITY_CHANGED: Final = "PriorityChanged"
+    """from, to, reason, explicit (bool: set by a person rather than a rule)."""
+    TICKET_UPDATED: Final = "TicketUpdated"
+    """changes: {field: [old, new]} for category, tags, kind, custom fields, impact, urgency."""
+    LINKED: Final = "TicketLinked"
+    """kind, ticket_id."""
+    SLA_POLICY_APPLIED: Final = "SlaPolicyApplied"
+    """policy, reason, targets: {clock: seconds}."""
+    SLA_WARNING: Final = "SlaWarning"
+    """clock, threshold (percent), due_at, remaining_seconds."""
+    SLA_BREACHED: Final = "SlaBreached"
+    """clock, target_seconds, due_at."""
+    SLA_MET: Final = "SlaMet"
+    """clock, elapsed_seconds (business time), target_seconds, late (bool)."""
+    CLASSIFIED: Final = "Classified"
+    """reasons: [{rule, action, detail}], and the resulting fields."""
+    EARLY_WARNING: Final = "EarlyWarning"
+    """words: the sensitive words that matched."""
+    INCIDENT_DETECTED: Final = "IncidentDetected"
+    """fingerprint, count, window_seconds, examples (up to five ticket ids), incident_id."""
+    ESCALATED: Final = "Escalated"
+    """policy, level, reason, targets, actions, repeat (int)."""
+    ACKNOWLEDGED: Final = "Acknowledged"
+    """level."""
+    REMINDER_SENT: Final = "ReminderSent"
+    """reason (idle_chat, ...)."""
+    CALLBACK_SCHEDULED: Final = "CallbackScheduled"
+    """reason, due_at."""
+    CALLBACK_DONE: Final = "CallbackDone"
+    """outcome."""
+    REPLY_GUARD_OVERRIDDEN: Final = "ReplyGuardOverridden"
+    """by, role, findings."""
+
+
+@attrs.frozen(slots=True)
+class EventDraft:
+    """An event an engine wants recorded; the desk numbers it and adds the ticket id."""
+
+    type: str
+    at: datetime
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_plain)
+    actor: str = "system"

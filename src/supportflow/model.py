@@ -1,0 +1,361 @@
+"""The support desk's value objects: tickets, customers, messages, timers and notifications.
+
+All are frozen attrs classes: a command never changes a ticket in place, it produces the next
+version with :func:`attrs.evolve`. Enumerations are ``str`` enums so that they store and print
+as their plain names (``Priority.HIGH == "high"``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+
+from supportflow.errors import ValidationError
+
+__all__ = [
+    "Channel",
+    "Customer",
+    "Link",
+    "Message",
+    "Notification",
+    "Priority",
+    "Recipient",
+    "RecipientRole",
+    "Role",
+    "SlaClock",
+    "SlaClockState",
+    "SlaState",
+    "StatusCategory",
+    "Ticket",
+    "Timer",
+    "Verification",
+    "VerificationMethod",
+    "coerce_enum",
+]
+
+
+class Channel(str, enum.Enum):
+    """Where a request came in."""
+
+    PHONE = "phone"
+    EMAIL = "email"
+    CHAT = "chat"
+    WEB = "web"
+    SOCIAL = "social"
+    VISIT = "visit"
+    API = "api"
+
+
+_PRIORITY_RANK = {"low": 0, "normal": 1, "high": 2, "urgent": 3}
+
+
+class Priority(str, enum.Enum):
+    """How soon a ticket needs attention. Ordered: ``Priority.URGENT > Priority.LOW``."""
+
+    URGENT = "urgent"
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for low up to 3 for urgent."""
+        return _PRIORITY_RANK[self.value]
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank >= other.rank
+
+    __hash__ = str.__hash__
+
+
+class StatusCategory(str, enum.Enum):
+    """What a status means to the engines, whatever the workflow calls it."""
+
+    NEW = "new"
+    ACTIVE = "active"
+    WAITING = "waiting"  # the resolution clock pauses
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Role(str, enum.Enum):
+    """Who wrote a message."""
+
+    AGENT = "agent"
+    CUSTOMER = "customer"
+    SYSTEM = "system"
+
+
+class VerificationMethod(str, enum.Enum):
+    """How an agent confirmed who the customer is."""
+
+    ACCOUNT_LOGIN = "account_login"
+    CALL_BACK = "call_back"
+    SECURITY_QUESTION = "security_question"
+    DOCUMENT = "document"
+
+
+class RecipientRole(str, enum.Enum):
+    """Who a notification is for; each role is delivered by the notifier registered for it."""
+
+    CUSTOMER = "customer"
+    AGENT = "agent"
+    TEAM_LEAD = "team_lead"
+    MANAGER = "manager"
+    GROUP = "group"
+    ON_CALL = "on_call"
+    WEBHOOK = "webhook"
+
+
+def coerce_enum(enum_type: type[enum.Enum], value: Any, field: str) -> Any:
+    """Turn ``value`` (a member or its value) into a member of ``enum_type``.
+
+    >>> coerce_enum(Priority, "high", "priority")
+    <Priority.HIGH: 'high'>
+    """
+    if isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(str(member.value) for member in enum_type)
+        raise ValidationError(field, value, f"one of {allowed}") from None
+
+
+def _enum_converter(enum_type: type[enum.Enum], field: str) -> Any:
+    def convert(value: Any) -> Any:
+        return coerce_enum(enum_type, value, field)
+
+    return convert
+
+
+def _aware(instance: Any, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValidationError(attribute.name, value, "a timezone-aware datetime")
+
+
+def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    return dict(value) if value else _EMPTY
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+@attrs.frozen(slots=True)
+class Customer:
+    """The person or organisation asking for help.
+
+    >>> Customer(id="c-17", name="Wang Fang", tier="vip").is_vip
+    True
+    """
+
+    id: str
+    name: str = ""
+    contacts: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
+    tier: str = "standard"
+    verified: bool = False
+    language: str = "en"
+
+    @property
+    def is_vip(self) -> bool:
+        return self.tier.lower() == "vip"
+
+
+@attrs.frozen(slots=True)
+class Message:
+    """One message on a ticket: a public reply, a customer message or an internal note."""
+
+    id: str
+    author: str
+    role: Role = attrs.field(converter=_enum_converter(Role, "role"))
+    body: str
+    at: datetime = attrs.field(validator=_aware)
+    public: bool = True
+
+
+@attrs.frozen(slots=True)
+class Verification:
+    """Who verified the customer's identity, how, and when."""
+
+    by: str
+    method: VerificationMethod = attrs.field(
+        converter=_enum_converter(VerificationMethod, "method")
+    )
+    at: datetime = attrs.field(validator=_aware)
+
+
+@attrs.frozen(slots=True)
+class Link:
+    """A typed link from one ticket to another (``parent``, ``child``, ``follows``, ...)."""
+
+    kind: str
+    ticket_id: str
+
+
+class SlaClockState(str, enum.Enum):
+    """Where an SLA clock stands."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    MET = "met"
+    BREACHED = "breached"
+    STOPPED = "stopped"  # no target for this clock, or it was never started
+
+
+@attrs.frozen(slots=True)
+class SlaClock:
+    """One SLA clock of a ticket (first response, next response or resolution).
+
+    ``elapsed`` is business time counted up to ``since`` (the last instant the engine looked);
+    while running, the clock is due at ``due_at``. A met-late clock has ``met_at`` and
+    ``breached_at`` both set.
+    """
+
+    name: str
+    target: timedelta | None
+    state: SlaClockState = attrs.field(
+        default=SlaClockState.STOPPED, converter=_enum_converter(SlaClockState, "state")
+    )
+    elapsed: timedelta = timedelta(0)
+    since: datetime | None = None
+    due_at: datetime | None = None
+    met_at: datetime | None = None
+    breached_at: datetime | None = None
+    warnings_fired: tuple[int, ...] = ()
+    pending_warnings: tuple[tuple[int, datetime], ...] = ()
+    cycle: int = 0
+
+    @property
+    def running(self) -> bool:
+        """True while business time counts (also after a breach, until met)."""
+        return self.state in (SlaClockState.RUNNING, SlaClockState.BREACHED)
+
+    @property
+    def breached(self) -> bool:
+        return self.breached_at is not None
+
+
+@attrs.frozen(slots=True)
+class SlaState:
+    """The SLA of a ticket: which policy applies, why, and its clocks by name."""
+
+    policy: str
+    reason: str
+    clocks: tuple[SlaClock, ...] = ()
+
+    def clock(self, name: str) -> SlaClock | None:
+        for item in self.clocks:
+            if item.name == name:
+                return item
+        return None
+
+
+@attrs.frozen(slots=True)
+class Ticket:
+    """A customer's case, at one version.
+
+    Tickets are values: commands on the :class:`~supportflow.Desk` return the next version.
+    ``status`` is a workflow status name (``"open"``, ``"closed"``, ...); its category decides how
+    the engines treat it. ``fields`` holds the desk's custom fields; ``state`` holds the
+    bookkeeping of the rules engines (escalation level, auto-close, idle chat, ...).
+    """
+
+    id: str
+    number: int
+    subject: str
+    description: str
+    customer: Customer
+    channel: Channel = attrs.field(converter=_enum_converter(Channel, "channel"))
+    status: str
+    created_at: datetime = attrs.field(validator=_aware)
+    updated_at: datetime = attrs.field(validator=_aware)
+    priority: Priority = attrs.field(
+        default=Priority.NORMAL, converter=_enum_converter(Priority, "priority")
+    )
+    category: str | None = None
+    kind: str = "request"
+    assignee: str | None = None
+    group: str | None = None
+    tags: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    messages: tuple[Message, ...] = ()
+    links: tuple[Link, ...] = ()
+    verification: Verification | None = None
+    sla: SlaState | None = None
+    sequence: int = 0
+    impact: str | None = None
+    urgency: str | None = None
+    priority_explicit: bool = False
+    resolution: str | None = None
+    state: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    version: int = 1
+
+    @property
+    def public_messages(self) -> tuple[Message, ...]:
+        return tuple(message for message in self.messages if message.public)
+
+    def linked(self, kind: str) -> tuple[str, ...]:
+        """Ids of the tickets linked with ``kind``."""
+        return tuple(link.ticket_id for link in self.links if link.kind == kind)
+
+
+@attrs.frozen(slots=True)
+class Timer:
+    """A future deadline of a ticket: a row ``(ticket_id, key, due_at)`` in the store.
+
+    ``key`` names what is due (``"sla:resolution:breach"``, ``"autoclose"``, ...); a ticket has at
+    most one timer per key. Timers are recomputed from the ticket whenever it changes.
+    """
+
+    ticket_id: str
+    key: str
+    due_at: datetime = attrs.field(validator=_aware)
+    kind: str = ""
+
+
+@attrs.frozen(slots=True)
+class Recipient:
+    """Where a notification goes: a role and an address meaningful to that role's notifier."""
+
+    role: RecipientRole = attrs.field(converter=_enum_converter(RecipientRole, "role"))
+    address: str
+    name: str = ""
+
+
+@attrs.frozen(slots=True)
+class Notification:
+    """A message to deliver, written to the outbox in the same unit of work as its cause.
+
+    ``idempotency_key`` is unique per notification and travels with every delivery attempt so
+    that receivers can drop repeats.
+    """
+
+    idempotency_key: str
+    kind: str
+    recipients: tuple[Recipient, ...]
+    subject: str
+    body: str
+    created_at: datetime = attrs.field(validator=_aware)
+    ticket_id: str | None = None
+    data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)

@@ -1,0 +1,61 @@
+"""The notifier port: one call that delivers a notification to a group of recipients.
+
+A notifier either returns (the receiver accepted the notification) or raises. It raises
+:class:`DeliveryError` to say whether retrying could help; any other exception is treated by the
+:class:`~supportflow.notify.Dispatcher` as a transient failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from supportflow.errors import SupportflowError
+from supportflow.model import Notification, Recipient
+
+__all__ = ["DeliveryError", "Notifier"]
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """Anything that can deliver a notification to recipients of one role.
+
+    ``deliver`` returns once the receiver has accepted the notification and raises otherwise,
+    preferably :class:`DeliveryError`. Delivery is at least once: the same notification (same
+    ``idempotency_key``) may be delivered again after a crash or a lost acknowledgement, so
+    receivers should drop keys they have already seen.
+
+    >>> class Printer:
+    ...     def deliver(self, notification, recipients):
+    ...         print(notification.idempotency_key, [r.address for r in recipients])
+    >>> isinstance(Printer(), Notifier)
+    True
+    """
+
+    def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        """Deliver ``notification`` to ``recipients``; raise on failure."""
+        ...
+
+
+class DeliveryError(SupportflowError):
+    """A notifier could not deliver a notification.
+
+    ``permanent=True`` means retrying cannot help (the receiver rejected the request, e.g.
+    HTTP 4xx or SMTP 5xx): the dispatcher parks the notification as a dead letter at once.
+    ``response`` keeps what the receiver answered, for the dead letter's error text.
+
+    >>> error = DeliveryError("HTTP 404", permanent=True, response="404 Not Found")
+    >>> error.permanent, str(error)
+    (True, 'HTTP 404')
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False, response: str | None = None):
+        self.permanent = permanent
+        self.response = response
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"DeliveryError({str(self)!r}, permanent={self.permanent!r}, "
+            f"response={self.response!r})"
+        )

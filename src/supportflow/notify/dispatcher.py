@@ -1,0 +1,276 @@
+"""``Dispatcher``: drains the outbox through the notifiers, with retries and dead letters.
+
+The outbox is written in the same unit of work as the change that caused a notification, so a
+notification exists if and only if its cause was committed. The dispatcher then delivers it
+at least once:
+
+1. claim due rows in one short transaction (each claim is a lease, so two dispatchers never
+   work on the same row at the same time);
+2. deliver outside any transaction, so slow networks never hold database locks;
+3. record each result in its own transaction: delivered, retry later (exponential backoff with
+   jitter), or dead (permanent error, or out of attempts).
+
+If a dispatcher dies between 2 and 3, the lease expires and the row is delivered again with
+the same idempotency key; receivers drop the repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random as _random
+import secrets
+import socket
+from collections.abc import Mapping
+from datetime import timedelta
+
+import attrs
+
+from supportflow.clock import Clock
+from supportflow.errors import ValidationError
+from supportflow.model import Recipient, RecipientRole, coerce_enum
+from supportflow.notify.base import DeliveryError, Notifier
+from supportflow.storage._port import OutboxEntry, OutboxStatus, Storage
+
+__all__ = ["DispatchReport", "Dispatcher"]
+
+_log = logging.getLogger("supportflow.notify")
+
+
+@attrs.define(slots=True)
+class DispatchReport:
+    """What one :meth:`Dispatcher.deliver_pending` run did, by idempotency key.
+
+    ``attempts`` counts the notifications tried in this run. ``expired`` holds rows whose lease
+    ran out before their turn came; they were not tried and go to the next run.
+    """
+
+    delivered: list[str] = attrs.field(factory=list)
+    retried: list[str] = attrs.field(factory=list)
+    dead: list[str] = attrs.field(factory=list)
+    expired: list[str] = attrs.field(factory=list)
+    attempts: int = 0
+
+    @property
+    def idle(self) -> bool:
+        """True if there was nothing to do."""
+        return not (self.attempts or self.expired)
+
+
+@attrs.frozen(slots=True)
+class _Outcome:
+    error: str | None = None
+    permanent: bool = False
+
+
+def _default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Dispatcher:
+    """Delivers pending outbox rows through the notifier registered for each recipient role.
+
+    The recipients of a notification are grouped by role and each group goes through
+    ``notifiers[role]``, or ``fallback`` when the role has none. A role with neither is a
+    permanent failure: nothing is sent and the row is dead at once.
+
+    After the n-th failed attempt the row is retried after
+    ``min(max_delay, base_delay * 2**(n-1))``, varied by ``± jitter`` (a fraction) so that
+    many failing rows do not retry in lockstep. After ``max_attempts`` failures, or one
+    permanent :class:`DeliveryError`, the row is dead; :meth:`requeue` brings it back.
+
+    >>> from datetime import datetime, timezone
+    >>> from supportflow.clock import ManualClock
+    >>> from supportflow.model import Notification
+    >>> from supportflow.notify.memory import MemoryNotifier
+    >>> from supportflow.storage.memory import MemoryStore
+    >>> store, inbox = MemoryStore(), MemoryNotifier()
+    >>> clock = ManualClock(datetime(2026, 1, 5, tzinfo=timezone.utc))
+    >>> note = Notification("k-1", "ticket_created", (Recipient("agent", "li"),),
+    ...                     "New ticket", "...", clock.now())
+    >>> with store.transaction() as uow:
+    ...     uow.enqueue([note])
+    >>> Dispatcher(store, {"agent": inbox}, clock=clock).deliver_pending().delivered
+    ['k-1']
+    """
+
+    def __init__(
+        self,
+        store: Storage,
+        notifiers: Mapping[RecipientRole | str, Notifier],
+        *,
+        clock: Clock,
+        max_attempts: int = 6,
+        base_delay: timedelta = timedelta(seconds=30),
+        max_delay: timedelta = timedelta(hours=1),
+        jitter: float = 0.2,
+        lease: timedelta = timedelta(minutes=5),
+        owner: str | None = None,
+        random: _random.Random | None = None,
+        fallback: Notifier | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValidationError("max_attempts", max_attempts, "at least 1")
+        if base_delay <= timedelta(0):
+            raise ValidationError("base_delay", base_delay, "a positive duration")
+        if max_delay < base_delay:
+            raise ValidationError("max_delay", max_delay, f"at least base_delay ({base_delay})")
+        if not 0 <= jitter < 1:
+            raise ValidationError("jitter", jitter, "a fraction in [0, 1)")
+        if lease <= timedelta(0):
+            raise ValidationError("lease", lease, "a positive duration")
+        self.store = store
+        self.clock = clock
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.jitter = jitter
+        self.lease = lease
+        self.owner = owner if owner is not None else _default_owner()
+        self.fallback = fallback
+        self._random = random if random is not None else _random.Random()
+        self._routes: dict[RecipientRole, Notifier] = {
+            coerce_enum(RecipientRole, role, "notifiers"): notifier
+            for role, notifier in notifiers.items()
+        }
+
+    # -- schedule --------------------------------------------------------------------------
+    def backoff(self, attempts: int) -> timedelta:
+        """The delay before the next try after ``attempts`` failures, before jitter.
+
+        >>> d = Dispatcher.__new__(Dispatcher)
+        >>> d.base_delay, d.max_delay = timedelta(seconds=30), timedelta(hours=1)
+        >>> [int(d.backoff(n).total_seconds()) for n in (1, 2, 3, 8)]
+        [30, 60, 120, 3600]
+        """
+        # Cap the exponent first: 2**attempts grows past what timedelta can hold.
+        exponent = min(max(attempts - 1, 0), 40)
+        return min(self.max_delay, self.base_delay * (1 << exponent))
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """:meth:`backoff` varied by a random fraction within ``± jitter``."""
+        factor = 1 + self._random.uniform(-self.jitter, self.jitter) if self.jitter else 1.0
+        return self.backoff(attempts) * factor
+
+    # -- delivery --------------------------------------------------------------------------
+    def deliver_pending(self, limit: int = 100) -> DispatchReport:
+        """Claim up to ``limit`` due rows, deliver them and record each result.
+
+        An error raised by the store while recording propagates; rows not yet recorded keep
+        their lease and are delivered again once it expires.
+        """
+        if limit < 1:
+            raise ValidationError("limit", limit, "at least 1")
+        claimed_at = self.clock.now()
+        with self.store.transaction() as uow:
+            entries = uow.claim_notifications(claimed_at, limit, self.owner, self.lease)
+        lease_end = claimed_at + self.lease
+        report = DispatchReport()
+        for entry in entries:
+            if self.clock.now() >= lease_end:
+                # Another dispatcher may hold the row by now; sending it too would duplicate.
+                report.expired.append(entry.key)
+                continue
+            report.attempts += 1
+            self._record(entry, self._attempt(entry), report)
+        return report
+
+    def _attempt(self, entry: OutboxEntry) -> _Outcome:
+        notification = entry.notification
+        if not notification.recipients:
+            return _Outcome("notification has no recipients", permanent=True)
+        groups: dict[RecipientRole, list[Recipient]] = {}
+        for recipient in notification.recipients:
+            groups.setdefault(recipient.role, []).append(recipient)
+        routes: list[tuple[RecipientRole, Notifier, list[Recipient]]] = []
+        for role, recipients in groups.items():
+            notifier = self._routes.get(role, self.fallback)
+            if notifier is None:
+                # Checked before sending anything, so a requeue after fixing the
+                # configuration does not repeat deliveries to the other roles.
+                return _Outcome(
+                    f"no notifier registered for role {role.value!r} and no fallback",
+                    permanent=True,
+                )
+            routes.append((role, notifier, recipients))
+
+        errors: list[str] = []
+        permanent = False
+        for role, notifier, recipients in routes:
+            try:
+                notifier.deliver(notification, tuple(recipients))
+            except DeliveryError as exc:
+                permanent = permanent or exc.permanent
+                errors.append(_describe(role, notifier, exc))
+            except Exception as exc:  # a notifier bug must not stop the other rows
+                _log.warning(
+                    "notifier %s raised for %s", type(notifier).__name__, entry.key, exc_info=True
+                )
+                errors.append(_describe(role, notifier, exc))
+        return _Outcome("; ".join(errors), permanent) if errors else _Outcome()
+
+    def _record(self, entry: OutboxEntry, outcome: _Outcome, report: DispatchReport) -> None:
+        key = entry.key
+        now = self.clock.now()
+        with self.store.transaction() as uow:
+            if outcome.error is None:
+                uow.mark_delivered(key, now)
+                report.delivered.append(key)
+                return
+            current = uow.outbox_entry(key)
+            if current is not None and current.status is OutboxStatus.DELIVERED:
+                return  # our lease ran out and another dispatcher delivered it meanwhile
+            attempts = entry.attempts + 1
+            if outcome.permanent:
+                error = f"permanent failure on attempt {attempts}: {outcome.error}"
+                uow.mark_failed(key, error, None)
+                report.dead.append(key)
+            elif attempts >= self.max_attempts:
+                error = f"gave up after {attempts} attempts: {outcome.error}"
+                uow.mark_failed(key, error, None)
+                report.dead.append(key)
+            else:
+                retry_at = now + self.retry_delay(attempts)
+                uow.mark_failed(key, outcome.error, retry_at)
+                report.retried.append(key)
+                _log.info(
+                    "notification %s failed (attempt %d), retry at %s: %s",
+                    key,
+                    attempts,
+                    retry_at.isoformat(),
+                    outcome.error,
+                )
+                return
+        _log.error("notification %s is a dead letter: %s", key, error)
+
+    # -- dead letters ----------------------------------------------------------------------
+    def dead_letters(self, limit: int = 100) -> list[OutboxEntry]:
+        """Dead rows, oldest first, with ``last_error`` saying why."""
+        with self.store.transaction() as uow:
+            return uow.list_outbox(OutboxStatus.DEAD, limit)
+
+    def requeue(self, key: str) -> OutboxEntry:
+        """Move the dead letter ``key`` back to pending, due now, with its attempts reset.
+
+        Raises ``ValidationError`` if no dead letter has that key.
+        """
+        with self.store.transaction() as uow:
+            entry = uow.outbox_entry(key)
+            if entry is None:
+                raise ValidationError("key", key, "the idempotency key of a dead letter")
+            if entry.status is not OutboxStatus.DEAD:
+                raise ValidationError(
+                    "key", key, f"a dead letter (this notification is {entry.status.value})"
+                )
+            uow.requeue(key, self.clock.now())
+            requeued = uow.outbox_entry(key)
+        assert requeued is not None
+        return requeued
+
+
+def _describe(role: RecipientRole, notifier: Notifier, exc: Exception) -> str:
+    text = f"{role.value} via {type(notifier).__name__}: {exc or type(exc).__name__}"
+    response = exc.response if isinstance(exc, DeliveryError) else None
+    if response and response not in text:
+        text += f" (response: {response})"
+    return text

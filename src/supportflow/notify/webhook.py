@@ -1,0 +1,258 @@
+"""``WebhookNotifier``: signed JSON POSTs over HTTP(S), with the stdlib only.
+
+Every request carries the notification as a JSON object and three headers:
+
+* ``Idempotency-Key``: the notification's key; the same on every retry,
+* ``X-Supportflow-Timestamp``: unix seconds when the request was signed,
+* ``X-Supportflow-Signature``: ``sha256=`` + hex HMAC-SHA256 of ``f"{timestamp}.{body}"``
+  keyed with the shared secret.
+
+Receivers check both with :func:`verify_signature`; the timestamp makes a captured request
+useless once it is older than the tolerance (replay protection).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from typing import IO, Any
+
+from supportflow.clock import Clock, SystemClock
+from supportflow.errors import ValidationError
+from supportflow.model import Notification, Recipient
+from supportflow.notify.base import DeliveryError
+
+__all__ = [
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "WebhookNotifier",
+    "notification_payload",
+    "sign",
+    "verify_signature",
+]
+
+SIGNATURE_HEADER = "X-Supportflow-Signature"
+TIMESTAMP_HEADER = "X-Supportflow-Timestamp"
+_EXCERPT = 500  # characters of a rejected response kept for the dead letter
+# 4xx statuses that mean "later", not "never".
+_TRANSIENT_4XX = frozenset({408, 425, 429})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def notification_payload(
+    notification: Notification, recipients: Sequence[Recipient] | None = None
+) -> dict[str, Any]:
+    """The JSON object a webhook receives for ``notification``.
+
+    ``recipients`` defaults to all of the notification's recipients.
+
+    >>> from datetime import datetime, timezone
+    >>> note = Notification("k-1", "ticket_created", (), "Hi", "Body",
+    ...                     datetime(2026, 1, 5, tzinfo=timezone.utc), ticket_id="t-1")
+    >>> notification_payload(note)["created_at"]
+    '2026-01-05T00:00:00+00:00'
+    """
+    chosen = notification.recipients if recipients is None else recipients
+    return {
+        "idempotency_key": notification.idempotency_key,
+        "kind": notification.kind,
+        "ticket_id": notification.ticket_id,
+        "subject": notification.subject,
+        "body": notification.body,
+        "recipients": [
+            {"role": r.role.value, "address": r.address, "name": r.name} for r in chosen
+        ],
+        "data": dict(notification.data),
+        "created_at": notification.created_at.isoformat(),
+    }
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def sign(secret: str | bytes, timestamp: int | str, body: str | bytes) -> str:
+    """The signature header value for ``body`` sent at ``timestamp``.
+
+    >>> sign("s3cret", 1767571200, b'{"a":1}')[:15]
+    'sha256=456c6993'
+    """
+    message = f"{timestamp}.".encode("ascii") + _as_bytes(body)
+    digest = hmac.new(_as_bytes(secret), message, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(
+    secret: str | bytes,
+    timestamp: int | str,
+    body: str | bytes,
+    signature: str,
+    *,
+    now: datetime | float,
+    tolerance: float | timedelta = 300,
+) -> bool:
+    """True if ``signature`` signs ``body`` at ``timestamp`` and the timestamp is fresh.
+
+    ``timestamp`` and ``signature`` are the ``X-Supportflow-Timestamp`` and
+    ``X-Supportflow-Signature`` headers, ``body`` the raw request body (bytes as received,
+    not re-encoded JSON). A timestamp further than ``tolerance`` seconds from ``now`` (either
+    way) is rejected, so a captured request cannot be replayed later.
+
+    >>> body = b'{"idempotency_key":"k-1"}'
+    >>> header = sign("s3cret", 1767571200, body)
+    >>> verify_signature("s3cret", "1767571200", body, header, now=1767571230)
+    True
+    >>> verify_signature("s3cret", "1767571200", body, header, now=1767571200 + 3600)
+    False
+    """
+    try:
+        sent_at = int(str(timestamp).strip())
+    except ValueError:
+        return False
+    now_seconds = now.timestamp() if isinstance(now, datetime) else float(now)
+    window = tolerance.total_seconds() if isinstance(tolerance, timedelta) else float(tolerance)
+    if abs(now_seconds - sent_at) > window:
+        return False
+    expected = sign(secret, sent_at, body)
+    # compare_digest: the time taken must not reveal how many leading characters matched.
+    return hmac.compare_digest(expected.encode("ascii"), signature.strip().encode("utf-8"))
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    # urllib would turn a redirected POST into a body-less GET and report success.
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def _header_safe(value: str) -> str:
+    if value.isascii() and value.isprintable():
+        return value
+    return urllib.parse.quote(value, safe="")
+
+
+class WebhookNotifier:
+    """POSTs each notification as signed JSON to ``url``.
+
+    Success is any 2xx answer. 5xx, 408, 425 and 429 answers, timeouts and network errors
+    raise a transient :class:`DeliveryError` (the dispatcher retries); other 4xx answers and
+    redirects raise a permanent one carrying the status and an excerpt of the response.
+
+    >>> notifier = WebhookNotifier("https://hooks.example.com/desk", "s3cret", timeout=5)
+    >>> notifier.url
+    'https://hooks.example.com/desk'
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: str | bytes,
+        *,
+        timeout: float = 10.0,
+        clock: Clock | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError("url", url, "an http:// or https:// URL with a host")
+        if not secret:
+            raise ValidationError("secret", "", "a non-empty shared secret")
+        if timeout <= 0:
+            raise ValidationError("timeout", timeout, "a positive number of seconds")
+        extra = dict(headers or {})
+        for name, value in extra.items():
+            if any(c in f"{name}{value}" for c in "\r\n"):
+                raise ValidationError("headers", name, "header names and values without newlines")
+        self.url = url
+        self.timeout = timeout
+        self._secret = _as_bytes(secret)
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._headers = extra
+        self._opener = urllib.request.build_opener(_RefuseRedirects())
+
+    def __repr__(self) -> str:
+        return f"WebhookNotifier({self.url!r})"  # never show the secret
+
+    def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        try:
+            body = json.dumps(
+                notification_payload(notification, recipients),
+                ensure_ascii=False,
+                separators=(",", ":"),
+                default=_plain,
+            ).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise DeliveryError(
+                f"notification {notification.idempotency_key!r} has data that is not JSON: {exc}",
+                permanent=True,
+            ) from exc
+        timestamp = int(self._clock.now().timestamp())
+        headers = {
+            "User-Agent": "supportflow-webhook",
+            **self._headers,
+            "Content-Type": "application/json; charset=utf-8",
+            "Idempotency-Key": _header_safe(notification.idempotency_key),
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign(self._secret, timestamp, body),
+        }
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            raise self._rejected(exc) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # URLError wraps refused connections and DNS failures; TimeoutError is an OSError.
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise DeliveryError(
+                f"webhook {self.url} unreachable: {reason or type(exc).__name__}",
+                permanent=False,
+            ) from exc
+
+    def _rejected(self, exc: urllib.error.HTTPError) -> DeliveryError:
+        try:
+            excerpt = exc.read(_EXCERPT).decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException):
+            excerpt = ""
+        finally:
+            exc.close()
+        response = f"{exc.code} {exc.reason}: {excerpt}".rstrip(": ")
+        if 300 <= exc.code < 400:
+            location = exc.headers.get("Location", "?") if exc.headers else "?"
+            return DeliveryError(
+                f"webhook {self.url} redirected to {location}; configure the final URL",
+                permanent=True,
+                response=response,
+            )
+        permanent = 400 <= exc.code < 500 and exc.code not in _TRANSIENT_4XX
+        return DeliveryError(
+            f"webhook {self.url} answered HTTP {exc.code}", permanent=permanent, response=response
+        )

@@ -1,0 +1,508 @@
+"""SLA policies and the clocks they run on each ticket.
+
+Three clocks, each counted in business time on the policy's calendar:
+
+- ``first_response``: from creation until the first public agent reply;
+- ``next_response``: from a customer message that follows an agent reply until the next
+  public agent reply (a new cycle each time);
+- ``resolution``: from creation until resolved; paused while the ticket's status is in the
+  ``waiting`` category; a reopen resumes it where it stopped.
+
+The engine is pure: it takes a ticket, the policies and an instant, and returns the next
+:class:`~supportflow.model.SlaState` with the events to record. Deadlines (warnings at a
+percentage of the target, and the breach) are kept on the clock so that the desk can turn
+them into timers without recomputing business time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+import attrs
+
+from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.errors import ValidationError
+from supportflow.events import EventDraft, EventType
+from supportflow.model import (
+    Channel,
+    Priority,
+    SlaClock,
+    SlaClockState,
+    SlaState,
+    StatusCategory,
+    Ticket,
+    Timer,
+    coerce_enum,
+)
+
+__all__ = [
+    "CLOCKS",
+    "ClockReading",
+    "SlaCondition",
+    "SlaEngine",
+    "SlaPolicy",
+    "SlaTarget",
+    "default_sla_policies",
+]
+
+FIRST_RESPONSE = "first_response"
+NEXT_RESPONSE = "next_response"
+RESOLUTION = "resolution"
+CLOCKS = (FIRST_RESPONSE, NEXT_RESPONSE, RESOLUTION)
+
+
+def _positive(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+    if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
+        raise ValidationError(attribute.name, value, "a positive timedelta or None")
+
+
+@attrs.frozen(slots=True)
+class SlaTarget:
+    """How long each clock may run before it is breached; ``None`` means no promise.
+
+    >>> SlaTarget(first_response=timedelta(minutes=30), resolution=timedelta(hours=4))
+    SlaTarget(first_response=datetime.timedelta(seconds=1800), next_response=None, ...)
+    """
+
+    first_response: timedelta | None = attrs.field(default=None, validator=_positive)
+    next_response: timedelta | None = attrs.field(default=None, validator=_positive)
+    resolution: timedelta | None = attrs.field(default=None, validator=_positive)
+
+    def for_clock(self, name: str) -> timedelta | None:
+        target: timedelta | None = getattr(self, name)
+        return target
+
+
+def _names(values: Iterable[object]) -> frozenset[str]:
+    return frozenset(v.value if isinstance(v, (Priority, Channel)) else str(v) for v in values)
+
+
+@attrs.frozen(slots=True)
+class SlaCondition:
+    """Which tickets a policy is for. Empty sets mean "any"; all given sets must match.
+
+    >>> SlaCondition(channels=["chat"]).explain(ticket)          # doctest: +SKIP
+    'channel chat'
+    """
+
+    priorities: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    channels: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    tiers: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    categories: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    tags: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+
+    def explain(self, ticket: Ticket) -> str | None:
+        """Why the ticket matches (``"channel chat, tier vip"``), or ``None`` if it does not."""
+        reasons: list[str] = []
+        checks = (
+            ("priority", self.priorities, {ticket.priority.value}),
+            ("channel", self.channels, {ticket.channel.value}),
+            ("tier", self.tiers, {ticket.customer.tier.lower()}),
+            ("category", self.categories, {ticket.category} if ticket.category else set()),
+            ("tag", self.tags, set(ticket.tags)),
+        )
+        for label, wanted, actual in checks:
+            if not wanted:
+                continue
+            hit = sorted(wanted & actual)
+            if not hit:
+                return None
+            reasons.append(f"{label} {', '.join(hit)}")
+        return ", ".join(reasons) if reasons else "applies to every ticket"
+
+
+def _targets(value: Mapping[Priority | str, SlaTarget]) -> Mapping[Priority, SlaTarget]:
+    return {coerce_enum(Priority, key, "targets"): target for key, target in value.items()}
+
+
+def _warnings(value: Iterable[int]) -> tuple[int, ...]:
+    thresholds = tuple(sorted(set(value)))
+    for percent in thresholds:
+        if not 0 < percent < 100:
+            raise ValidationError("warnings", percent, "percentages between 1 and 99")
+    return thresholds
+
+
+@attrs.frozen(slots=True)
+class SlaPolicy:
+    """A promise: targets per priority, counted on a calendar, for the tickets it selects.
+
+    >>> SlaPolicy("standard", calendar=office, targets={
+    ...     Priority.NORMAL: SlaTarget(first_response=timedelta(minutes=30))})  # doctest: +SKIP
+    """
+
+    name: str
+    targets: Mapping[Priority, SlaTarget] = attrs.field(converter=_targets)
+    calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
+    condition: SlaCondition = SlaCondition()
+    warnings: tuple[int, ...] = attrs.field(default=(75, 90), converter=_warnings)
+
+    def target(self, priority: Priority, clock: str) -> timedelta | None:
+        target = self.targets.get(priority)
+        return target.for_clock(clock) if target is not None else None
+
+
+@attrs.frozen(slots=True)
+class ClockReading:
+    """An SLA clock read at an instant: exact remaining business time (negative once late)."""
+
+    name: str
+    state: SlaClockState
+    target: timedelta | None
+    elapsed: timedelta
+    remaining: timedelta | None
+    due_at: datetime | None
+    met_at: datetime | None
+    breached_at: datetime | None
+
+
+def default_sla_policies(business: BusinessCalendar | None = None) -> list[SlaPolicy]:
+    """Targets from the field, as data to copy and change.
+
+    Chat is answered within 3 minutes around the clock; e-mail, web and the rest are
+    answered in business hours (Monday to Friday, 09:00–18:00 in ``business``'s zone, UTC
+    when not given), and a normal case is resolved within 3 business days.
+    """
+    office = business or BusinessCalendar(
+        "UTC", {day: [("09:00", "18:00")] for day in range(5)}, name="office hours"
+    )
+    minutes, hours = timedelta(minutes=1), timedelta(hours=1)
+    day = 9 * hours  # one business day of the default calendar
+    chat = SlaTarget(first_response=3 * minutes, next_response=3 * minutes, resolution=1 * day)
+    return [
+        SlaPolicy(
+            "chat",
+            targets={priority: chat for priority in Priority},
+            calendar=TWENTY_FOUR_SEVEN,
+            condition=SlaCondition(channels=[Channel.CHAT]),
+        ),
+        SlaPolicy(
+            "standard",
+            calendar=office,
+            targets={
+                Priority.URGENT: SlaTarget(30 * minutes, 1 * hours, 4 * hours),
+                Priority.HIGH: SlaTarget(1 * hours, 2 * hours, 1 * day),
+                Priority.NORMAL: SlaTarget(4 * hours, 8 * hours, 3 * day),
+                Priority.LOW: SlaTarget(8 * hours, 1 * day, 5 * day),
+            },
+        ),
+    ]
+
+
+_Result = tuple[SlaState | None, list[EventDraft]]
+
+
+class SlaEngine:
+    """Runs the SLA clocks of tickets against a list of policies (first match applies)."""
+
+    def __init__(self, policies: Sequence[SlaPolicy]) -> None:
+        self.policies = tuple(policies)
+        names = [policy.name for policy in self.policies]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValidationError("sla", duplicates, "policies with distinct names")
+        self._by_name = {policy.name: policy for policy in self.policies}
+
+    def select(self, ticket: Ticket) -> tuple[SlaPolicy, str] | None:
+        """The first policy whose condition matches, with the reason."""
+        for policy in self.policies:
+            reason = policy.condition.explain(ticket)
+            if reason is not None:
+                return policy, reason
+        return None
+
+    def policy(self, name: str) -> SlaPolicy | None:
+        return self._by_name.get(name)
+
+    # -- commands --------------------------------------------------------------------------
+    def open(self, ticket: Ticket, now: datetime) -> _Result:
+        """Start the clocks of a new ticket."""
+        chosen = self.select(ticket)
+        if chosen is None:
+            return None, []
+        policy, reason = chosen
+        clocks = []
+        for name in CLOCKS:
+            target = policy.target(ticket.priority, name)
+            clock = SlaClock(name, target)
+            if target is not None and name != NEXT_RESPONSE:
+                clock = attrs.evolve(clock, state=SlaClockState.RUNNING, since=now, cycle=1)
+            clocks.append(_schedule(clock, policy))
+        events = [_applied(policy, reason, ticket.priority, now)]
+        return SlaState(policy.name, reason, tuple(clocks)), events
+
+    def update(
+        self,
+        before: Ticket,
+        after: Ticket,
+        now: datetime,
+        *,
+        category_before: StatusCategory,
+        category_after: StatusCategory,
+        agent_replied: bool = False,
+        customer_wrote: bool = False,
+    ) -> _Result:
+        """The SLA after a command changed ``before`` into ``after`` at ``now``."""
+        state = after.sla
+        events: list[EventDraft] = []
+        chosen = self.select(after)
+        if state is None:
+            # A ticket no policy matched until now starts its clocks from this instant.
+            return self.open(after, now) if chosen is not None else (None, events)
+        current = self.policy(state.policy)
+        if chosen is None:
+            if current is None:
+                return state, events
+            policy = current  # promises made are kept when no policy matches any more
+        else:
+            policy, reason = chosen
+            if policy is not current or before.priority is not after.priority:
+                # Keep the business time already counted, under the new targets and calendar.
+                state = self._retarget(state, current, policy, reason, after.priority, now)
+                events.append(_applied(policy, reason, after.priority, now))
+        clocks = {clock.name: clock for clock in state.clocks}
+
+        def change(name: str, clock: SlaClock) -> None:
+            clocks[name] = _schedule(clock, policy)
+
+        first = clocks.get(FIRST_RESPONSE)
+        nxt = clocks.get(NEXT_RESPONSE)
+        res = clocks.get(RESOLUTION)
+        finished = category_after in (StatusCategory.RESOLVED, StatusCategory.CLOSED)
+
+        if first is not None and first.running:
+            if agent_replied:
+                change(FIRST_RESPONSE, _met(first, policy, now, events))
+            elif finished:
+                change(FIRST_RESPONSE, _stop(first, policy, now))
+        if nxt is not None:
+            if nxt.running and agent_replied:
+                change(NEXT_RESPONSE, _met(nxt, policy, now, events))
+            elif nxt.running and finished:
+                change(NEXT_RESPONSE, _stop(nxt, policy, now))
+            elif (
+                customer_wrote
+                and not nxt.running
+                and nxt.target is not None
+                and not (first is not None and clocks[FIRST_RESPONSE].running)
+                and not finished
+            ):
+                change(NEXT_RESPONSE, _restart(nxt, now))
+        if res is not None and res.target is not None:
+            res = clocks[RESOLUTION]
+            if category_after is StatusCategory.RESOLVED and res.running:
+                change(RESOLUTION, _met(res, policy, now, events))
+            elif category_after is StatusCategory.CLOSED and res.running:
+                change(RESOLUTION, _stop(res, policy, now))
+            elif category_after is StatusCategory.WAITING and res.running:
+                paused = _settle(res, policy.calendar, now)
+                change(RESOLUTION, attrs.evolve(paused, state=SlaClockState.PAUSED))
+            elif category_after in (StatusCategory.ACTIVE, StatusCategory.NEW) and (
+                res.state in (SlaClockState.PAUSED, SlaClockState.MET)
+            ):
+                change(RESOLUTION, _resume(res, now))
+        return attrs.evolve(state, clocks=tuple(clocks[n] for n in CLOCKS if n in clocks)), events
+
+    def _retarget(
+        self,
+        state: SlaState,
+        old: SlaPolicy | None,
+        new: SlaPolicy,
+        reason: str,
+        priority: Priority,
+        now: datetime,
+    ) -> SlaState:
+        clocks = []
+        for clock in state.clocks:
+            if old is not None:
+                clock = _settle(clock, old.calendar, now)
+            target = new.target(priority, clock.name)
+            clock = attrs.evolve(clock, target=target, pending_warnings=(), due_at=None)
+            if target is None and clock.running:
+                clock = attrs.evolve(clock, state=SlaClockState.STOPPED)
+            clocks.append(_schedule(clock, new))
+        return SlaState(new.name, reason, tuple(clocks))
+
+    # -- timers ----------------------------------------------------------------------------
+    def timers(self, ticket: Ticket) -> list[Timer]:
+        """The ticket's SLA deadlines: pending warnings, and the breach of each running clock."""
+        if ticket.sla is None:
+            return []
+        timers: list[Timer] = []
+        for clock in ticket.sla.clocks:
+            if not clock.running:
+                continue
+            for percent, at in clock.pending_warnings:
+                key = f"sla:{clock.name}:warning:{percent}"
+                timers.append(Timer(ticket.id, key, at, "sla_warning"))
+            if clock.due_at is not None and not clock.breached:
+                timers.append(
+                    Timer(ticket.id, f"sla:{clock.name}:breach", clock.due_at, "sla_breach")
+                )
+        return timers
+
+    def fire(self, ticket: Ticket, timer: Timer) -> _Result:
+        """Apply a due SLA deadline: record the warning or the breach at its due time."""
+        state = ticket.sla
+        if state is None:
+            return state, []
+        _, name, what, *rest = timer.key.split(":")
+        clocks = []
+        events: list[EventDraft] = []
+        for clock in state.clocks:
+            if clock.name == name and clock.running:
+                if what == "warning":
+                    clock = _warn(clock, int(rest[0]), timer.due_at, events)
+                elif what == "breach" and not clock.breached:
+                    clock = attrs.evolve(
+                        clock, state=SlaClockState.BREACHED, breached_at=timer.due_at, due_at=None
+                    )
+                    events.append(
+                        EventDraft(
+                            EventType.SLA_BREACHED,
+                            timer.due_at,
+                            {
+                                "clock": name,
+                                "policy": state.policy,
+                                "target_seconds": _seconds(clock.target),
+                                "due_at": timer.due_at.isoformat(),
+                            },
+                        )
+                    )
+            clocks.append(clock)
+        return attrs.evolve(state, clocks=tuple(clocks)), events
+
+    # -- reading ---------------------------------------------------------------------------
+    def read(self, ticket: Ticket, now: datetime) -> list[ClockReading]:
+        """Each clock of the ticket as it stands at ``now`` (exact remaining business time)."""
+        if ticket.sla is None:
+            return []
+        policy = self.policy(ticket.sla.policy)
+        calendar = policy.calendar if policy is not None else TWENTY_FOUR_SEVEN
+        readings = []
+        for clock in ticket.sla.clocks:
+            elapsed = clock.elapsed
+            if clock.running and clock.since is not None:
+                elapsed += calendar.between(clock.since, now)
+            remaining = clock.target - elapsed if clock.target is not None else None
+            readings.append(
+                ClockReading(
+                    clock.name,
+                    clock.state,
+                    clock.target,
+                    elapsed,
+                    remaining,
+                    clock.due_at,
+                    clock.met_at,
+                    clock.breached_at,
+                )
+            )
+        return readings
+
+
+# -- clock arithmetic (pure) ------------------------------------------------------------------
+def _settle(clock: SlaClock, calendar: BusinessCalendar, now: datetime) -> SlaClock:
+    """Count the business time since ``clock.since`` into ``elapsed``."""
+    if not clock.running or clock.since is None or now <= clock.since:
+        return clock
+    return attrs.evolve(
+        clock, elapsed=clock.elapsed + calendar.between(clock.since, now), since=now
+    )
+
+
+def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
+    """Work out the due instants of a running clock (breach and pending warnings)."""
+    if not clock.running or clock.target is None or clock.since is None:
+        return attrs.evolve(clock, due_at=None, pending_warnings=())
+    calendar, target, since = policy.calendar, clock.target, clock.since
+    pending = []
+    for percent in policy.warnings:
+        if percent in clock.warnings_fired or clock.breached:
+            continue
+        mark = target * percent / 100
+        left = mark - clock.elapsed
+        pending.append((percent, calendar.add(since, left) if left > timedelta(0) else since))
+    due_at = None
+    if not clock.breached:
+        left = target - clock.elapsed
+        due_at = calendar.add(since, left) if left > timedelta(0) else since
+    return attrs.evolve(clock, due_at=due_at, pending_warnings=tuple(pending))
+
+
+def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDraft]) -> SlaClock:
+    settled = _settle(clock, policy.calendar, now)
+    events.append(
+        EventDraft(
+            EventType.SLA_MET,
+            now,
+            {
+                "clock": clock.name,
+                "policy": policy.name,
+                "elapsed_seconds": _seconds(settled.elapsed),
+                "target_seconds": _seconds(settled.target),
+                "late": settled.breached,
+                "cycle": settled.cycle,
+            },
+        )
+    )
+    return attrs.evolve(settled, state=SlaClockState.MET, met_at=now)
+
+
+def _stop(clock: SlaClock, policy: SlaPolicy, now: datetime) -> SlaClock:
+    return attrs.evolve(_settle(clock, policy.calendar, now), state=SlaClockState.STOPPED)
+
+
+def _resume(clock: SlaClock, now: datetime) -> SlaClock:
+    state = SlaClockState.BREACHED if clock.breached else SlaClockState.RUNNING
+    return attrs.evolve(clock, state=state, since=now, met_at=None)
+
+
+def _restart(clock: SlaClock, now: datetime) -> SlaClock:
+    return attrs.evolve(
+        clock,
+        state=SlaClockState.RUNNING,
+        elapsed=timedelta(0),
+        since=now,
+        met_at=None,
+        breached_at=None,
+        warnings_fired=(),
+        cycle=clock.cycle + 1,
+    )
+
+
+def _warn(clock: SlaClock, percent: int, at: datetime, events: list[EventDraft]) -> SlaClock:
+    if percent in clock.warnings_fired:
+        return clock
+    pending = tuple(item for item in clock.pending_warnings if item[0] != percent)
+    remaining = (clock.target or timedelta(0)) * (100 - percent) / 100
+    events.append(
+        EventDraft(
+            EventType.SLA_WARNING,
+            at,
+            {
+                "clock": clock.name,
+                "threshold": percent,
+                "due_at": clock.due_at.isoformat() if clock.due_at else None,
+                "remaining_seconds": _seconds(remaining),
+            },
+        )
+    )
+    return attrs.evolve(
+        clock,
+        warnings_fired=(*clock.warnings_fired, percent),
+        pending_warnings=pending,
+    )
+
+
+def _applied(policy: SlaPolicy, reason: str, priority: Priority, now: datetime) -> EventDraft:
+    targets = {name: _seconds(policy.target(priority, name)) for name in CLOCKS}
+    return EventDraft(
+        EventType.SLA_POLICY_APPLIED,
+        now,
+        {"policy": policy.name, "reason": reason, "priority": priority.value, "targets": targets},
+    )
+
+
+def _seconds(value: timedelta | None) -> float | None:
+    return value.total_seconds() if value is not None else None

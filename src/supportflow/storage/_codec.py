@@ -1,0 +1,301 @@
+"""One codec for every durable adapter: domain values to JSON-able dicts and back.
+
+Built on a :class:`cattrs.Converter` with hooks that make every round-trip exact:
+
+* aware datetimes become ISO 8601 strings with their UTC offset and six fractional digits
+  (``"2026-03-06T16:30:00.000250+08:00"``); they come back as the same instant with the same
+  offset (a named zone such as ``Asia/Shanghai`` comes back as its fixed offset, which compares
+  equal). Naive datetimes are refused with :class:`~supportflow.errors.ValidationError`.
+* timedeltas become whole microseconds (an ``int``), so nothing is lost to float rounding.
+* enums become their values; frozensets become sorted lists; tuples become lists; mappings
+  become plain dicts.
+
+Columns that SQL compares or sorts hold instants as integer microseconds since the Unix epoch
+in UTC (:func:`instant_to_micros`, :func:`micros_to_instant`), which order chronologically.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar, get_origin
+
+import cattrs
+
+from supportflow.clock import ensure_aware
+from supportflow.errors import ValidationError
+from supportflow.events import Event
+from supportflow.model import Notification, Ticket, Timer
+from supportflow.storage._port import OutboxEntry, Record
+
+__all__ = [
+    "converter",
+    "dump_json",
+    "event_from_doc",
+    "event_to_doc",
+    "from_doc",
+    "instant_to_micros",
+    "load_json",
+    "micros_to_instant",
+    "notification_from_doc",
+    "notification_to_doc",
+    "outbox_entry_from_doc",
+    "outbox_entry_to_doc",
+    "record_from_doc",
+    "record_to_doc",
+    "ticket_from_doc",
+    "ticket_to_doc",
+    "timer_from_doc",
+    "timer_to_doc",
+    "to_doc",
+]
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+# -- instants as integers (for SQL columns) -----------------------------------------------------
+def instant_to_micros(value: datetime, field: str = "datetime") -> int:
+    """Microseconds since 1970-01-01T00:00Z; raise ``ValidationError`` for a naive datetime."""
+    aware = ensure_aware(value, field)
+    # Subtracting aware datetimes is exact integer arithmetic on (days, seconds, microseconds).
+    return (aware - _EPOCH) // _MICROSECOND
+
+
+def micros_to_instant(value: int) -> datetime:
+    """The UTC datetime ``value`` microseconds after the epoch (inverse of the above)."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+# -- hooks --------------------------------------------------------------------------------------
+def _unstructure_datetime(value: datetime) -> str:
+    aware = ensure_aware(value, "datetime")
+    # The stdlib method (not a subclass's override, e.g. pendulum's) with fixed precision.
+    return datetime.isoformat(aware, "T", "microseconds")
+
+
+def _structure_datetime(value: Any, _: Any) -> datetime:
+    if isinstance(value, datetime):
+        return ensure_aware(value, "datetime")
+    if not isinstance(value, str):
+        raise ValidationError("datetime", value, "an ISO 8601 string with a UTC offset")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("datetime", value, "an ISO 8601 string with a UTC offset") from None
+    return ensure_aware(parsed, "datetime")
+
+
+def _unstructure_timedelta(value: timedelta) -> int:
+    return value // _MICROSECOND
+
+
+def _structure_timedelta(value: Any, _: Any) -> timedelta:
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError("timedelta", value, "a whole number of microseconds")
+    return timedelta(microseconds=value)
+
+
+def _is_frozenset(type_: Any) -> bool:
+    return type_ is frozenset or get_origin(type_) is frozenset
+
+
+def _unstructure_frozenset(value: frozenset[Any]) -> list[Any]:
+    items = [converter.unstructure(item) for item in value]
+    try:
+        return sorted(items)
+    except TypeError:  # mixed types: any stable order will do
+        return sorted(items, key=repr)
+
+
+def _is_mapping(type_: Any) -> bool:
+    origin = get_origin(type_) or type_
+    return isinstance(origin, type) and issubclass(origin, Mapping) and origin is not dict
+
+
+def _unstructure_mapping(value: Mapping[Any, Any]) -> dict[Any, Any]:
+    return {key: converter.unstructure(item) for key, item in value.items()}
+
+
+def _structure_mapping(value: Any, _: Any) -> dict[Any, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("mapping", value, "a JSON object")
+    return dict(value)
+
+
+def _unstructure_enum(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _make_converter() -> cattrs.Converter:
+    made = cattrs.Converter(unstruct_collection_overrides={tuple: list})
+    # ``str`` enums dispatch on ``str`` before ``Enum`` (MRO order), so hook both.
+    made.register_unstructure_hook(enum.Enum, _unstructure_enum)
+    made.register_unstructure_hook(str, _unstructure_enum)
+    made.register_unstructure_hook(datetime, _unstructure_datetime)
+    made.register_structure_hook(datetime, _structure_datetime)
+    made.register_unstructure_hook(timedelta, _unstructure_timedelta)
+    made.register_structure_hook(timedelta, _structure_timedelta)
+    made.register_unstructure_hook_func(_is_frozenset, _unstructure_frozenset)
+    made.register_unstructure_hook_func(_is_mapping, _unstructure_mapping)
+    # Mapping[str, Any] fields hold plain JSON values: keep them as they are, in a dict.
+    made.register_structure_hook_func(_is_mapping, _structure_mapping)
+    return made
+
+
+converter: cattrs.Converter = _make_converter()
+"""The converter every adapter shares."""
+
+
+# -- generic ------------------------------------------------------------------------------------
+def to_doc(value: Any, as_type: type[Any] | None = None) -> dict[str, Any]:
+    """``value`` (an attrs instance) as a dict of JSON values."""
+    doc = converter.unstructure(value, unstructure_as=as_type or type(value))
+    if not isinstance(doc, dict):
+        raise ValidationError("value", value, "an attrs instance")
+    return doc
+
+
+def from_doc(doc: Any, as_type: type[T]) -> T:
+    """The ``as_type`` instance described by ``doc``; ``ValidationError`` if it does not fit."""
+    try:
+        return converter.structure(doc, as_type)
+    except ValidationError:
+        raise
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        raise ValidationError(as_type.__name__, doc, f"a stored {as_type.__name__}") from exc
+
+
+def dump_json(doc: Any) -> str:
+    """Compact JSON text; non-ASCII stays readable, NaN and infinities are refused."""
+    try:
+        return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValidationError("data", doc, f"plain JSON values ({exc})") from None
+
+
+def load_json(text: str | bytes) -> Any:
+    """Parse JSON text written by :func:`dump_json`."""
+    return json.loads(text)
+
+
+# -- per type -----------------------------------------------------------------------------------
+def ticket_to_doc(ticket: Ticket) -> dict[str, Any]:
+    return to_doc(ticket, Ticket)
+
+
+def ticket_from_doc(doc: Any) -> Ticket:
+    return from_doc(doc, Ticket)
+
+
+def event_to_doc(event: Event) -> dict[str, Any]:
+    return to_doc(event, Event)
+
+
+def event_from_doc(doc: Any) -> Event:
+    return from_doc(doc, Event)
+
+
+def timer_to_doc(timer: Timer) -> dict[str, Any]:
+    return to_doc(timer, Timer)
+
+
+def timer_from_doc(doc: Any) -> Timer:
+    return from_doc(doc, Timer)
+
+
+def notification_to_doc(notification: Notification) -> dict[str, Any]:
+    return to_doc(notification, Notification)
+
+
+def notification_from_doc(doc: Any) -> Notification:
+    return from_doc(doc, Notification)
+
+
+def outbox_entry_to_doc(entry: OutboxEntry) -> dict[str, Any]:
+    return to_doc(entry, OutboxEntry)
+
+
+def outbox_entry_from_doc(doc: Any) -> OutboxEntry:
+    return from_doc(doc, OutboxEntry)
+
+
+def record_to_doc(record: Record) -> dict[str, Any]:
+    return to_doc(record, Record)
+
+
+def record_from_doc(doc: Any) -> Record:
+    return from_doc(doc, Record)
+
+
+# -- input checks shared by the adapters --------------------------------------------------------
+def check_limit(limit: Any, field: str = "limit") -> int:
+    """``limit`` as a non-negative int, else ``ValidationError``."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValidationError(field, limit, "a whole number >= 0")
+    return limit
+
+
+def check_lease(lease: Any) -> timedelta:
+    """``lease`` as a positive timedelta, else ``ValidationError``."""
+    if not isinstance(lease, timedelta) or lease <= timedelta(0):
+        raise ValidationError("lease", lease, "a positive timedelta")
+    return lease
+
+
+def check_text(value: Any, field: str) -> str:
+    """``value`` as a non-empty string, else ``ValidationError``."""
+    if not isinstance(value, str) or not value:
+        raise ValidationError(field, value, "a non-empty string")
+    return value
+
+
+def check_statuses(statuses: Any) -> list[str] | None:
+    """``TicketQuery.status`` as a list of names (``None`` stays ``None``)."""
+    if statuses is None:
+        return None
+    # A bare string is a sequence of characters: almost surely a mistake.
+    if isinstance(statuses, str) or not all(isinstance(s, str) for s in statuses):
+        raise ValidationError("status", statuses, "a sequence of status names, e.g. ['open']")
+    return list(statuses)
+
+
+def check_timers(ticket_id: str, timers: Any) -> dict[str, Timer]:
+    """The timers by key; ``ValidationError`` for another ticket's timer or a repeated key."""
+    by_key: dict[str, Timer] = {}
+    for timer in timers:
+        if not isinstance(timer, Timer):
+            raise ValidationError("timers", timer, "Timer instances")
+        if timer.ticket_id != ticket_id:
+            raise ValidationError("timer.ticket_id", timer.ticket_id, f"{ticket_id!r}")
+        if timer.key in by_key:
+            raise ValidationError("timer.key", timer.key, "one timer per key")
+        by_key[timer.key] = timer
+    return by_key
+
+
+def check_event(event: Any) -> Event:
+    """``event`` if it is an :class:`Event` with a positive sequence, else ``ValidationError``."""
+    if not isinstance(event, Event):
+        raise ValidationError("events", event, "Event instances")
+    if isinstance(event.sequence, bool) or not isinstance(event.sequence, int):
+        raise ValidationError("event.sequence", event.sequence, "a whole number >= 1")
+    if event.sequence < 1:
+        raise ValidationError("event.sequence", event.sequence, "a whole number >= 1")
+    return event
+
+
+def check_new_version(new_version: Any, expected_version: Any, field: str) -> None:
+    """An update's new version must be an int greater than the expected one."""
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise ValidationError("expected_version", expected_version, "a whole number")
+    if isinstance(new_version, bool) or not isinstance(new_version, int):
+        raise ValidationError(field, new_version, "a whole number")
+    if new_version <= expected_version:
+        raise ValidationError(field, new_version, f"a version greater than {expected_version}")

@@ -1,0 +1,396 @@
+"""``MemoryStore``: the whole port in process memory, for tests, examples and benchmarks.
+
+Units of work are serialised by one re-entrant lock and undone from a log when they raise,
+so the store keeps the same all-or-nothing promise as a database. Timers sit in a heap keyed
+by due time (entries are invalidated lazily), so claiming the next due ones never scans.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+import attrs
+
+from supportflow.errors import ConcurrencyConflict, TicketNotFound
+from supportflow.events import Event
+from supportflow.model import Notification, Ticket, Timer
+from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery
+
+__all__ = ["MemoryStore"]
+
+_OCCURRENCE_MEMORY = timedelta(days=1)
+
+
+@attrs.define(slots=True)
+class _TimerRow:
+    timer: Timer
+    generation: int
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+
+
+@attrs.define(slots=True)
+class _OutboxRow:
+    entry: OutboxEntry
+    order: int
+    lease_until: datetime | None = None
+
+
+class MemoryStore:
+    """The storage port kept in memory.
+
+    >>> store = MemoryStore()
+    >>> with store.transaction() as uow:
+    ...     uow.next_ticket_number()
+    1
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._tickets: dict[str, Ticket] = {}
+        self._numbers = itertools.count(1)
+        self._events: dict[str, list[Event]] = {}
+        self._event_log: list[Event] = []
+        self._timers: dict[str, dict[str, _TimerRow]] = {}
+        self._heap: list[tuple[datetime, int, str, str]] = []
+        self._generations = itertools.count(1)
+        self._outbox: dict[str, _OutboxRow] = {}
+        self._outbox_order = itertools.count(1)
+        self._records: dict[tuple[str, str], Record] = {}
+        self._occurrences: dict[str, deque[tuple[datetime, str]]] = defaultdict(deque)
+        self._undo: list[Callable[[], None]] | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[_MemoryUnitOfWork]:
+        with self._lock:
+            if self._undo is not None:
+                # A nested unit of work joins the outer one, as a savepoint-free database would.
+                yield _MemoryUnitOfWork(self)
+                return
+            self._undo = []
+            try:
+                yield _MemoryUnitOfWork(self)
+            except BaseException:
+                for undo in reversed(self._undo):
+                    undo()
+                raise
+            finally:
+                self._undo = None
+
+    def close(self) -> None:
+        """Nothing to release; present for the port."""
+
+    def _log(self, undo: Callable[[], None]) -> None:
+        assert self._undo is not None, "MemoryStore used outside a transaction"
+        self._undo.append(undo)
+
+
+class _MemoryUnitOfWork:
+    __slots__ = ("_s",)
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._s = store
+
+    # -- tickets ---------------------------------------------------------------------------
+    def next_ticket_number(self) -> int:
+        return next(self._s._numbers)
+
+    def get_ticket(self, ticket_id: str) -> Ticket:
+        try:
+            return self._s._tickets[ticket_id]
+        except KeyError:
+            raise TicketNotFound(ticket_id) from None
+
+    def insert_ticket(self, ticket: Ticket) -> None:
+        tickets = self._s._tickets
+        if ticket.id in tickets:
+            raise ConcurrencyConflict(ticket.id, 0, tickets[ticket.id].version)
+        tickets[ticket.id] = ticket
+        self._s._log(lambda: tickets.pop(ticket.id, None))
+
+    def update_ticket(self, ticket: Ticket, expected_version: int) -> None:
+        tickets = self._s._tickets
+        current = tickets.get(ticket.id)
+        if current is None:
+            raise TicketNotFound(ticket.id)
+        if current.version != expected_version:
+            raise ConcurrencyConflict(ticket.id, expected_version, current.version)
+        tickets[ticket.id] = ticket
+        self._s._log(lambda: tickets.__setitem__(ticket.id, current))
+
+    def find_tickets(self, query: TicketQuery) -> list[Ticket]:
+        found = [t for t in self._s._tickets.values() if _matches(t, query)]
+        found.sort(key=lambda t: t.number)
+        return found[: query.limit] if query.limit is not None else found
+
+    # -- events ----------------------------------------------------------------------------
+    def append_events(self, events: Sequence[Event]) -> None:
+        store = self._s
+        for event in events:
+            stream = store._events.setdefault(event.ticket_id, [])
+            if event.sequence != len(stream) + 1:
+                raise ConcurrencyConflict(event.ticket_id, len(stream) + 1, event.sequence)
+            stream.append(event)
+            store._event_log.append(event)
+            store._log(stream.pop)
+            store._log(store._event_log.pop)
+
+    def history(self, ticket_id: str) -> list[Event]:
+        return list(self._s._events.get(ticket_id, ()))
+
+    def iter_events(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[Event]:
+        selected = [
+            e
+            for e in self._s._event_log
+            if (start is None or e.at >= start) and (end is None or e.at < end)
+        ]
+        # Stable sort: ties keep insertion order.
+        selected.sort(key=lambda e: e.at)
+        return iter(selected)
+
+    # -- timers ----------------------------------------------------------------------------
+    def replace_timers(self, ticket_id: str, timers: Sequence[Timer]) -> None:
+        store = self._s
+        old = store._timers.get(ticket_id, {})
+        new: dict[str, _TimerRow] = {}
+        for timer in timers:
+            previous = old.get(timer.key)
+            if previous is not None and previous.timer.due_at == timer.due_at:
+                new[timer.key] = previous
+                continue
+            row = _TimerRow(timer, next(store._generations))
+            new[timer.key] = row
+            heapq.heappush(store._heap, (timer.due_at, row.generation, ticket_id, timer.key))
+        if new:
+            store._timers[ticket_id] = new
+        else:
+            store._timers.pop(ticket_id, None)
+        # Heap entries of replaced rows turn stale and are skipped; restoring the dict suffices.
+        store._log(lambda: _restore(store._timers, ticket_id, old))
+
+    def timers(self, ticket_id: str) -> list[Timer]:
+        rows = self._s._timers.get(ticket_id, {})
+        return sorted((row.timer for row in rows.values()), key=lambda t: t.due_at)
+
+    def claim_due_timers(
+        self, now: datetime, limit: int, owner: str, lease: timedelta
+    ) -> list[Timer]:
+        store = self._s
+        heap = store._heap
+        claimed: list[Timer] = []
+        popped: list[tuple[datetime, int, str, str]] = []
+        while heap and len(claimed) < limit and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            popped.append(entry)
+            _, generation, ticket_id, key = entry
+            row = store._timers.get(ticket_id, {}).get(key)
+            if row is None or row.generation != generation:
+                continue  # replaced or deleted since it was pushed
+            if row.lease_until is not None and row.lease_until > now:
+                continue  # leased: a fresh entry at lease expiry is already in the heap
+            previous_lease = (row.lease_owner, row.lease_until)
+            row.lease_owner, row.lease_until = owner, now + lease
+            heapq.heappush(heap, (row.lease_until, generation, ticket_id, key))
+            claimed.append(row.timer)
+            store._log(lambda r=row, p=previous_lease: _unlease(r, p))
+        store._log(lambda: _repush(heap, popped))
+        return claimed
+
+    def release_timer(self, timer: Timer, owner: str) -> None:
+        store = self._s
+        rows = store._timers.get(timer.ticket_id)
+        if rows is None:
+            return
+        row = rows.get(timer.key)
+        if row is None or row.timer.due_at != timer.due_at:
+            return
+        del rows[timer.key]
+        if not rows:
+            del store._timers[timer.ticket_id]
+        store._log(
+            lambda: store._timers.setdefault(timer.ticket_id, {}).__setitem__(timer.key, row)
+        )
+
+    def next_timer_due(self) -> datetime | None:
+        store = self._s
+        heap = store._heap
+        while heap:
+            due, generation, ticket_id, key = heap[0]
+            row = store._timers.get(ticket_id, {}).get(key)
+            if row is not None and row.generation == generation:
+                return row.timer.due_at
+            heapq.heappop(heap)  # stale; dropping it changes nothing observable
+        return None
+
+    # -- outbox ----------------------------------------------------------------------------
+    def enqueue(self, notifications: Sequence[Notification]) -> None:
+        store = self._s
+        for notification in notifications:
+            key = notification.idempotency_key
+            if key in store._outbox:
+                continue
+            entry = OutboxEntry(notification, next_attempt_at=notification.created_at)
+            store._outbox[key] = _OutboxRow(entry, next(store._outbox_order))
+            store._log(lambda k=key: store._outbox.pop(k, None))
+
+    def claim_notifications(
+        self, now: datetime, limit: int, owner: str, lease: timedelta
+    ) -> list[OutboxEntry]:
+        store = self._s
+        due = [
+            row
+            for row in store._outbox.values()
+            if row.entry.status is OutboxStatus.PENDING
+            and (row.entry.next_attempt_at is None or row.entry.next_attempt_at <= now)
+            and (row.lease_until is None or row.lease_until <= now)
+        ]
+        due.sort(key=lambda row: (row.entry.next_attempt_at or now, row.order))
+        claimed = due[:limit]
+        for row in claimed:
+            previous = row.lease_until
+            row.lease_until = now + lease
+            store._log(lambda r=row, p=previous: setattr(r, "lease_until", p))
+        return [row.entry for row in claimed]
+
+    def mark_delivered(self, key: str, at: datetime) -> None:
+        self._update_outbox(
+            key, lambda e: attrs.evolve(e, status=OutboxStatus.DELIVERED, delivered_at=at)
+        )
+
+    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+        def fail(entry: OutboxEntry) -> OutboxEntry:
+            return attrs.evolve(
+                entry,
+                status=OutboxStatus.PENDING if retry_at is not None else OutboxStatus.DEAD,
+                attempts=entry.attempts + 1,
+                next_attempt_at=retry_at,
+                last_error=error,
+            )
+
+        self._update_outbox(key, fail)
+
+    def outbox_entry(self, key: str) -> OutboxEntry | None:
+        row = self._s._outbox.get(key)
+        return row.entry if row is not None else None
+
+    def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxEntry]:
+        rows = sorted(
+            (row for row in self._s._outbox.values() if row.entry.status is status),
+            key=lambda row: row.order,
+        )
+        return [row.entry for row in rows[:limit]]
+
+    def requeue(self, key: str, at: datetime) -> None:
+        self._update_outbox(
+            key,
+            lambda e: attrs.evolve(e, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=at),
+        )
+
+    def _update_outbox(self, key: str, change: Callable[[OutboxEntry], OutboxEntry]) -> None:
+        row = self._s._outbox.get(key)
+        if row is None:
+            return
+        previous = (row.entry, row.lease_until)
+        row.entry = change(row.entry)
+        row.lease_until = None
+
+        def undo() -> None:
+            row.entry, row.lease_until = previous
+
+        self._s._log(undo)
+
+    # -- records ---------------------------------------------------------------------------
+    def put_record(self, record: Record, expected_version: int | None = None) -> None:
+        records = self._s._records
+        key = (record.kind, record.id)
+        current = records.get(key)
+        if expected_version is None:
+            if current is not None:
+                raise ConcurrencyConflict(f"{record.kind}/{record.id}", 0, current.version)
+        elif current is None or current.version != expected_version:
+            actual = current.version if current is not None else None
+            raise ConcurrencyConflict(f"{record.kind}/{record.id}", expected_version, actual)
+        records[key] = record
+        if current is None:
+            self._s._log(lambda: records.pop(key, None))
+        else:
+            self._s._log(lambda: records.__setitem__(key, current))
+
+    def get_record(self, kind: str, record_id: str) -> Record | None:
+        return self._s._records.get((kind, record_id))
+
+    def find_records(
+        self,
+        kind: str,
+        *,
+        ticket_id: str | None = None,
+        status: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> list[Record]:
+        found = [
+            r
+            for (k, _), r in self._s._records.items()
+            if k == kind
+            and (ticket_id is None or r.ticket_id == ticket_id)
+            and (status is None or r.status == status)
+            and (created_from is None or r.created_at >= created_from)
+            and (created_to is None or r.created_at < created_to)
+        ]
+        found.sort(key=lambda r: r.created_at)
+        return found
+
+    # -- occurrences -----------------------------------------------------------------------
+    def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        window = self._s._occurrences[key]
+        window.append((at, ticket_id))
+        self._s._log(window.pop)
+        while window and window[0][0] < at - _OCCURRENCE_MEMORY:
+            dropped = window.popleft()
+            self._s._log(lambda d=dropped: window.appendleft(d))
+
+    def occurrences(self, key: str, since: datetime) -> list[str]:
+        window = self._s._occurrences.get(key, ())
+        return [ticket_id for at, ticket_id in sorted(window) if at >= since]
+
+
+def _matches(ticket: Ticket, q: TicketQuery) -> bool:
+    return (
+        (q.status is None or ticket.status in q.status)
+        and (q.assignee is None or ticket.assignee == q.assignee)
+        and (q.group is None or ticket.group == q.group)
+        and (q.customer_id is None or ticket.customer.id == q.customer_id)
+        and (q.channel is None or ticket.channel.value == q.channel)
+        and (q.priority is None or ticket.priority.value == q.priority)
+        and (q.tag is None or q.tag in ticket.tags)
+        and (q.created_from is None or ticket.created_at >= q.created_from)
+        and (q.created_to is None or ticket.created_at < q.created_to)
+    )
+
+
+def _restore(
+    timers: dict[str, dict[str, _TimerRow]], ticket_id: str, old: dict[str, _TimerRow]
+) -> None:
+    if old:
+        timers[ticket_id] = old
+    else:
+        timers.pop(ticket_id, None)
+
+
+def _unlease(row: _TimerRow, previous: tuple[str | None, datetime | None]) -> None:
+    row.lease_owner, row.lease_until = previous
+
+
+def _repush(
+    heap: list[tuple[datetime, int, str, str]], entries: list[tuple[datetime, int, str, str]]
+) -> None:
+    for entry in entries:
+        heapq.heappush(heap, entry)

@@ -1,0 +1,985 @@
+"""``SqlStore``: the storage port on SQLAlchemy 2 Core, for PostgreSQL (and SQLite).
+
+Needs the ``sql`` extra (``pip install supportflow[sql]``): this module is the only one that
+imports SQLAlchemy. Tested on PostgreSQL through psycopg 3 (``postgresql+psycopg://...``) and
+on SQLite URLs for quick local checks.
+
+* **Schema.** The tables live in :data:`metadata`. Create or upgrade them explicitly with
+  :func:`migrate` (the ``supportflow migrate URL`` command) or :func:`create_schema`, or pass
+  ``create=True`` to :class:`SqlStore`. A ``schema_version`` table records each applied step;
+  migrations run in one transaction under a lock (a PostgreSQL advisory lock, or SQLite's
+  write lock), so workers starting together migrate once.
+* **Several workers.** Timer and outbox claims select with ``FOR UPDATE SKIP LOCKED`` and set a
+  lease, so any number of processes can poll one database: a row being claimed by one worker
+  is skipped by the others, and a leased row is not handed out again before its lease ends.
+* **Optimistic concurrency.** ``UPDATE tickets ... WHERE id = :id AND version = :expected``;
+  no row updated means another writer won (``ConcurrencyConflict``).
+* **Types.** Documents are ``JSONB`` on PostgreSQL and ``JSON`` elsewhere. Instants are
+  ``timestamptz`` on PostgreSQL (microsecond precision) and integer microseconds since the
+  epoch elsewhere; both compare chronologically and come back as aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.pool import StaticPool
+
+from supportflow.clock import ensure_aware, to_utc
+from supportflow.errors import ConcurrencyConflict, TicketNotFound, ValidationError
+from supportflow.events import Event
+from supportflow.model import Notification, Ticket, Timer, coerce_enum
+from supportflow.storage._codec import (
+    check_event,
+    check_lease,
+    check_limit,
+    check_new_version,
+    check_statuses,
+    check_text,
+    check_timers,
+    dump_json,
+    instant_to_micros,
+    micros_to_instant,
+    notification_from_doc,
+    notification_to_doc,
+    ticket_from_doc,
+    ticket_to_doc,
+)
+from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery, UnitOfWork
+
+__all__ = ["SCHEMA_VERSION", "SqlStore", "create_schema", "metadata", "migrate"]
+
+_EVENT_BATCH = 500
+_OCCURRENCE_MEMORY = timedelta(days=1)
+# Any fixed 64-bit number; it names the advisory lock that serialises migrations.
+_MIGRATION_LOCK = 0x5F5F_5350_4F52_5446
+
+
+# -- column types -------------------------------------------------------------------------------
+class Instant(sa.types.TypeDecorator[datetime]):
+    """An aware instant: ``timestamptz`` on PostgreSQL, epoch microseconds (BIGINT) elsewhere.
+
+    Both order chronologically in SQL and round-trip to the microsecond; values come back as
+    UTC datetimes.
+    """
+
+    impl = sa.BigInteger
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(sa.DateTime(timezone=True))
+        return dialect.type_descriptor(sa.BigInteger())
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            return to_utc(value)
+        return instant_to_micros(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return to_utc(value)
+        return micros_to_instant(int(value))
+
+
+Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+"""JSON documents: ``JSONB`` on PostgreSQL (indexable), ``JSON`` text elsewhere."""
+
+# BIGINT identity on PostgreSQL; SQLite only auto-numbers an INTEGER PRIMARY KEY.
+_Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+# -- schema -------------------------------------------------------------------------------------
+metadata = sa.MetaData()
+"""Every table of the store (SQLAlchemy Core ``Table`` objects)."""
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("applied_at", sa.BigInteger, nullable=False),
+)
+
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("number", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("assignee", sa.Text),
+    sa.Column("group", sa.Text),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("channel", sa.Text, nullable=False),
+    sa.Column("priority", sa.Text, nullable=False),
+    sa.Column("created_at", Instant, nullable=False),
+    sa.Column("doc", Document, nullable=False),
+    sa.Index("tickets_status", "status"),
+    sa.Index("tickets_assignee", "assignee"),
+    sa.Index("tickets_group", "group"),
+    sa.Index("tickets_customer", "customer_id"),
+    sa.Index("tickets_created", "created_at"),
+)
+
+ticket_tags = sa.Table(
+    "ticket_tags",
+    metadata,
+    sa.Column(
+        "ticket_id", sa.Text, sa.ForeignKey("tickets.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column("tag", sa.Text, primary_key=True),
+    sa.Index("ticket_tags_tag", "tag"),
+)
+
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+ticket_number_seq = sa.Sequence("ticket_number_seq", metadata=metadata, start=1)
+"""Ticket numbers on databases with sequences (never reused, no lock held until commit)."""
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("position", _Position, primary_key=True, autoincrement=True),
+    sa.Column("ticket_id", sa.Text, nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("at", Instant, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("data", Document, nullable=False),
+    sa.UniqueConstraint("ticket_id", "sequence", name="events_ticket_sequence"),
+    sa.Index("events_at", "at", "position"),
+    sqlite_autoincrement=True,
+)
+
+timers = sa.Table(
+    "timers",
+    metadata,
+    sa.Column("ticket_id", sa.Text, primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("due_at", Instant, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", Instant),
+    sa.Index("timers_due", "due_at"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("next_attempt_at", Instant),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", Instant),
+    sa.Column("doc", Document, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", Instant),
+    sa.Column("created_at", Instant, nullable=False),
+    sa.Index("outbox_due", "status", "next_attempt_at", "key"),
+    sa.Index("outbox_created", "status", "created_at", "key"),
+)
+
+records = sa.Table(
+    "records",
+    metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("ticket_id", sa.Text),
+    sa.Column("status", sa.Text),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", Instant, nullable=False),
+    sa.Column("updated_at", Instant, nullable=False),
+    sa.Column("data", Document, nullable=False),
+    sa.Index("records_created", "kind", "created_at"),
+    sa.Index("records_ticket", "kind", "ticket_id"),
+)
+
+occurrences = sa.Table(
+    "occurrences",
+    metadata,
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("ticket_id", sa.Text, nullable=False),
+    sa.Column("at", Instant, nullable=False),
+    sa.Index("occurrences_key_at", "key", "at"),
+)
+
+
+# -- migrations ---------------------------------------------------------------------------------
+def _initial_schema(connection: Connection) -> None:
+    # Step 1 creates the tables as first released; later steps must use explicit DDL.
+    metadata.create_all(connection, checkfirst=True)
+    exists = connection.execute(
+        sa.select(counters.c.value).where(counters.c.name == "ticket_number")
+    ).first()
+    if exists is None:
+        connection.execute(sa.insert(counters).values(name="ticket_number", value=0))
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_initial_schema,)
+"""Forward migrations: step ``n`` (1-based) brings the schema from version ``n - 1`` to ``n``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def create_schema(engine: Engine) -> int:
+    """Create the tables or bring them up to :data:`SCHEMA_VERSION`; return that version.
+
+    Idempotent, and safe when several processes call it at once: the steps run in one
+    transaction that first takes a lock (``pg_advisory_xact_lock`` on PostgreSQL).
+    """
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
+        schema_version.create(connection, checkfirst=True)
+        current = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+        current = int(current or 0)
+        if current > SCHEMA_VERSION:
+            raise ValidationError(
+                "schema_version",
+                current,
+                f"at most {SCHEMA_VERSION}: the database was written by a newer supportflow",
+            )
+        for number, step in enumerate(MIGRATIONS, start=1):
+            if number > current:
+                step(connection)
+                connection.execute(
+                    sa.insert(schema_version).values(
+                        version=number, applied_at=time.time_ns() // 1000
+                    )
+                )
+    return SCHEMA_VERSION
+
+
+def migrate(url: str | Engine) -> int:
+    """Create or upgrade the schema at ``url`` (what ``supportflow migrate URL`` runs).
+
+    Returns the schema version now in place. An engine is used as given; a URL gets an engine
+    that is disposed of before returning.
+    """
+    if isinstance(url, Engine):
+        return create_schema(url)
+    engine = make_engine(url)
+    try:
+        return create_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def schema_version_of(engine: Engine) -> int:
+    """The schema version recorded in the database (0 when there is no schema yet)."""
+    with engine.connect() as connection:
+        if not sa.inspect(connection).has_table("schema_version"):
+            return 0
+        value = connection.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+    return int(value or 0)
+
+
+# -- engines ------------------------------------------------------------------------------------
+def _is_memory_sqlite(url: sa.engine.URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def make_engine(url: str | sa.engine.URL, **kwargs: Any) -> Engine:
+    """An engine set up for the store.
+
+    On SQLite: every transaction starts with ``BEGIN IMMEDIATE`` (claims are write
+    transactions), WAL mode, ``foreign_keys=ON``, a 30 s busy timeout; ``sqlite://`` (memory)
+    shares one connection. JSON is written compactly and NaN is refused.
+    """
+    parsed = sa.make_url(url)
+    kwargs.setdefault("json_serializer", dump_json)
+    if parsed.get_backend_name() != "sqlite":
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(parsed, **kwargs)
+    if _is_memory_sqlite(parsed):
+        kwargs.setdefault("poolclass", StaticPool)
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+    engine = sa.create_engine(parsed, **kwargs)
+    memory = _is_memory_sqlite(parsed)
+
+    @sa_event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event issue BEGIN instead of the driver's deferred BEGIN.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not memory:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa_event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+# -- the store ----------------------------------------------------------------------------------
+class SqlStore:
+    """The storage port on a SQLAlchemy engine (PostgreSQL in production, SQLite for checks).
+
+    ``url_or_engine`` is a database URL (``postgresql+psycopg://user@host/db``) or an
+    :class:`~sqlalchemy.Engine`. With ``create=True`` the schema is created or migrated on
+    open; otherwise it must already be at :data:`SCHEMA_VERSION` (run ``supportflow migrate
+    URL``), else ``ValidationError`` says what to do.
+
+    A ``transaction()`` opened while the same thread already has one joins it (the outer block
+    decides commit or rollback).
+    """
+
+    def __init__(self, url_or_engine: str | Engine, *, create: bool = False) -> None:
+        if isinstance(url_or_engine, Engine):
+            self._engine = url_or_engine
+            self._owns_engine = False
+        elif isinstance(url_or_engine, (str, sa.engine.URL)):
+            try:
+                self._engine = make_engine(url_or_engine)
+            except sa_exc.ArgumentError as exc:
+                raise ValidationError(
+                    "url", str(url_or_engine), f"a database URL ({exc})"
+                ) from None
+            self._owns_engine = True
+        else:
+            raise ValidationError("url_or_engine", url_or_engine, "a database URL or an Engine")
+        self._postgres = self._engine.dialect.name == "postgresql"
+        self._local = threading.local()
+        memory = _is_memory_sqlite(self._engine.url)
+        self._shared_lock: threading.RLock | None = threading.RLock() if memory else None
+        if create:
+            create_schema(self._engine)
+        else:
+            found = schema_version_of(self._engine)
+            if found != SCHEMA_VERSION:
+                where = self._engine.url.render_as_string(hide_password=True)
+                raise ValidationError(
+                    "schema_version",
+                    found,
+                    f"{SCHEMA_VERSION} in {where}: run `supportflow migrate URL` first,"
+                    " or open the store with create=True",
+                )
+
+    @property
+    def engine(self) -> Engine:
+        """The engine the store runs on."""
+        return self._engine
+
+    @contextmanager
+    def transaction(self) -> Iterator[UnitOfWork]:
+        """Open a unit of work on one connection: commit at the end, roll back if it raises."""
+        current: _SqlUnitOfWork | None = getattr(self._local, "uow", None)
+        if current is not None:
+            yield current
+            return
+        with self._guard(), self._engine.connect() as connection, connection.begin():
+            uow = _SqlUnitOfWork(self, connection)
+            self._local.uow = uow
+            try:
+                yield uow
+            finally:
+                self._local.uow = None
+
+    def close(self) -> None:
+        """Dispose of the engine's pool if the store created the engine."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def _guard(self) -> AbstractContextManager[Any]:
+        return self._shared_lock if self._shared_lock is not None else nullcontext()
+
+    def _read(self, statement: sa.Select[Any]) -> list[sa.Row[Any]]:
+        """Run one query on a short connection (event streams read between units of work)."""
+        current: _SqlUnitOfWork | None = getattr(self._local, "uow", None)
+        if current is not None:
+            return list(current._c.execute(statement))
+        with self._guard(), self._engine.connect() as connection, connection.begin():
+            return list(connection.execute(statement))
+
+
+def _utc(value: datetime, field: str) -> datetime:
+    return to_utc(ensure_aware(value, field), field)
+
+
+def _ticket_values(ticket: Ticket) -> dict[str, Any]:
+    if not isinstance(ticket, Ticket):
+        raise ValidationError("ticket", ticket, "a Ticket")
+    doc = ticket_to_doc(ticket)
+    dump_json(doc)  # refuse NaN and non-JSON values before the database sees them
+    return {
+        "id": ticket.id,
+        "number": ticket.number,
+        "version": ticket.version,
+        "status": ticket.status,
+        "assignee": ticket.assignee,
+        "group": ticket.group,
+        "customer_id": ticket.customer.id,
+        "channel": ticket.channel.value,
+        "priority": ticket.priority.value,
+        "created_at": _utc(ticket.created_at, "ticket.created_at"),
+        "doc": doc,
+    }
+
+
+def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+    plain = dict(data)
+    dump_json(plain)  # refuse NaN and non-JSON values before the database sees them
+    return plain
+
+
+def _event_of(row: Any) -> Event:
+    return Event(row.ticket_id, row.sequence, row.type, row.at, row.actor, row.data)
+
+
+_EVENT_COLUMNS = (
+    events.c.ticket_id,
+    events.c.sequence,
+    events.c.type,
+    events.c.at,
+    events.c.actor,
+    events.c.data,
+)
+_TIMER_COLUMNS = (timers.c.ticket_id, timers.c.key, timers.c.due_at, timers.c.kind)
+_OUTBOX_COLUMNS = (
+    outbox.c.key,
+    outbox.c.doc,
+    outbox.c.status,
+    outbox.c.attempts,
+    outbox.c.next_attempt_at,
+    outbox.c.last_error,
+    outbox.c.delivered_at,
+)
+
+
+def _timer_of(row: Any) -> Timer:
+    return Timer(row.ticket_id, row.key, row.due_at, row.kind)
+
+
+def _outbox_entry(row: Any) -> OutboxEntry:
+    return OutboxEntry(
+        notification=notification_from_doc(row.doc),
+        status=OutboxStatus(row.status),
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        last_error=row.last_error,
+        delivered_at=row.delivered_at,
+    )
+
+
+def _record_of(row: Any) -> Record:
+    return Record(
+        kind=row.kind,
+        id=row.id,
+        data=row.data,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        ticket_id=row.ticket_id,
+        status=row.status,
+        version=row.version,
+    )
+
+
+class _SqlUnitOfWork:
+    """The port's calls on one connection inside one database transaction."""
+
+    __slots__ = ("_c", "_store")
+
+    def __init__(self, store: SqlStore, connection: Connection) -> None:
+        self._store = store
+        self._c = connection
+
+    def _insert_new(self, table: sa.Table, rows: list[dict[str, Any]]) -> int:
+        """Insert rows, skipping any that hit a unique key; return how many went in.
+
+        ``ON CONFLICT DO NOTHING`` instead of catching IntegrityError: on PostgreSQL an error
+        would abort the whole transaction, and the port lets callers go on after a conflict.
+        """
+        if not rows:
+            return 0
+        dialect = self._c.dialect.name
+        if dialect in ("postgresql", "sqlite"):
+            module: Any = postgresql if dialect == "postgresql" else sqlite_dialect
+            # Count RETURNING rows: the driver's rowcount is not reliable here (-1 on psycopg).
+            statement = module.insert(table).on_conflict_do_nothing().returning(*table.primary_key)
+            return sum(len(self._c.execute(statement, row).all()) for row in rows)
+        inserted = 0
+        for row in rows:  # other databases: a savepoint per row
+            try:
+                with self._c.begin_nested():
+                    self._c.execute(sa.insert(table), row)
+                inserted += 1
+            except sa_exc.IntegrityError:
+                pass
+        return inserted
+
+    # -- tickets ---------------------------------------------------------------------------
+    def next_ticket_number(self) -> int:
+        if self._c.dialect.supports_sequences:
+            return int(self._c.execute(sa.select(ticket_number_seq.next_value())).scalar_one())
+        where = counters.c.name == "ticket_number"
+        self._c.execute(sa.update(counters).where(where).values(value=counters.c.value + 1))
+        return int(self._c.execute(sa.select(counters.c.value).where(where)).scalar_one())
+
+    def get_ticket(self, ticket_id: str) -> Ticket:
+        doc = self._c.execute(sa.select(tickets.c.doc).where(tickets.c.id == ticket_id)).scalar()
+        if doc is None:
+            raise TicketNotFound(ticket_id)
+        return ticket_from_doc(doc)
+
+    def insert_ticket(self, ticket: Ticket) -> None:
+        if self._insert_new(tickets, [_ticket_values(ticket)]) != 1:
+            raise ConcurrencyConflict(ticket.id, 0, self._version(ticket.id))
+        self._write_tags(ticket)
+
+    def update_ticket(self, ticket: Ticket, expected_version: int) -> None:
+        values = _ticket_values(ticket)
+        check_new_version(ticket.version, expected_version, "ticket.version")
+        del values["id"]
+        statement = (
+            sa.update(tickets)
+            .where(tickets.c.id == ticket.id, tickets.c.version == expected_version)
+            .values(**values)
+        )
+        try:
+            updated = self._c.execute(statement).rowcount
+        except sa_exc.IntegrityError:  # the new number is another ticket's
+            raise ConcurrencyConflict(ticket.id, expected_version, None) from None
+        if updated != 1:
+            actual = self._version(ticket.id)
+            if actual is None:
+                raise TicketNotFound(ticket.id)
+            raise ConcurrencyConflict(ticket.id, expected_version, actual)
+        self._c.execute(sa.delete(ticket_tags).where(ticket_tags.c.ticket_id == ticket.id))
+        self._write_tags(ticket)
+
+    def find_tickets(self, query: TicketQuery) -> list[Ticket]:
+        if not isinstance(query, TicketQuery):
+            raise ValidationError("query", query, "a TicketQuery")
+        statement = sa.select(tickets.c.doc).order_by(tickets.c.number)
+        statuses = check_statuses(query.status)
+        if statuses is not None:
+            if not statuses:
+                return []
+            statement = statement.where(tickets.c.status.in_(statuses))
+        for column, value in (
+            (tickets.c.assignee, query.assignee),
+            (tickets.c.group, query.group),
+            (tickets.c.customer_id, query.customer_id),
+            (tickets.c.channel, _enum_value(query.channel)),
+            (tickets.c.priority, _enum_value(query.priority)),
+        ):
+            if value is not None:
+                statement = statement.where(column == value)
+        if query.tag is not None:
+            tagged = sa.select(ticket_tags.c.ticket_id).where(ticket_tags.c.tag == query.tag)
+            statement = statement.where(tickets.c.id.in_(tagged))
+        if query.created_from is not None:
+            statement = statement.where(
+                tickets.c.created_at >= _utc(query.created_from, "created_from")
+            )
+        if query.created_to is not None:
+            statement = statement.where(tickets.c.created_at < _utc(query.created_to, "created_to"))
+        if query.limit is not None:
+            statement = statement.limit(check_limit(query.limit))
+        return [ticket_from_doc(doc) for doc in self._c.execute(statement).scalars()]
+
+    def _version(self, ticket_id: str) -> int | None:
+        value = self._c.execute(
+            sa.select(tickets.c.version).where(tickets.c.id == ticket_id)
+        ).scalar()
+        return int(value) if value is not None else None
+
+    def _write_tags(self, ticket: Ticket) -> None:
+        if ticket.tags:
+            self._c.execute(
+                sa.insert(ticket_tags),
+                [{"ticket_id": ticket.id, "tag": tag} for tag in sorted(ticket.tags)],
+            )
+
+    # -- events ----------------------------------------------------------------------------
+    def append_events(self, events_: Sequence[Event]) -> None:
+        rows: list[dict[str, Any]] = []
+        next_sequence: dict[str, int] = {}
+        for event in events_:
+            check_event(event)
+            expected = next_sequence.get(event.ticket_id)
+            if expected is None:
+                last = self._c.execute(
+                    sa.select(sa.func.max(events.c.sequence)).where(
+                        events.c.ticket_id == event.ticket_id
+                    )
+                ).scalar()
+                expected = int(last or 0) + 1
+            if event.sequence != expected:
+                raise ConcurrencyConflict(event.ticket_id, expected, event.sequence)
+            next_sequence[event.ticket_id] = expected + 1
+            rows.append(
+                {
+                    "ticket_id": event.ticket_id,
+                    "sequence": event.sequence,
+                    "type": event.type,
+                    "at": _utc(event.at, "event.at"),
+                    "actor": event.actor,
+                    "data": _plain(event.data),
+                }
+            )
+        # A writer that committed the same sequence since our check makes a row go missing.
+        for row in rows:
+            if self._insert_new(events, [row]) != 1:
+                raise ConcurrencyConflict(row["ticket_id"], row["sequence"], None)
+
+    def history(self, ticket_id: str) -> list[Event]:
+        statement = (
+            sa.select(*_EVENT_COLUMNS)
+            .where(events.c.ticket_id == ticket_id)
+            .order_by(events.c.sequence)
+        )
+        return [_event_of(row) for row in self._c.execute(statement)]
+
+    def iter_events(
+        self, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[Event]:
+        low = _utc(start, "start") if start is not None else None
+        high = _utc(end, "end") if end is not None else None
+        return self._event_batches(low, high)
+
+    def _event_batches(self, low: datetime | None, high: datetime | None) -> Iterator[Event]:
+        base = sa.select(events.c.position, *_EVENT_COLUMNS).order_by(
+            events.c.at, events.c.position
+        )
+        if low is not None:
+            base = base.where(events.c.at >= low)
+        if high is not None:
+            base = base.where(events.c.at < high)
+        after: tuple[datetime, int] | None = None
+        while True:
+            statement = base
+            if after is not None:
+                # Keyset pagination on the (at, position) index: constant cost per batch.
+                statement = statement.where(
+                    events.c.at >= after[0],
+                    sa.tuple_(events.c.at, events.c.position)
+                    > sa.tuple_(
+                        sa.literal(after[0], Instant()), sa.literal(after[1], sa.BigInteger())
+                    ),
+                )
+            rows = self._store._read(statement.limit(_EVENT_BATCH))
+            for row in rows:
+                yield _event_of(row)
+            if len(rows) < _EVENT_BATCH:
+                return
+            after = (rows[-1].at, rows[-1].position)
+
+    # -- timers ----------------------------------------------------------------------------
+    def replace_timers(self, ticket_id: str, timers_: Sequence[Timer]) -> None:
+        wanted = check_timers(ticket_id, timers_)
+        stored = {
+            row.key: row
+            for row in self._c.execute(
+                sa.select(timers.c.key, timers.c.due_at, timers.c.kind)
+                .where(timers.c.ticket_id == ticket_id)
+                .with_for_update()
+            )
+        }
+        gone = [key for key in stored if key not in wanted]
+        if gone:
+            self._c.execute(
+                sa.delete(timers).where(timers.c.ticket_id == ticket_id, timers.c.key.in_(gone))
+            )
+        for key, timer in wanted.items():
+            due = _utc(timer.due_at, "timer.due_at")
+            previous = stored.get(key)
+            where = (timers.c.ticket_id == ticket_id, timers.c.key == key)
+            if previous is not None and previous.due_at == due:
+                if previous.kind != timer.kind:  # same deadline: keep the lease
+                    self._c.execute(sa.update(timers).where(*where).values(kind=timer.kind))
+                continue
+            if previous is not None:
+                self._c.execute(
+                    sa.update(timers)
+                    .where(*where)
+                    .values(due_at=due, kind=timer.kind, lease_owner=None, lease_until=None)
+                )
+                continue
+            if (
+                self._insert_new(
+                    timers,
+                    [{"ticket_id": ticket_id, "key": key, "due_at": due, "kind": timer.kind}],
+                )
+                != 1
+            ):
+                raise ConcurrencyConflict(ticket_id, 0, None)
+
+    def timers(self, ticket_id: str) -> list[Timer]:
+        statement = (
+            sa.select(*_TIMER_COLUMNS)
+            .where(timers.c.ticket_id == ticket_id)
+            .order_by(timers.c.due_at, timers.c.key)
+        )
+        return [_timer_of(row) for row in self._c.execute(statement)]
+
+    def claim_due_timers(
+        self, now: datetime, limit: int, owner: str, lease: timedelta
+    ) -> list[Timer]:
+        at = _utc(now, "now")
+        until = at + check_lease(lease)
+        check_text(owner, "owner")
+        if check_limit(limit) == 0:
+            return []
+        # SKIP LOCKED: rows another worker is claiming right now are passed over, not waited on.
+        statement = (
+            sa.select(*_TIMER_COLUMNS)
+            .where(
+                timers.c.due_at <= at,
+                sa.or_(timers.c.lease_until.is_(None), timers.c.lease_until <= at),
+            )
+            .order_by(timers.c.due_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = list(self._c.execute(statement))
+        if rows:
+            self._c.execute(
+                sa.update(timers)
+                .where(
+                    timers.c.ticket_id == sa.bindparam("b_ticket_id"),
+                    timers.c.key == sa.bindparam("b_key"),
+                )
+                .values(lease_owner=owner, lease_until=until),
+                [{"b_ticket_id": row.ticket_id, "b_key": row.key} for row in rows],
+            )
+        return [_timer_of(row) for row in rows]
+
+    def release_timer(self, timer: Timer, owner: str) -> None:
+        if not isinstance(timer, Timer):
+            raise ValidationError("timer", timer, "a Timer")
+        self._c.execute(
+            sa.delete(timers).where(
+                timers.c.ticket_id == timer.ticket_id,
+                timers.c.key == timer.key,
+                timers.c.due_at == _utc(timer.due_at, "timer.due_at"),
+            )
+        )
+
+    def next_timer_due(self) -> datetime | None:
+        value: datetime | None = self._c.execute(sa.select(sa.func.min(timers.c.due_at))).scalar()
+        return value
+
+    # -- outbox ----------------------------------------------------------------------------
+    def enqueue(self, notifications: Sequence[Notification]) -> None:
+        rows = []
+        for notification in notifications:
+            if not isinstance(notification, Notification):
+                raise ValidationError("notifications", notification, "Notification instances")
+            created = _utc(notification.created_at, "notification.created_at")
+            doc = notification_to_doc(notification)
+            dump_json(doc)
+            rows.append(
+                {
+                    "key": notification.idempotency_key,
+                    "status": OutboxStatus.PENDING.value,
+                    "next_attempt_at": created,
+                    "attempts": 0,
+                    "doc": doc,
+                    "created_at": created,
+                }
+            )
+        self._insert_new(outbox, rows)
+
+    def claim_notifications(
+        self, now: datetime, limit: int, owner: str, lease: timedelta
+    ) -> list[OutboxEntry]:
+        at = _utc(now, "now")
+        until = at + check_lease(lease)
+        check_text(owner, "owner")
+        if check_limit(limit) == 0:
+            return []
+        statement = (
+            sa.select(*_OUTBOX_COLUMNS)
+            .where(
+                outbox.c.status == OutboxStatus.PENDING.value,
+                outbox.c.next_attempt_at <= at,
+                sa.or_(outbox.c.lease_until.is_(None), outbox.c.lease_until <= at),
+            )
+            .order_by(outbox.c.next_attempt_at, outbox.c.key)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = list(self._c.execute(statement))
+        if rows:
+            self._c.execute(
+                sa.update(outbox)
+                .where(outbox.c.key == sa.bindparam("b_key"))
+                .values(lease_owner=owner, lease_until=until),
+                [{"b_key": row.key} for row in rows],
+            )
+        return [_outbox_entry(row) for row in rows]
+
+    def mark_delivered(self, key: str, at: datetime) -> None:
+        self._c.execute(
+            sa.update(outbox)
+            .where(outbox.c.key == key)
+            .values(
+                status=OutboxStatus.DELIVERED.value,
+                delivered_at=_utc(at, "at"),
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+
+    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+        retry = _utc(retry_at, "retry_at") if retry_at is not None else None
+        status = OutboxStatus.PENDING if retry is not None else OutboxStatus.DEAD
+        # A late report from a worker whose lease ran out must not revive a delivered row.
+        self._c.execute(
+            sa.update(outbox)
+            .where(outbox.c.key == key, outbox.c.status != OutboxStatus.DELIVERED.value)
+            .values(
+                status=status.value,
+                attempts=outbox.c.attempts + 1,
+                next_attempt_at=retry,
+                last_error=str(error),
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+
+    def outbox_entry(self, key: str) -> OutboxEntry | None:
+        row = self._c.execute(sa.select(*_OUTBOX_COLUMNS).where(outbox.c.key == key)).first()
+        return _outbox_entry(row) if row is not None else None
+
+    def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxEntry]:
+        value = coerce_enum(OutboxStatus, status, "status").value
+        statement = (
+            sa.select(*_OUTBOX_COLUMNS)
+            .where(outbox.c.status == value)
+            .order_by(outbox.c.created_at, outbox.c.key)
+            .limit(check_limit(limit))
+        )
+        return [_outbox_entry(row) for row in self._c.execute(statement)]
+
+    def requeue(self, key: str, at: datetime) -> None:
+        self._c.execute(
+            sa.update(outbox)
+            .where(outbox.c.key == key, outbox.c.status == OutboxStatus.DEAD.value)
+            .values(
+                status=OutboxStatus.PENDING.value,
+                attempts=0,
+                next_attempt_at=_utc(at, "at"),
+                lease_owner=None,
+                lease_until=None,
+            )
+        )
+
+    # -- records ---------------------------------------------------------------------------
+    def put_record(self, record: Record, expected_version: int | None = None) -> None:
+        if not isinstance(record, Record):
+            raise ValidationError("record", record, "a Record")
+        values = {
+            "ticket_id": record.ticket_id,
+            "status": record.status,
+            "version": record.version,
+            "created_at": _utc(record.created_at, "record.created_at"),
+            "updated_at": _utc(record.updated_at, "record.updated_at"),
+            "data": _plain(record.data),
+        }
+        name = f"{record.kind}/{record.id}"
+        if expected_version is None:
+            row = {"kind": record.kind, "id": record.id, **values}
+            if self._insert_new(records, [row]) != 1:
+                raise ConcurrencyConflict(name, 0, self._record_version(record))
+            return
+        check_new_version(record.version, expected_version, "record.version")
+        updated = self._c.execute(
+            sa.update(records)
+            .where(
+                records.c.kind == record.kind,
+                records.c.id == record.id,
+                records.c.version == expected_version,
+            )
+            .values(**values)
+        ).rowcount
+        if updated != 1:
+            raise ConcurrencyConflict(name, expected_version, self._record_version(record))
+
+    def _record_version(self, record: Record) -> int | None:
+        value = self._c.execute(
+            sa.select(records.c.version).where(
+                records.c.kind == record.kind, records.c.id == record.id
+            )
+        ).scalar()
+        return int(value) if value is not None else None
+
+    def get_record(self, kind: str, record_id: str) -> Record | None:
+        row = self._c.execute(
+            sa.select(records).where(records.c.kind == kind, records.c.id == record_id)
+        ).first()
+        return _record_of(row) if row is not None else None
+
+    def find_records(
+        self,
+        kind: str,
+        *,
+        ticket_id: str | None = None,
+        status: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+    ) -> list[Record]:
+        statement = (
+            sa.select(records)
+            .where(records.c.kind == kind)
+            .order_by(records.c.created_at, records.c.id)
+        )
+        if ticket_id is not None:
+            statement = statement.where(records.c.ticket_id == ticket_id)
+        if status is not None:
+            statement = statement.where(records.c.status == status)
+        if created_from is not None:
+            statement = statement.where(records.c.created_at >= _utc(created_from, "created_from"))
+        if created_to is not None:
+            statement = statement.where(records.c.created_at < _utc(created_to, "created_to"))
+        return [_record_of(row) for row in self._c.execute(statement)]
+
+    # -- occurrences -----------------------------------------------------------------------
+    def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        when = _utc(at, "at")
+        self._c.execute(sa.insert(occurrences).values(key=key, ticket_id=ticket_id, at=when))
+        # Forgetting what is older than a day keeps the table as small as the window.
+        self._c.execute(
+            sa.delete(occurrences).where(
+                occurrences.c.key == key, occurrences.c.at < when - _OCCURRENCE_MEMORY
+            )
+        )
+
+    def occurrences(self, key: str, since: datetime) -> list[str]:
+        statement = (
+            sa.select(occurrences.c.ticket_id)
+            .where(occurrences.c.key == key, occurrences.c.at >= _utc(since, "since"))
+            .order_by(occurrences.c.at, occurrences.c.ticket_id)
+        )
+        return list(self._c.execute(statement).scalars())
+
+
+def _enum_value(value: Any) -> Any:
+    return getattr(value, "value", value)

@@ -1,0 +1,996 @@
+"""``StorageContract``: the promises of the storage port, as a pytest test class.
+
+Every adapter must pass it. Subclass it in a test module and provide a ``store`` fixture that
+yields a fresh, empty :class:`~supportflow.storage.Storage`::
+
+    import pytest
+    from supportflow.testing.storage_contract import StorageContract
+    from mypackage import RedisStore
+
+    class TestRedisStore(StorageContract):
+        @pytest.fixture
+        def store(self):
+            store = RedisStore("redis://localhost/15")
+            yield store
+            store.close()
+
+The tests use only the public port. A store that can be opened again from another process
+sets ``supports_multiple_processes = True`` and provides a ``store_opener`` fixture: a picklable
+zero-argument callable (e.g. ``functools.partial(SqliteStore, path)``) that opens the same
+storage; the kit then also proves that processes never claim the same timer.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+
+from supportflow.errors import ConcurrencyConflict, TicketNotFound, ValidationError
+from supportflow.events import Event
+from supportflow.model import (
+    Channel,
+    Customer,
+    Link,
+    Message,
+    Notification,
+    Priority,
+    Recipient,
+    RecipientRole,
+    Role,
+    SlaClock,
+    SlaClockState,
+    SlaState,
+    Ticket,
+    Timer,
+    Verification,
+    VerificationMethod,
+)
+from supportflow.storage._port import OutboxStatus, Record, Storage, TicketQuery, UnitOfWork
+
+__all__ = ["StorageContract"]
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+"""A Monday morning; every test's instants are offsets from it."""
+
+SHANGHAI = timezone(timedelta(hours=8), "CST")
+NEW_YORK = timezone(timedelta(hours=-5), "EST")
+LEASE = timedelta(minutes=5)
+
+
+def at(minutes: float = 0, *, tz: timezone = timezone.utc) -> datetime:
+    """``T0`` plus ``minutes``, expressed in ``tz``."""
+    return (T0 + timedelta(minutes=minutes)).astimezone(tz)
+
+
+def make_ticket(ticket_id: str = "t-1", number: int = 1, **changes: Any) -> Ticket:
+    """A small valid ticket; ``changes`` override any field."""
+    ticket = Ticket(
+        id=ticket_id,
+        number=number,
+        subject=f"Printer on floor {number} is jammed",
+        description="It makes a grinding noise.",
+        customer=Customer(id="c-1", name="Ana Silva"),
+        channel=Channel.EMAIL,
+        status="open",
+        created_at=at(number),
+        updated_at=at(number),
+    )
+    return attrs.evolve(ticket, **changes)
+
+
+def _tags(*names: str) -> Any:
+    # Any: mypy's attrs plugin cannot type Ticket.tags (converter=frozenset) at call sites.
+    return frozenset(names)
+
+
+def full_ticket(ticket_id: str = "t-full", number: int = 7) -> Ticket:
+    """A ticket with every optional part filled in, offsets and microseconds included."""
+    created = datetime(2026, 3, 6, 16, 30, 5, 123456, tzinfo=SHANGHAI)
+    clock = SlaClock(
+        name="resolution",
+        target=timedelta(hours=8, microseconds=7),
+        state=SlaClockState.BREACHED,
+        elapsed=timedelta(hours=9, seconds=1, microseconds=999999),
+        since=created + timedelta(hours=10),
+        due_at=created + timedelta(hours=8),
+        met_at=None,
+        breached_at=(created + timedelta(hours=8)).astimezone(NEW_YORK),
+        warnings_fired=(50, 75, 90),
+        pending_warnings=((95, created + timedelta(hours=7, minutes=36)),),
+        cycle=2,
+    )
+    first = SlaClock(
+        name="first_response",
+        target=timedelta(minutes=30),
+        state=SlaClockState.MET,
+        elapsed=timedelta(minutes=12, microseconds=1),
+        met_at=created + timedelta(minutes=12),
+    )
+    return Ticket(
+        id=ticket_id,
+        number=number,
+        subject="打印机卡纸了 🖨️🔥",
+        description="客户说：“每次打印第二页都会卡纸。” — naïve café ✓",
+        customer=Customer(
+            id="c-王芳",
+            name="王芳",
+            contacts={"email": "wang.fang@example.cn", "phone": "+86 10 1234 5678"},
+            tier="vip",
+            verified=True,
+            language="zh",
+        ),
+        channel=Channel.CHAT,
+        status="pending_customer",
+        created_at=created,
+        updated_at=created + timedelta(hours=10, microseconds=1),
+        priority=Priority.URGENT,
+        category="hardware/打印机",
+        kind="incident",
+        assignee="agent_李",
+        group="L2 🛠",
+        tags=_tags("vip", "打印机", "🔥", "floor-3"),
+        fields={
+            "型号": "HP LaserJet 4000",
+            "serial": 123456789012345678,
+            "ratio": 0.25,
+            "flags": [True, False, None],
+            "nested": {"ключ": ["значение", {"深": "层"}]},
+        },
+        messages=(
+            Message("m-1", "c-王芳", Role.CUSTOMER, "你好，打印机坏了 😭", created, True),
+            Message(
+                "m-2",
+                "agent_李",
+                Role.AGENT,
+                "Internal: check the fuser ✔",
+                created + timedelta(minutes=12),
+                False,
+            ),
+        ),
+        links=(Link("parent", "t-0"), Link("follows", "t-6")),
+        verification=Verification(
+            "agent_李", VerificationMethod.CALL_BACK, created + timedelta(minutes=3)
+        ),
+        sla=SlaState(
+            policy="vip-urgent", reason="tier=vip, priority=urgent", clocks=(first, clock)
+        ),
+        sequence=12,
+        impact="high",
+        urgency="high",
+        priority_explicit=True,
+        resolution=None,
+        state={"escalation": {"level": 2, "since": "2026-03-06T18:00:00+08:00"}, "reminded": 1},
+        version=3,
+    )
+
+
+def event(ticket_id: str, sequence: int, minutes: float, **data: Any) -> Event:
+    return Event(ticket_id, sequence, "Noted", at(minutes), "agent_1", data)
+
+
+def notification(key: str, minutes: float = 0, **changes: Any) -> Notification:
+    made = Notification(
+        idempotency_key=key,
+        kind="reply",
+        recipients=(
+            Recipient(RecipientRole.CUSTOMER, "ana@example.com", "Ana"),
+            Recipient(RecipientRole.WEBHOOK, "https://hooks.example.com/x"),
+        ),
+        subject=f"Re: ticket {key}",
+        body="Thanks, we're on it. 谢谢 🙏",
+        created_at=at(minutes),
+        ticket_id="t-1",
+        data={"template": "reply", "n": 1},
+    )
+    return attrs.evolve(made, **changes)
+
+
+def record(kind: str, record_id: str, minutes: float = 0, **changes: Any) -> Record:
+    made = Record(
+        kind=kind,
+        id=record_id,
+        data={"score": 4, "comment": "很好 👍"},
+        created_at=at(minutes),
+        updated_at=at(minutes),
+        ticket_id="t-1",
+        status="open",
+    )
+    return attrs.evolve(made, **changes)
+
+
+def _claim_in_process(opener: Callable[[], Storage], owner: str, due: datetime) -> list[str]:
+    """Claim timers in batches until none are left; runs in a child process."""
+    store = opener()
+    claimed: list[str] = []
+    try:
+        while True:
+            with store.transaction() as uow:
+                batch = uow.claim_due_timers(due, 7, owner, timedelta(hours=1))
+            if not batch:
+                return claimed
+            claimed.extend(f"{timer.ticket_id}/{timer.key}" for timer in batch)
+    finally:
+        store.close()
+
+
+class StorageContract:
+    """Tests every promise of :class:`~supportflow.storage.UnitOfWork` and ``Storage``.
+
+    Subclass it and override the ``store`` fixture. Set ``supports_multiple_processes`` (and
+    provide ``store_opener``) to also run the multi-process claim test.
+    """
+
+    supports_multiple_processes: bool = False
+    """Set to ``True`` when ``store_opener`` can open the same storage in another process."""
+
+    @pytest.fixture
+    def store(self) -> Storage:
+        pytest.fail(
+            "subclass StorageContract and override the `store` fixture: yield a fresh store"
+        )
+
+    @pytest.fixture
+    def store_opener(self) -> Callable[[], Storage]:
+        pytest.skip("no store_opener fixture: cannot open this store from another process")
+
+    # -- helpers ---------------------------------------------------------------------------
+    @staticmethod
+    def _insert(store: Storage, *tickets: Ticket) -> None:
+        with store.transaction() as uow:
+            for ticket in tickets:
+                uow.insert_ticket(ticket)
+
+    @staticmethod
+    def _timer(ticket_id: str, key: str, minutes: float, kind: str = "sla") -> Timer:
+        return Timer(ticket_id, key, at(minutes), kind)
+
+    # -- the port itself -------------------------------------------------------------------
+    def test_store_and_units_of_work_follow_the_protocols(self, store: Storage) -> None:
+        assert isinstance(store, Storage)
+        with store.transaction() as uow:
+            assert isinstance(uow, UnitOfWork)
+
+    # -- tickets ---------------------------------------------------------------------------
+    def test_inserted_ticket_reads_back_equal(self, store: Storage) -> None:
+        ticket = full_ticket()
+        self._insert(store, ticket)
+        with store.transaction() as uow:
+            loaded = uow.get_ticket(ticket.id)
+        assert loaded == ticket
+        assert loaded.version == 3
+        assert loaded.created_at.utcoffset() is not None
+        assert loaded.sla == ticket.sla
+
+    def test_missing_ticket_raises_ticket_not_found(self, store: Storage) -> None:
+        with store.transaction() as uow, pytest.raises(TicketNotFound) as caught:
+            uow.get_ticket("t-nope")
+        assert caught.value.ticket_id == "t-nope"
+
+    def test_inserting_a_taken_id_raises_conflict(self, store: Storage) -> None:
+        self._insert(store, make_ticket("t-1", 1))
+        with pytest.raises(ConcurrencyConflict), store.transaction() as uow:
+            uow.insert_ticket(make_ticket("t-1", 2, subject="other"))
+        with store.transaction() as uow:
+            assert uow.get_ticket("t-1").subject == make_ticket("t-1", 1).subject
+
+    def test_update_checks_the_expected_version(self, store: Storage) -> None:
+        ticket = make_ticket()
+        self._insert(store, ticket)
+        second = attrs.evolve(ticket, status="pending", version=2)
+        with store.transaction() as uow:
+            uow.update_ticket(second, expected_version=1)
+        with store.transaction() as uow:
+            assert uow.get_ticket(ticket.id) == second
+        stale = attrs.evolve(ticket, status="solved", version=2)
+        with pytest.raises(ConcurrencyConflict) as caught, store.transaction() as uow:
+            uow.update_ticket(stale, expected_version=1)
+        assert caught.value.expected_version == 1
+        assert caught.value.actual_version == 2
+        with store.transaction() as uow:
+            assert uow.get_ticket(ticket.id).status == "pending"
+
+    def test_updating_a_missing_ticket_raises_ticket_not_found(self, store: Storage) -> None:
+        with pytest.raises(TicketNotFound), store.transaction() as uow:
+            uow.update_ticket(make_ticket("t-ghost", version=2), expected_version=1)
+
+    def test_update_needs_a_greater_version(self, store: Storage) -> None:
+        ticket = make_ticket()
+        self._insert(store, ticket)
+        with pytest.raises(ValidationError), store.transaction() as uow:
+            uow.update_ticket(attrs.evolve(ticket, status="pending"), expected_version=1)
+
+    def test_ticket_numbers_increase_and_are_never_reused(self, store: Storage) -> None:
+        numbers: list[int] = []
+        for _ in range(3):
+            with store.transaction() as uow:
+                numbers.extend(uow.next_ticket_number() for _ in range(3))
+        assert numbers == sorted(numbers)
+        assert len(set(numbers)) == len(numbers)
+        assert numbers[0] >= 1
+
+    def test_ticket_numbers_are_unique_across_threads(self, store: Storage) -> None:
+        found: list[int] = []
+        lock = threading.Lock()
+
+        def take() -> None:
+            for _ in range(25):
+                with store.transaction() as uow:
+                    number = uow.next_ticket_number()
+                with lock:
+                    found.append(number)
+
+        threads = [threading.Thread(target=take) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(found) == 100
+        assert len(set(found)) == 100
+
+    def test_find_tickets_filters_and_orders_by_number(self, store: Storage) -> None:
+        tickets = [
+            make_ticket("t-3", 3, status="open", assignee="li", group="L1", tags={"vip"}),
+            make_ticket("t-1", 1, status="pending", assignee="li", group="L2"),
+            make_ticket(
+                "t-2",
+                2,
+                status="open",
+                group="L1",
+                channel=Channel.PHONE,
+                priority=Priority.HIGH,
+                tags={"vip", "打印机"},
+                customer=Customer("c-2"),
+            ),
+            make_ticket("t-4", 4, status="closed", assignee="mo", created_at=at(60, tz=SHANGHAI)),
+        ]
+        self._insert(store, *tickets)
+
+        def ids(**filters: Any) -> list[str]:
+            with store.transaction() as uow:
+                return [t.id for t in uow.find_tickets(TicketQuery(**filters))]
+
+        assert ids() == ["t-1", "t-2", "t-3", "t-4"]
+        assert ids(status=["open"]) == ["t-2", "t-3"]
+        assert ids(status=["open", "closed"]) == ["t-2", "t-3", "t-4"]
+        assert ids(status=[]) == []
+        assert ids(assignee="li") == ["t-1", "t-3"]
+        assert ids(group="L1") == ["t-2", "t-3"]
+        assert ids(customer_id="c-2") == ["t-2"]
+        assert ids(channel="phone") == ["t-2"]
+        assert ids(priority="high") == ["t-2"]
+        assert ids(tag="vip") == ["t-2", "t-3"]
+        assert ids(tag="打印机") == ["t-2"]
+        assert ids(tag="none") == []
+        assert ids(status=["open"], assignee="li", tag="vip") == ["t-3"]
+        # created_at: t-n at T0+n minutes, t-4 at T0+60 min (written in +08:00)
+        assert ids(created_from=at(2)) == ["t-2", "t-3", "t-4"]
+        assert ids(created_to=at(3)) == ["t-1", "t-2"]
+        assert ids(created_from=at(2, tz=NEW_YORK), created_to=at(60, tz=SHANGHAI)) == [
+            "t-2",
+            "t-3",
+        ]
+        assert ids(limit=2) == ["t-1", "t-2"]
+        assert ids(limit=0) == []
+
+    def test_find_tickets_sees_updated_fields_and_tags(self, store: Storage) -> None:
+        ticket = make_ticket(tags={"old"})
+        self._insert(store, ticket)
+        with store.transaction() as uow:
+            uow.update_ticket(
+                attrs.evolve(ticket, tags=_tags("new"), assignee="li", status="solved", version=2),
+                1,
+            )
+        with store.transaction() as uow:
+            assert [t.id for t in uow.find_tickets(TicketQuery(tag="new"))] == ["t-1"]
+            assert uow.find_tickets(TicketQuery(tag="old")) == []
+            assert [t.version for t in uow.find_tickets(TicketQuery(assignee="li"))] == [2]
+            assert uow.find_tickets(TicketQuery(status=["open"])) == []
+
+    # -- units of work ---------------------------------------------------------------------
+    def test_a_raising_unit_of_work_keeps_nothing(self, store: Storage) -> None:
+        base = make_ticket("t-base", 1)
+        self._insert(store, base)
+        with store.transaction() as uow:
+            uow.replace_timers("t-base", [self._timer("t-base", "keep", 1)])
+            uow.put_record(record("survey", "r-base"))
+            uow.enqueue([notification("n-base")])
+            uow.append_events([event("t-base", 1, 0)])
+
+        class Boom(Exception):
+            pass
+
+        def fail_halfway() -> None:
+            with store.transaction() as uow:
+                uow.insert_ticket(make_ticket("t-new", 2))
+                uow.update_ticket(attrs.evolve(base, status="closed", version=2), 1)
+                uow.append_events([event("t-new", 1, 0), event("t-base", 2, 1)])
+                uow.replace_timers("t-new", [self._timer("t-new", "x", 1)])
+                uow.replace_timers("t-base", [])
+                uow.enqueue([notification("n-new")])
+                uow.mark_delivered("n-base", at(1))
+                uow.put_record(record("survey", "r-new"))
+                uow.put_record(
+                    attrs.evolve(record("survey", "r-base"), status="done", version=2), 1
+                )
+                uow.record_occurrence("printer", "t-new", at(1))
+                raise Boom
+
+        with pytest.raises(Boom):
+            fail_halfway()
+
+        with store.transaction() as uow:
+            with pytest.raises(TicketNotFound):
+                uow.get_ticket("t-new")
+            assert uow.get_ticket("t-base") == base
+            assert uow.history("t-new") == []
+            assert [e.sequence for e in uow.history("t-base")] == [1]
+            assert [e.ticket_id for e in uow.iter_events()] == ["t-base"]
+            assert uow.timers("t-new") == []
+            assert [t.key for t in uow.timers("t-base")] == ["keep"]
+            assert uow.outbox_entry("n-new") is None
+            entry = uow.outbox_entry("n-base")
+            assert entry is not None
+            assert entry.status is OutboxStatus.PENDING
+            assert uow.get_record("survey", "r-new") is None
+            kept = uow.get_record("survey", "r-base")
+            assert kept is not None
+            assert (kept.version, kept.status) == (1, "open")
+            assert uow.occurrences("printer", at(0)) == []
+            assert uow.find_tickets(TicketQuery()) == [base]
+
+    def test_writes_are_invisible_to_others_until_commit(self, store: Storage) -> None:
+        inserted = threading.Event()
+        reader_done = threading.Event()
+        committing = threading.Event()
+        seen: list[tuple[bool, bool]] = []  # (found, writer had started committing)
+
+        def writer() -> None:
+            with store.transaction() as uow:
+                uow.insert_ticket(make_ticket())
+                inserted.set()
+                reader_done.wait(0.3)  # a store that serialises units of work blocks the reader
+                committing.set()
+
+        def reader() -> None:
+            inserted.wait(5)
+            with store.transaction() as uow:
+                try:
+                    uow.get_ticket("t-1")
+                    seen.append((True, committing.is_set()))
+                except TicketNotFound:
+                    seen.append((False, committing.is_set()))
+            reader_done.set()
+
+        threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert len(seen) == 1
+        found, committed = seen[0]
+        assert committed or not found, "a reader saw an uncommitted ticket"
+
+    def test_committed_writes_are_visible_to_the_next_unit_of_work(self, store: Storage) -> None:
+        self._insert(store, make_ticket())
+        results: list[str] = []
+
+        def read() -> None:
+            with store.transaction() as uow:
+                results.append(uow.get_ticket("t-1").id)
+
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join(30)
+        assert results == ["t-1"]
+
+    def test_concurrent_read_modify_write_loses_no_update(self, store: Storage) -> None:
+        self._insert(store, make_ticket(fields={"count": 0}))
+        errors: list[BaseException] = []
+
+        def bump() -> None:
+            try:
+                for _ in range(200):
+                    while True:
+                        try:
+                            with store.transaction() as uow:
+                                current = uow.get_ticket("t-1")
+                                following = attrs.evolve(
+                                    current,
+                                    version=current.version + 1,
+                                    fields={"count": current.fields["count"] + 1},
+                                )
+                                uow.update_ticket(following, current.version)
+                            break
+                        except ConcurrencyConflict:
+                            continue
+            except BaseException as exc:  # surfaced in the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=bump) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+        assert errors == []
+        with store.transaction() as uow:
+            final = uow.get_ticket("t-1")
+        assert final.version == 401
+        assert final.fields["count"] == 400
+
+    # -- events ----------------------------------------------------------------------------
+    def test_history_is_in_sequence_order(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.append_events([event("t-1", 1, 5), event("t-2", 1, 0), event("t-1", 2, 1)])
+        with store.transaction() as uow:
+            uow.append_events([event("t-1", 3, 2, note="第三 🎉")])
+        with store.transaction() as uow:
+            history = uow.history("t-1")
+            assert [e.sequence for e in history] == [1, 2, 3]
+            assert history[2] == event("t-1", 3, 2, note="第三 🎉")
+            assert uow.history("t-unknown") == []
+
+    def test_a_repeated_sequence_is_a_conflict(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.append_events([event("t-1", 1, 0), event("t-1", 2, 1)])
+        with pytest.raises(ConcurrencyConflict), store.transaction() as uow:
+            uow.append_events([event("t-1", 2, 2)])
+        with pytest.raises(ConcurrencyConflict), store.transaction() as uow:
+            uow.append_events([event("t-2", 1, 0), event("t-2", 1, 1)])
+        with store.transaction() as uow:
+            assert [e.at for e in uow.history("t-1")] == [at(0), at(1)]
+            assert uow.history("t-2") == []
+
+    def test_a_gap_in_sequences_is_refused(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.append_events([event("t-1", 1, 0)])
+        with pytest.raises((ConcurrencyConflict, ValidationError)), store.transaction() as uow:
+            uow.append_events([event("t-1", 3, 1)])
+
+    def test_iter_events_orders_by_time_then_insertion(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.append_events(
+                [
+                    event("t-a", 1, 10),
+                    event("t-b", 1, 5),
+                    Event("t-a", 2, "Noted", at(5, tz=SHANGHAI), "x", {}),  # tie with t-b/1
+                    event("t-c", 1, 0),
+                ]
+            )
+        with store.transaction() as uow:
+            uow.append_events([Event("t-b", 2, "Noted", at(5, tz=NEW_YORK), "x", {})])
+        with store.transaction() as uow:
+            order = [(e.ticket_id, e.sequence) for e in uow.iter_events()]
+            assert order == [("t-c", 1), ("t-b", 1), ("t-a", 2), ("t-b", 2), ("t-a", 1)]
+            ranged = [(e.ticket_id, e.sequence) for e in uow.iter_events(at(5), at(10))]
+            assert ranged == [("t-b", 1), ("t-a", 2), ("t-b", 2)]
+            assert [e.ticket_id for e in uow.iter_events(start=at(6))] == ["t-a"]
+            assert [e.ticket_id for e in uow.iter_events(end=at(5, tz=SHANGHAI))] == ["t-c"]
+            assert list(uow.iter_events(at(11), at(20))) == []
+
+    def test_iter_events_streams_many_events_in_order(self, store: Storage) -> None:
+        count = 2345
+        with store.transaction() as uow:
+            # 3 events per minute (ties), spread across 5 tickets.
+            sequences = {f"t-{n}": 0 for n in range(5)}
+            batch = []
+            for index in range(count):
+                ticket_id = f"t-{index % 5}"
+                sequences[ticket_id] += 1
+                batch.append(event(ticket_id, sequences[ticket_id], index // 3, i=index))
+            uow.append_events(batch)
+        with store.transaction() as uow:
+            streamed = [e.data["i"] for e in uow.iter_events()]
+            middle = [e.data["i"] for e in uow.iter_events(at(100), at(700))]
+        assert streamed == list(range(count))
+        assert middle == list(range(300, 2100))
+
+    # -- timers ----------------------------------------------------------------------------
+    def test_replace_timers_replaces_the_whole_set(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "b", 20), self._timer("t-1", "a", 10)])
+            uow.replace_timers("t-2", [self._timer("t-2", "a", 5)])
+        with store.transaction() as uow:
+            assert [t.key for t in uow.timers("t-1")] == ["a", "b"]  # by due time
+            uow.replace_timers("t-1", [self._timer("t-1", "c", 1), self._timer("t-1", "b", 30)])
+        with store.transaction() as uow:
+            assert uow.timers("t-1") == [self._timer("t-1", "c", 1), self._timer("t-1", "b", 30)]
+            uow.replace_timers("t-1", [])
+        with store.transaction() as uow:
+            assert uow.timers("t-1") == []
+            assert uow.timers("t-2") == [self._timer("t-2", "a", 5)]
+
+    def test_timer_instants_round_trip(self, store: Storage) -> None:
+        due = datetime(2026, 3, 2, 17, 0, 0, 654321, tzinfo=SHANGHAI)
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [Timer("t-1", "x", due, "autoclose")])
+        with store.transaction() as uow:
+            (timer,) = uow.timers("t-1")
+        assert timer == Timer("t-1", "x", due, "autoclose")
+        assert timer.due_at == due
+        assert timer.due_at.utcoffset() is not None
+
+    def test_due_timers_are_claimed_earliest_first(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "late", 30), self._timer("t-1", "a", 3)])
+            uow.replace_timers("t-2", [self._timer("t-2", "b", 1), self._timer("t-2", "c", 2)])
+            uow.replace_timers("t-3", [Timer("t-3", "d", at(0, tz=SHANGHAI), "sla")])
+        with store.transaction() as uow:
+            first = uow.claim_due_timers(at(10), 2, "w1", LEASE)
+            rest = uow.claim_due_timers(at(10), 10, "w1", LEASE)
+        assert [t.key for t in first] == ["d", "b"]
+        assert [t.key for t in rest] == ["c", "a"]
+        assert first[1] == self._timer("t-2", "b", 1)
+        with store.transaction() as uow:
+            for timer in first + rest:
+                uow.release_timer(timer, "w1")
+        with store.transaction() as uow:
+            assert [t.key for t in uow.claim_due_timers(at(30), 10, "w1", LEASE)] == ["late"]
+
+    def test_a_timer_due_exactly_now_is_due(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "x", 10)])
+        with store.transaction() as uow:
+            assert uow.claim_due_timers(at(10) - timedelta(microseconds=1), 5, "w", LEASE) == []
+            assert [t.key for t in uow.claim_due_timers(at(10, tz=NEW_YORK), 5, "w", LEASE)] == [
+                "x"
+            ]
+
+    def test_leased_timers_are_not_claimed_again_until_the_lease_ends(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "x", 0)])
+        with store.transaction() as uow:
+            assert len(uow.claim_due_timers(at(1), 5, "w1", LEASE)) == 1
+            assert uow.claim_due_timers(at(1), 5, "w1", LEASE) == []
+        with store.transaction() as uow:
+            assert uow.claim_due_timers(at(2), 5, "w2", LEASE) == []
+            assert uow.claim_due_timers(at(5.9), 5, "w2", LEASE) == []
+        with store.transaction() as uow:  # the lease ran from 1 to 6 minutes
+            again = uow.claim_due_timers(at(6), 5, "w2", LEASE)
+        assert [t.key for t in again] == ["x"]
+
+    def test_a_rolled_back_claim_leaves_the_timer_claimable(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "x", 0)])
+        claimed: list[Timer] = []
+
+        def crash() -> None:
+            with store.transaction() as uow:
+                claimed.extend(uow.claim_due_timers(at(1), 5, "w1", LEASE))
+                raise RuntimeError("worker crashed")
+
+        with pytest.raises(RuntimeError):
+            crash()
+        assert len(claimed) == 1
+        with store.transaction() as uow:
+            assert len(uow.claim_due_timers(at(1), 5, "w2", LEASE)) == 1
+
+    def test_concurrent_claims_never_share_a_timer(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            for n in range(60):
+                uow.replace_timers(f"t-{n}", [self._timer(f"t-{n}", "k", n % 7)])
+        claimed: list[str] = []
+        lock = threading.Lock()
+
+        def work(owner: str) -> None:
+            while True:
+                with store.transaction() as uow:
+                    batch = uow.claim_due_timers(at(10), 3, owner, LEASE)
+                if not batch:
+                    return
+                with lock:
+                    claimed.extend(t.ticket_id for t in batch)
+
+        threads = [threading.Thread(target=work, args=(f"w{n}",)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(claimed) == sorted(f"t-{n}" for n in range(60))
+
+    def test_release_timer_deletes_only_an_unchanged_timer(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "x", 0), self._timer("t-1", "y", 0)])
+        with store.transaction() as uow:
+            x, y = sorted(uow.claim_due_timers(at(1), 5, "w1", LEASE), key=lambda t: t.key)
+            # y is rescheduled while w1 works on it: w1's release must not delete the new one.
+            uow.replace_timers("t-1", [x, self._timer("t-1", "y", 30)])
+        with store.transaction() as uow:
+            uow.release_timer(x, "w1")
+            uow.release_timer(y, "w1")
+        with store.transaction() as uow:
+            assert uow.timers("t-1") == [self._timer("t-1", "y", 30)]
+            uow.release_timer(x, "w1")  # already gone: nothing happens
+
+    def test_next_timer_due_is_the_earliest(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            assert uow.next_timer_due() is None
+            uow.replace_timers("t-1", [self._timer("t-1", "a", 20)])
+            uow.replace_timers("t-2", [Timer("t-2", "b", at(15, tz=SHANGHAI), "sla")])
+        with store.transaction() as uow:
+            assert uow.next_timer_due() == at(15)
+            uow.replace_timers("t-2", [])
+        with store.transaction() as uow:
+            assert uow.next_timer_due() == at(20)
+
+    def test_replace_timers_keeps_the_lease_of_unchanged_timers(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers(
+                "t-1", [self._timer("t-1", "same", 0), self._timer("t-1", "moved", 0)]
+            )
+        with store.transaction() as uow:
+            assert len(uow.claim_due_timers(at(1), 5, "w1", LEASE)) == 2
+        with store.transaction() as uow:
+            uow.replace_timers(
+                "t-1",
+                [self._timer("t-1", "same", 0), self._timer("t-1", "moved", 0.5)],
+            )
+        with store.transaction() as uow:
+            assert [t.key for t in uow.claim_due_timers(at(2), 5, "w2", LEASE)] == ["moved"]
+
+    # -- outbox ----------------------------------------------------------------------------
+    def test_enqueued_notifications_are_pending_and_due_at_once(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.notification == notification("n-1", 0)
+            assert entry.key == "n-1"
+            assert (entry.status, entry.attempts, entry.last_error) == (
+                OutboxStatus.PENDING,
+                0,
+                None,
+            )
+            assert uow.outbox_entry("n-unknown") is None
+            claimed = uow.claim_notifications(at(0), 10, "w1", LEASE)
+        assert [e.key for e in claimed] == ["n-1"]
+        assert claimed[0].notification == notification("n-1", 0)
+
+    def test_a_repeated_idempotency_key_is_ignored(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", subject="first"), notification("n-1", subject="2nd")])
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", subject="third")])
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.notification.subject == "first"
+            assert len(uow.list_outbox(OutboxStatus.PENDING)) == 1
+
+    def test_notifications_are_claimed_oldest_first_and_leased(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-b", 2), notification("n-a", 1), notification("n-c", 3)])
+        with store.transaction() as uow:
+            first = uow.claim_notifications(at(5), 2, "w1", LEASE)
+            assert [e.key for e in first] == ["n-a", "n-b"]
+            assert [e.key for e in uow.claim_notifications(at(5), 5, "w1", LEASE)] == ["n-c"]
+        with store.transaction() as uow:
+            assert uow.claim_notifications(at(9), 5, "w2", LEASE) == []
+        with store.transaction() as uow:  # leases ran from 5 to 10 minutes
+            again = uow.claim_notifications(at(10), 5, "w2", LEASE)
+        assert [e.key for e in again] == ["n-a", "n-b", "n-c"]
+
+    def test_notifications_not_yet_created_are_not_due(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 10)])
+        with store.transaction() as uow:
+            assert uow.claim_notifications(at(9), 5, "w", LEASE) == []
+
+    def test_delivered_rows_are_never_claimed_again(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.claim_notifications(at(0), 5, "w1", LEASE)
+            uow.mark_delivered("n-1", at(1, tz=SHANGHAI))
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.status is OutboxStatus.DELIVERED
+            assert entry.delivered_at == at(1)
+            assert uow.claim_notifications(at(100), 5, "w2", LEASE) == []
+            assert [e.key for e in uow.list_outbox(OutboxStatus.DELIVERED)] == ["n-1"]
+
+    def test_a_late_failure_report_does_not_revive_a_delivered_row(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.mark_delivered("n-1", at(1))
+            uow.mark_failed("n-1", "timeout (stale worker)", at(2))
+        with store.transaction() as uow:
+            assert uow.claim_notifications(at(100), 5, "w2", LEASE) == []
+
+    def test_a_failed_attempt_is_retried_at_the_given_time(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.claim_notifications(at(0), 5, "w1", LEASE)
+            uow.mark_failed("n-1", "SMTP 451 — 稍后再试", at(30))
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.status, entry.attempts) == (OutboxStatus.PENDING, 1)
+            assert entry.last_error == "SMTP 451 — 稍后再试"
+            assert entry.next_attempt_at == at(30)
+            assert uow.claim_notifications(at(29), 5, "w1", LEASE) == []
+            retried = uow.claim_notifications(at(30), 5, "w1", LEASE)
+        assert [(e.key, e.attempts) for e in retried] == [("n-1", 1)]
+
+    def test_a_final_failure_parks_the_row_as_dead_until_requeued(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0), notification("n-2", 1)])
+        with store.transaction() as uow:
+            uow.mark_failed("n-1", "first", at(10))
+            uow.mark_failed("n-1", "gave up", None)
+            uow.mark_failed("n-2", "bad address", None)
+        with store.transaction() as uow:
+            dead = uow.list_outbox(OutboxStatus.DEAD)
+            assert [(e.key, e.attempts, e.last_error) for e in dead] == [
+                ("n-1", 2, "gave up"),
+                ("n-2", 1, "bad address"),
+            ]
+            assert [e.key for e in uow.list_outbox(OutboxStatus.DEAD, limit=1)] == ["n-1"]
+            assert uow.list_outbox(OutboxStatus.PENDING) == []
+            assert uow.claim_notifications(at(1000), 5, "w", LEASE) == []
+            uow.requeue("n-1", at(50))
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.status, entry.attempts, entry.next_attempt_at) == (
+                OutboxStatus.PENDING,
+                0,
+                at(50),
+            )
+            assert uow.claim_notifications(at(49), 5, "w", LEASE) == []
+            assert [e.key for e in uow.claim_notifications(at(50), 5, "w", LEASE)] == ["n-1"]
+            assert [e.key for e in uow.list_outbox(OutboxStatus.DEAD)] == ["n-2"]
+
+    def test_list_outbox_is_oldest_first(self, store: Storage) -> None:
+        # Keys sort the other way round, so an order by key would show.
+        for n in range(5):
+            with store.transaction() as uow:
+                uow.enqueue([notification(f"n-{9 - n}", n)])
+        with store.transaction() as uow:
+            listed = [e.key for e in uow.list_outbox(OutboxStatus.PENDING)]
+            assert listed == ["n-9", "n-8", "n-7", "n-6", "n-5"]
+            assert len(uow.list_outbox(OutboxStatus.PENDING, limit=3)) == 3
+
+    # -- records ---------------------------------------------------------------------------
+    def test_records_insert_read_and_update_with_a_version_check(self, store: Storage) -> None:
+        first = record("survey", "r-1", 0, data={"答案": ["很好", 5, None, 1.5, True]})
+        with store.transaction() as uow:
+            assert uow.get_record("survey", "r-1") is None
+            uow.put_record(first)
+        with store.transaction() as uow:
+            assert uow.get_record("survey", "r-1") == first
+            assert uow.get_record("other", "r-1") is None
+        second = attrs.evolve(first, status="answered", version=2, updated_at=at(5, tz=SHANGHAI))
+        with store.transaction() as uow:
+            uow.put_record(second, expected_version=1)
+        with store.transaction() as uow:
+            assert uow.get_record("survey", "r-1") == second
+        with pytest.raises(ConcurrencyConflict), store.transaction() as uow:
+            uow.put_record(attrs.evolve(first, version=2), expected_version=1)
+        with pytest.raises(ConcurrencyConflict), store.transaction() as uow:
+            uow.put_record(first)
+        with pytest.raises(ConcurrencyConflict), store.transaction() as uow:
+            uow.put_record(record("survey", "r-none", version=2), expected_version=1)
+        with store.transaction() as uow:
+            assert uow.get_record("survey", "r-1") == second
+            assert uow.get_record("survey", "r-none") is None
+
+    def test_find_records_filters_and_is_oldest_first(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.put_record(record("survey", "r-3", 30, ticket_id="t-2"))
+            uow.put_record(record("survey", "r-1", 10, status="sent"))
+            uow.put_record(record("survey", "r-2", 20, created_at=at(20, tz=NEW_YORK)))
+            uow.put_record(record("followup", "r-9", 5))
+        with store.transaction() as uow:
+
+            def ids(**filters: Any) -> list[str]:
+                return [r.id for r in uow.find_records("survey", **filters)]
+
+            assert ids() == ["r-1", "r-2", "r-3"]
+            assert ids(ticket_id="t-1") == ["r-1", "r-2"]
+            assert ids(status="sent") == ["r-1"]
+            assert ids(created_from=at(20, tz=SHANGHAI)) == ["r-2", "r-3"]
+            assert ids(created_to=at(20)) == ["r-1"]
+            assert ids(created_from=at(10), created_to=at(30), ticket_id="t-1") == ["r-1", "r-2"]
+            assert [r.id for r in uow.find_records("followup")] == ["r-9"]
+            assert uow.find_records("nothing") == []
+
+    # -- occurrences -----------------------------------------------------------------------
+    def test_occurrences_since_a_time_oldest_first(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.record_occurrence("printer", "t-2", at(2))
+            uow.record_occurrence("printer", "t-1", at(1, tz=SHANGHAI))
+            uow.record_occurrence("printer", "t-3", at(3))
+            uow.record_occurrence("vpn", "t-9", at(2))
+        with store.transaction() as uow:
+            assert uow.occurrences("printer", at(0)) == ["t-1", "t-2", "t-3"]
+            assert uow.occurrences("printer", at(2)) == ["t-2", "t-3"]
+            assert uow.occurrences("printer", at(4)) == []
+            assert uow.occurrences("vpn", at(0)) == ["t-9"]
+            assert uow.occurrences("none", at(0)) == []
+
+    # -- text and time ---------------------------------------------------------------------
+    def test_unicode_and_a_megabyte_body_round_trip(self, store: Storage) -> None:
+        body = ("客户来信：打印机又坏了 😡🖨️ — ça ne marche pas. " * 30000)[:1_000_000]
+        ticket = make_ticket(
+            subject="紧急 🚨 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+            description=body,
+            messages=(Message("m-1", "c-1", Role.CUSTOMER, body, at(0)),),
+            fields={"备注": "😀" * 1000, "emoji-key-🔑": "✓"},
+        )
+        self._insert(store, ticket)
+        with store.transaction() as uow:
+            uow.append_events([event("t-1", 1, 0, body=body)])
+            uow.put_record(record("transcript", "r-1", data={"text": body}))
+            uow.enqueue([notification("n-🔑", body=body, subject="回复 ✉️")])
+        with store.transaction() as uow:
+            loaded = uow.get_ticket("t-1")
+            assert loaded == ticket
+            assert len(loaded.messages[0].body) == 1_000_000
+            assert uow.history("t-1")[0].data["body"] == body
+            stored = uow.get_record("transcript", "r-1")
+            assert stored is not None
+            assert stored.data["text"] == body
+            entry = uow.outbox_entry("n-🔑")
+            assert entry is not None
+            assert entry.notification.body == body
+
+    def test_aware_datetimes_round_trip_as_the_same_instant(self, store: Storage) -> None:
+        odd = timezone(timedelta(hours=5, minutes=45))  # Nepal
+        created = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=odd)
+        ticket = make_ticket(created_at=created, updated_at=created.astimezone(NEW_YORK))
+        self._insert(store, ticket)
+        with store.transaction() as uow:
+            uow.append_events([Event("t-1", 1, "Opened", created, "x", {})])
+            uow.put_record(record("r", "1", created_at=created, updated_at=created))
+            uow.enqueue([notification("n-1", created_at=created)])
+        with store.transaction() as uow:
+            loaded = uow.get_ticket("t-1")
+            (opened,) = uow.history("t-1")
+            stored = uow.get_record("r", "1")
+            entry = uow.outbox_entry("n-1")
+        for value in (
+            loaded.created_at,
+            loaded.updated_at,
+            opened.at,
+            stored.created_at if stored else None,
+            entry.notification.created_at if entry else None,
+        ):
+            assert value == created
+            assert value is not None
+            assert value.utcoffset() is not None
+            assert value.microsecond == created.astimezone(value.tzinfo).microsecond
+
+    def test_naive_datetimes_are_refused(self, store: Storage) -> None:
+        naive = datetime(2026, 3, 2, 9, 0)
+        with pytest.raises(ValidationError), store.transaction() as uow:
+            uow.claim_due_timers(naive, 5, "w", LEASE)
+        with pytest.raises(ValidationError), store.transaction() as uow:
+            uow.occurrences("k", naive)
+
+    # -- several processes -----------------------------------------------------------------
+    def test_processes_never_claim_the_same_timer(
+        self, store: Storage, store_opener: Callable[[], Storage]
+    ) -> None:
+        if not self.supports_multiple_processes:
+            pytest.skip("this store is not shared between processes")
+        keys = [f"t-{n}/k" for n in range(150)]
+        with store.transaction() as uow:
+            for n in range(150):
+                uow.replace_timers(f"t-{n}", [self._timer(f"t-{n}", "k", n % 11)])
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(3) as pool:
+            results = pool.starmap(
+                _claim_in_process, [(store_opener, f"p{n}", at(20)) for n in range(3)]
+            )
+        claimed = [key for result in results for key in result]
+        assert sorted(claimed) == sorted(keys)

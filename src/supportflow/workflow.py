@@ -1,0 +1,256 @@
+"""Ticket workflows: statuses, their categories, and the triggers that move between them.
+
+A :class:`Workflow` is declared once and validated when built. It owns one shared
+``transitions.Machine`` (built with ``model=None``) and drives a two-slot state holder through
+it, so holding 100,000 tickets attaches no model and builds no machine per ticket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+from transitions import Machine
+
+from supportflow.errors import InvalidTransition, ValidationError
+from supportflow.model import StatusCategory, Ticket, coerce_enum
+
+__all__ = ["Guard", "Transition", "Workflow", "default_workflow"]
+
+ANY_STATUS = "*"
+
+
+@attrs.frozen(slots=True)
+class Guard:
+    """A named condition a transition needs: ``check(ticket)`` must be true.
+
+    >>> has_serial = Guard("serial number recorded", lambda t: "serial" in t.fields)
+    """
+
+    description: str
+    check: Callable[[Ticket], bool]
+
+
+def _sources(value: str | Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@attrs.frozen(slots=True)
+class Transition:
+    """``trigger`` moves a ticket from any of ``sources`` (or ``"*"``) to ``dest``."""
+
+    trigger: str
+    sources: tuple[str, ...] = attrs.field(converter=_sources)
+    dest: str
+    guards: tuple[Guard, ...] = attrs.field(default=(), converter=tuple)
+
+
+class _Holder:
+    """What the shared machine drives: the status, and the ticket for guards to read."""
+
+    __slots__ = ("failed_guard", "state", "ticket")
+
+    def __init__(self, state: str, ticket: Ticket | None) -> None:
+        self.state = state
+        self.ticket = ticket
+        self.failed_guard: Guard | None = None
+
+
+class Workflow:
+    """A validated workflow shared by every ticket of a desk.
+
+    ``statuses`` maps each status to its :class:`StatusCategory`. ``automatic`` maps what happens
+    on a ticket (``"agent_reply"``, ``"customer_reply"``, ``"assign"``) to triggers the desk
+    fires by itself when they are allowed — the first allowed one in the list wins.
+
+    >>> wf = Workflow(
+    ...     name="rma",
+    ...     statuses={"received": "new", "testing": "active", "shipped": "resolved",
+    ...               "done": "closed"},
+    ...     transitions=[Transition("test", "received", "testing"),
+    ...                  Transition("ship", "testing", "shipped"),
+    ...                  Transition("close", "shipped", "done")],
+    ...     initial="received")
+    >>> wf.next_status("received", "test")
+    'testing'
+    """
+
+    def __init__(
+        self,
+        *,
+        statuses: Mapping[str, StatusCategory | str],
+        transitions: Sequence[Transition],
+        initial: str,
+        name: str = "workflow",
+        automatic: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.name = name
+        self.statuses: dict[str, StatusCategory] = {}
+        for status, category in statuses.items():
+            if category is None:
+                raise ValidationError(f"statuses[{status!r}]", None, "a StatusCategory")
+            self.statuses[status] = coerce_enum(StatusCategory, category, f"statuses[{status!r}]")
+        if initial not in self.statuses:
+            raise ValidationError(
+                "initial", initial, f"one of the statuses {sorted(self.statuses)}"
+            )
+        self.initial = initial
+        self.transitions = tuple(transitions)
+        self._check_transitions()
+        self._check_reachable()
+        self.automatic = {k: tuple(v) for k, v in (automatic or {}).items()}
+        for happening, triggers in self.automatic.items():
+            for trigger in triggers:
+                if trigger not in self.triggers:
+                    raise ValidationError(
+                        f"automatic[{happening!r}]", trigger, f"one of {sorted(self.triggers)}"
+                    )
+        self._machine = Machine(
+            model=None,
+            states=list(self.statuses),
+            initial=initial,
+            transitions=[self._machine_transition(t) for t in self.transitions],
+            auto_transitions=False,
+            send_event=True,
+        )
+        self._allowed: dict[str, tuple[str, ...]] = {
+            status: tuple(sorted({t.trigger for t in self.transitions if self._leaves(t, status)}))
+            for status in self.statuses
+        }
+
+    # -- questions -------------------------------------------------------------------------
+    @property
+    def triggers(self) -> frozenset[str]:
+        return frozenset(t.trigger for t in self.transitions)
+
+    def category(self, status: str) -> StatusCategory:
+        """The category of ``status``; ``ValidationError`` for an unknown one."""
+        try:
+            return self.statuses[status]
+        except KeyError:
+            raise ValidationError("status", status, f"one of {sorted(self.statuses)}") from None
+
+    def allowed(self, status: str) -> tuple[str, ...]:
+        """Triggers that have a transition out of ``status`` (guards not yet checked)."""
+        return self._allowed.get(status, ())
+
+    def destination(self, status: str, trigger: str) -> str | None:
+        """Where ``trigger`` would take a ticket in ``status``, ignoring guards."""
+        for transition in self.transitions:
+            if transition.trigger == trigger and self._leaves(transition, status):
+                return transition.dest
+        return None
+
+    def next_status(self, status: str, trigger: str, ticket: Ticket | None = None) -> str:
+        """Fire ``trigger`` from ``status`` on the shared machine and return the new status.
+
+        Raises :class:`InvalidTransition` naming the allowed triggers when the trigger has no
+        transition from ``status`` or a guard refuses it.
+        """
+        ticket_id = ticket.id if ticket is not None else "?"
+        event = self._machine.events.get(trigger)
+        if event is None or trigger not in self._allowed.get(status, ()):
+            raise InvalidTransition(ticket_id, status, trigger, self.allowed(status))
+        holder = _Holder(status, ticket)
+        if not event.trigger(holder):
+            reason = holder.failed_guard.description if holder.failed_guard else None
+            raise InvalidTransition(
+                ticket_id, status, trigger, self.allowed(status), f"needs {reason}"
+            )
+        return holder.state
+
+    # -- building --------------------------------------------------------------------------
+    @staticmethod
+    def _leaves(transition: Transition, status: str) -> bool:
+        return ANY_STATUS in transition.sources or status in transition.sources
+
+    def _machine_transition(self, transition: Transition) -> dict[str, Any]:
+        def passes(event_data: Any) -> bool:
+            holder: _Holder = event_data.model
+            for guard in transition.guards:
+                if holder.ticket is None or not guard.check(holder.ticket):
+                    holder.failed_guard = guard
+                    return False
+            return True
+
+        sources: str | list[str] = (
+            "*" if ANY_STATUS in transition.sources else list(transition.sources)
+        )
+        spec: dict[str, Any] = {
+            "trigger": transition.trigger,
+            "source": sources,
+            "dest": transition.dest,
+        }
+        if transition.guards:
+            spec["conditions"] = [passes]
+        return spec
+
+    def _check_transitions(self) -> None:
+        for index, transition in enumerate(self.transitions):
+            for source in transition.sources:
+                if source != ANY_STATUS and source not in self.statuses:
+                    raise ValidationError(
+                        f"transitions[{index}].sources", source, f"one of {sorted(self.statuses)}"
+                    )
+            if transition.dest not in self.statuses:
+                raise ValidationError(
+                    f"transitions[{index}].dest", transition.dest, f"one of {sorted(self.statuses)}"
+                )
+
+    def _check_reachable(self) -> None:
+        reached = {self.initial}
+        frontier = [self.initial]
+        while frontier:
+            status = frontier.pop()
+            for transition in self.transitions:
+                if self._leaves(transition, status) and transition.dest not in reached:
+                    reached.add(transition.dest)
+                    frontier.append(transition.dest)
+        unreachable = sorted(set(self.statuses) - reached)
+        if unreachable:
+            raise ValidationError(
+                "statuses", unreachable, f"statuses reachable from the initial {self.initial!r}"
+            )
+
+
+def default_workflow() -> Workflow:
+    """The support centre's workflow.
+
+    ``new`` → ``open`` (triaged or assigned) → ``in_progress``; ``waiting_on_customer`` and
+    ``on_hold`` (third party, another team) pause the resolution clock; ``resolved`` →
+    ``closed``; ``reopen`` from resolved; ``cancel`` (spam, duplicate) from new or open. A
+    customer reply to a ticket waiting on them brings it back to ``in_progress``.
+    """
+    working = ("open", "in_progress", "waiting_on_customer", "on_hold")
+    return Workflow(
+        name="support",
+        statuses={
+            "new": StatusCategory.NEW,
+            "open": StatusCategory.ACTIVE,
+            "in_progress": StatusCategory.ACTIVE,
+            "waiting_on_customer": StatusCategory.WAITING,
+            "on_hold": StatusCategory.WAITING,
+            "resolved": StatusCategory.RESOLVED,
+            "closed": StatusCategory.CLOSED,
+            "cancelled": StatusCategory.CLOSED,
+        },
+        transitions=[
+            Transition("triage", "new", "open"),
+            Transition("start", ("new", "open"), "in_progress"),
+            Transition("wait_on_customer", ("open", "in_progress"), "waiting_on_customer"),
+            Transition("hold", ("open", "in_progress"), "on_hold"),
+            Transition("resume", ("waiting_on_customer", "on_hold"), "in_progress"),
+            Transition("customer_replied", "waiting_on_customer", "in_progress"),
+            Transition("resolve", ("new", *working), "resolved"),
+            Transition("reopen", "resolved", "in_progress"),
+            Transition("close", "resolved", "closed"),
+            Transition("cancel", ("new", "open"), "cancelled"),
+        ],
+        initial="new",
+        automatic={
+            "assign": ("triage",),
+            "agent_reply": ("start",),
+            "customer_reply": ("customer_replied", "reopen"),
+        },
+    )

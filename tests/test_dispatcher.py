@@ -1,0 +1,437 @@
+"""The outbox dispatcher: backoff, dead letters, requeue, role routing and crash recovery."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from supportflow.clock import ManualClock
+from supportflow.errors import ValidationError
+from supportflow.model import Notification, Recipient, RecipientRole
+from supportflow.notify import DeliveryError, Dispatcher, MemoryNotifier
+from supportflow.storage import OutboxEntry, OutboxStatus, Storage, UnitOfWork
+from supportflow.storage.memory import MemoryStore
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+CUSTOMER = Recipient(RecipientRole.CUSTOMER, "wang@example.com", "Wang Fang")
+AGENT = Recipient(RecipientRole.AGENT, "li@desk.example", "Li Lei")
+MANAGER = Recipient(RecipientRole.MANAGER, "zhao@desk.example", "Zhao")
+
+
+def _note(key: str, *recipients: Recipient) -> Notification:
+    return Notification(
+        idempotency_key=key,
+        kind="ticket_updated",
+        recipients=recipients or (CUSTOMER,),
+        subject="Ticket #7 updated",
+        body="...",
+        created_at=T0,
+        ticket_id="t-7",
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+def _enqueue(store: Storage, *notifications: Notification) -> None:
+    with store.transaction() as uow:
+        uow.enqueue(list(notifications))
+
+
+def _entry(store: Storage, key: str) -> OutboxEntry:
+    with store.transaction() as uow:
+        entry = uow.outbox_entry(key)
+    assert entry is not None
+    return entry
+
+
+class TestBackoff:
+    def test_schedule_without_jitter(self, store: MemoryStore, clock: ManualClock) -> None:
+        inbox = MemoryNotifier(clock)
+        inbox.fail_next(100)
+        _enqueue(store, _note("n-1"))
+        dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock, jitter=0, max_attempts=10)
+        delays = []
+        for _ in range(9):
+            assert dispatcher.deliver_pending().retried == ["n-1"]
+            entry = _entry(store, "n-1")
+            assert entry.next_attempt_at is not None
+            delays.append(int((entry.next_attempt_at - clock.now()).total_seconds()))
+            clock.set(entry.next_attempt_at)
+        assert delays == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
+        assert _entry(store, "n-1").attempts == 9
+
+    def test_schedule_with_seeded_jitter(self, store: MemoryStore, clock: ManualClock) -> None:
+        inbox = MemoryNotifier(clock)
+        inbox.fail_next(100)
+        _enqueue(store, _note("n-1"))
+        dispatcher = Dispatcher(
+            store,
+            {"customer": inbox},
+            clock=clock,
+            max_attempts=8,
+            jitter=0.2,
+            random=random.Random(1234),
+        )
+        twin = random.Random(1234)
+        for attempt in range(1, 8):
+            assert dispatcher.deliver_pending().retried == ["n-1"]
+            entry = _entry(store, "n-1")
+            assert entry.next_attempt_at is not None
+            base = min(timedelta(hours=1), timedelta(seconds=30) * 2 ** (attempt - 1))
+            expected = base * (1 + twin.uniform(-0.2, 0.2))
+            assert entry.next_attempt_at - clock.now() == expected
+            assert base * 0.8 <= expected <= base * 1.2
+
+            # Not a moment early: just before the retry time nothing is claimed.
+            clock.set(entry.next_attempt_at - timedelta(microseconds=1))
+            assert dispatcher.deliver_pending().attempts == 0
+            clock.set(entry.next_attempt_at)
+        assert dispatcher.deliver_pending().dead == ["n-1"]
+        assert len(inbox.failures) == 8
+        assert all(f.notification.idempotency_key == "n-1" for f in inbox.failures)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        attempts=st.integers(min_value=1, max_value=200),
+        seed=st.integers(min_value=0, max_value=2**32),
+        jitter=st.floats(min_value=0, max_value=0.99),
+    )
+    def test_delay_stays_within_jitter_of_the_capped_backoff(
+        self, attempts: int, seed: int, jitter: float
+    ) -> None:
+        dispatcher = Dispatcher(
+            MemoryStore(),
+            {},
+            clock=ManualClock(T0),
+            jitter=jitter,
+            random=random.Random(seed),
+        )
+        base = min(timedelta(hours=1), timedelta(seconds=30) * 2 ** min(attempts - 1, 40))
+        assert dispatcher.backoff(attempts) == base
+        delay = dispatcher.retry_delay(attempts)
+        tolerance = timedelta(microseconds=2)
+        assert base * (1 - jitter) - tolerance <= delay <= base * (1 + jitter) + tolerance
+
+
+class TestDeadLetters:
+    def test_dead_after_max_attempts(self, store: MemoryStore, clock: ManualClock) -> None:
+        inbox = MemoryNotifier(clock)
+        inbox.fail_next(10, response="503 Service Unavailable")
+        _enqueue(store, _note("n-1"))
+        dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock, max_attempts=3, jitter=0)
+        assert dispatcher.deliver_pending().retried == ["n-1"]
+        clock.advance(seconds=30)
+        assert dispatcher.deliver_pending().retried == ["n-1"]
+        clock.advance(seconds=60)
+        report = dispatcher.deliver_pending()
+        assert (report.delivered, report.retried, report.dead) == ([], [], ["n-1"])
+
+        entry = _entry(store, "n-1")
+        assert entry.status is OutboxStatus.DEAD
+        assert entry.attempts == 3
+        assert entry.next_attempt_at is None
+        assert entry.last_error is not None
+        assert entry.last_error.startswith("gave up after 3 attempts: customer via MemoryNotifier")
+        assert "503 Service Unavailable" in entry.last_error
+        assert [e.key for e in dispatcher.dead_letters()] == ["n-1"]
+
+        clock.advance(days=30)
+        assert dispatcher.deliver_pending().idle
+
+    def test_permanent_error_is_dead_at_once(self, store: MemoryStore, clock: ManualClock) -> None:
+        inbox = MemoryNotifier(clock)
+        inbox.fail_next(1, permanent=True, response="410 Gone: hook deleted")
+        _enqueue(store, _note("n-1"), _note("n-2"))
+        dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock)
+        report = dispatcher.deliver_pending()
+        assert report.dead == ["n-1"]
+        assert report.delivered == ["n-2"]
+        assert report.attempts == 2
+        [dead] = dispatcher.dead_letters()
+        assert dead.attempts == 1
+        assert dead.last_error is not None
+        assert dead.last_error.startswith("permanent failure on attempt 1")
+        assert "410 Gone: hook deleted" in dead.last_error
+
+    def test_requeue_delivers_again_with_attempts_reset(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        inbox = MemoryNotifier(clock)
+        inbox.fail_next(1, permanent=True)
+        _enqueue(store, _note("n-1"))
+        dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock)
+        assert dispatcher.deliver_pending().dead == ["n-1"]
+
+        clock.advance(hours=2)
+        requeued = dispatcher.requeue("n-1")
+        assert requeued.status is OutboxStatus.PENDING
+        assert requeued.attempts == 0
+        assert requeued.next_attempt_at == clock.now()
+        assert dispatcher.dead_letters() == []
+
+        assert dispatcher.deliver_pending().delivered == ["n-1"]
+        assert inbox.keys() == ["n-1"]
+        assert _entry(store, "n-1").status is OutboxStatus.DELIVERED
+
+    def test_requeue_needs_a_dead_letter(self, store: MemoryStore, clock: ManualClock) -> None:
+        dispatcher = Dispatcher(store, {"customer": MemoryNotifier()}, clock=clock)
+        with pytest.raises(ValidationError, match="no-such-key"):
+            dispatcher.requeue("no-such-key")
+        _enqueue(store, _note("n-1"))
+        with pytest.raises(ValidationError, match="pending"):
+            dispatcher.requeue("n-1")
+        dispatcher.deliver_pending()
+        with pytest.raises(ValidationError, match="delivered"):
+            dispatcher.requeue("n-1")
+
+
+class TestRouting:
+    def test_each_role_goes_to_its_notifier(self, store: MemoryStore, clock: ManualClock) -> None:
+        mail, chat, fallback = MemoryNotifier(), MemoryNotifier(), MemoryNotifier()
+        second_customer = Recipient("customer", "fang@example.com")
+        _enqueue(store, _note("n-1", CUSTOMER, AGENT, second_customer, MANAGER))
+        dispatcher = Dispatcher(
+            store,
+            {RecipientRole.CUSTOMER: mail, "agent": chat},
+            clock=clock,
+            fallback=fallback,
+        )
+        assert dispatcher.deliver_pending().delivered == ["n-1"]
+        assert [d.recipients for d in mail.deliveries] == [(CUSTOMER, second_customer)]
+        assert [d.recipients for d in chat.deliveries] == [(AGENT,)]
+        assert [d.recipients for d in fallback.deliveries] == [(MANAGER,)]
+        assert mail.keys() == chat.keys() == fallback.keys() == ["n-1"]
+
+    def test_role_without_notifier_is_dead_and_nothing_is_sent(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        mail = MemoryNotifier()
+        _enqueue(store, _note("n-1", CUSTOMER, MANAGER))
+        dispatcher = Dispatcher(store, {"customer": mail}, clock=clock)
+        assert dispatcher.deliver_pending().dead == ["n-1"]
+        assert mail.deliveries == []
+        [dead] = dispatcher.dead_letters()
+        assert dead.last_error is not None
+        assert "no notifier registered for role 'manager'" in dead.last_error
+
+    def test_no_recipients_is_permanent(self, store: MemoryStore, clock: ManualClock) -> None:
+        note = Notification("n-0", "x", (), "s", "b", T0)
+        _enqueue(store, note)
+        dispatcher = Dispatcher(store, {}, clock=clock, fallback=MemoryNotifier())
+        assert dispatcher.deliver_pending().dead == ["n-0"]
+
+    def test_unknown_role_in_configuration(self, store: MemoryStore, clock: ManualClock) -> None:
+        with pytest.raises(ValidationError, match="notifiers"):
+            Dispatcher(store, {"pager": MemoryNotifier()}, clock=clock)
+
+    def test_one_failing_role_retries_the_whole_notification(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        mail, chat = MemoryNotifier(), MemoryNotifier()
+        chat.fail_next(1)
+        _enqueue(store, _note("n-1", CUSTOMER, AGENT))
+        dispatcher = Dispatcher(store, {"customer": mail, "agent": chat}, clock=clock, jitter=0)
+        report = dispatcher.deliver_pending()
+        assert report.retried == ["n-1"]
+        assert _entry(store, "n-1").last_error == (
+            "agent via MemoryNotifier: MemoryNotifier failing on purpose (0 more to fail)"
+        )
+        clock.advance(seconds=30)
+        assert dispatcher.deliver_pending().delivered == ["n-1"]
+        # At least once: the customer gets it twice, with one key to drop the repeat by.
+        assert mail.keys() == ["n-1", "n-1"]
+        assert chat.keys() == ["n-1"]
+
+    def test_a_notifier_bug_is_a_transient_failure(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        class Broken:
+            def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+                raise KeyError("template")
+
+        _enqueue(store, _note("n-1"), _note("n-2"))
+        dispatcher = Dispatcher(store, {"customer": Broken()}, clock=clock)
+        report = dispatcher.deliver_pending()
+        assert report.retried == ["n-1", "n-2"]
+        assert "Broken: 'template'" in (_entry(store, "n-1").last_error or "")
+
+
+class _CrashAfterDelivering:
+    """A store whose ``mark_delivered`` raises ``crash_on``-th time: the process 'dies' after
+    the notifier accepted the notification but before the outbox knew."""
+
+    def __init__(self, inner: MemoryStore, crash_on: int) -> None:
+        self.inner = inner
+        self.crash_on = crash_on
+        self.marks = 0
+
+    @contextmanager
+    def _transaction(self) -> Iterator[UnitOfWork]:
+        with self.inner.transaction() as uow:
+            outer = self
+
+            class Proxy:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(uow, name)
+
+                def mark_delivered(self, key: str, at: datetime) -> None:
+                    outer.marks += 1
+                    if outer.marks == outer.crash_on:
+                        raise SystemExit("dispatcher process killed")
+                    uow.mark_delivered(key, at)
+
+            yield Proxy()
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        return self._transaction()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class TestCrashRecovery:
+    def test_delivered_but_not_recorded_is_redelivered_after_the_lease(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        inbox = MemoryNotifier(clock)
+        _enqueue(store, *(_note(f"n-{i}") for i in range(1, 6)))
+        crashing = _CrashAfterDelivering(store, crash_on=3)
+        doomed = Dispatcher(
+            crashing, {"customer": inbox}, clock=clock, owner="worker-a", lease=timedelta(minutes=5)
+        )
+        with pytest.raises(SystemExit):
+            doomed.deliver_pending()
+        assert inbox.keys() == ["n-1", "n-2", "n-3"]  # n-3 went out, its record did not
+        assert _entry(store, "n-3").status is OutboxStatus.PENDING
+
+        survivor = Dispatcher(
+            store, {"customer": inbox}, clock=clock, owner="worker-b", lease=timedelta(minutes=5)
+        )
+        clock.advance(minutes=4, seconds=59)
+        assert survivor.deliver_pending().idle  # the dead worker's lease still holds
+
+        clock.advance(seconds=1)
+        report = survivor.deliver_pending()
+        assert report.delivered == ["n-3", "n-4", "n-5"]
+        assert inbox.keys() == ["n-1", "n-2", "n-3", "n-3", "n-4", "n-5"]
+        with store.transaction() as uow:
+            assert uow.list_outbox(OutboxStatus.PENDING) == []
+            delivered = uow.list_outbox(OutboxStatus.DELIVERED)
+        assert [e.key for e in delivered] == [f"n-{i}" for i in range(1, 6)]
+        # The repeat carried the same key, so a receiver could drop it.
+        repeats = [d for d in inbox.deliveries if d.notification.idempotency_key == "n-3"]
+        assert repeats[0].notification == repeats[1].notification
+
+    def test_worker_that_died_before_recording_anything(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        inbox = MemoryNotifier(clock)
+        _enqueue(store, _note("n-1"))
+        # The dead worker claimed and delivered, then vanished without a trace.
+        with store.transaction() as uow:
+            [claimed] = uow.claim_notifications(
+                clock.now(), 10, "dead-worker", timedelta(minutes=5)
+            )
+        inbox.deliver(claimed.notification, claimed.notification.recipients)
+
+        dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock)
+        assert dispatcher.deliver_pending().idle
+        clock.advance(minutes=5)
+        assert dispatcher.deliver_pending().delivered == ["n-1"]
+        assert inbox.keys() == ["n-1", "n-1"]
+
+    def test_two_dispatchers_never_share_a_row(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        inbox = MemoryNotifier(clock)
+        _enqueue(store, _note("n-1"), _note("n-2"))
+        other = Dispatcher(store, {"customer": inbox}, clock=clock, owner="b")
+        reports = []
+
+        class Interleaving:
+            # While 'a' is delivering outside any transaction, 'b' runs.
+            def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+                reports.append(other.deliver_pending())
+                inbox.deliver(notification, recipients)
+
+        first = Dispatcher(store, {"customer": Interleaving()}, clock=clock, owner="a")
+        assert first.deliver_pending().delivered == ["n-1", "n-2"]
+        assert all(r.idle for r in reports)
+        assert inbox.keys() == ["n-1", "n-2"]
+
+    def test_rows_whose_lease_ran_out_mid_run_are_left_alone(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        inbox = MemoryNotifier(clock)
+
+        class Slow:
+            def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+                clock.advance(minutes=3)
+                inbox.deliver(notification, recipients)
+
+        _enqueue(store, _note("n-1"), _note("n-2"), _note("n-3"))
+        dispatcher = Dispatcher(
+            store, {"customer": Slow()}, clock=clock, lease=timedelta(minutes=5)
+        )
+        report = dispatcher.deliver_pending()
+        assert report.delivered == ["n-1", "n-2"]
+        assert report.expired == ["n-3"]
+        assert report.attempts == 2
+        assert dispatcher.deliver_pending().delivered == ["n-3"]
+
+
+def test_limit_and_order(store: MemoryStore, clock: ManualClock) -> None:
+    inbox = MemoryNotifier(clock)
+    _enqueue(store, *(_note(f"n-{i}") for i in range(5)))
+    dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock)
+    assert dispatcher.deliver_pending(limit=2).delivered == ["n-0", "n-1"]
+    assert dispatcher.deliver_pending(limit=10).delivered == ["n-2", "n-3", "n-4"]
+    assert dispatcher.deliver_pending().idle
+    with pytest.raises(ValidationError):
+        dispatcher.deliver_pending(limit=0)
+
+
+def test_delivery_error_failure_in_notifier_keeps_other_rows_going(
+    store: MemoryStore, clock: ManualClock
+) -> None:
+    class Picky:
+        def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+            if notification.idempotency_key == "bad":
+                raise DeliveryError("rejected", permanent=True, response="422 Unprocessable")
+
+    _enqueue(store, _note("a"), _note("bad"), _note("c"))
+    report = Dispatcher(store, {"customer": Picky()}, clock=clock).deliver_pending()
+    assert (report.delivered, report.dead) == (["a", "c"], ["bad"])
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_attempts", 0),
+        ("base_delay", timedelta(0)),
+        ("max_delay", timedelta(seconds=1)),
+        ("jitter", 1.0),
+        ("jitter", -0.1),
+        ("lease", timedelta(0)),
+    ],
+)
+def test_configuration_is_checked(
+    store: MemoryStore, clock: ManualClock, option: str, value: Any
+) -> None:
+    with pytest.raises(ValidationError, match=option):
+        Dispatcher(store, {}, clock=clock, **{option: value})

@@ -1,0 +1,245 @@
+"""What ``SqliteStore`` promises beyond the port: its file settings, schema and locking."""
+
+from __future__ import annotations
+
+import functools
+import math
+import multiprocessing
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from supportflow.errors import ValidationError
+from supportflow.events import Event
+from supportflow.model import Timer
+from supportflow.storage import Storage, TicketQuery
+from supportflow.storage.sqlite import SCHEMA_VERSION, SqliteStore
+from supportflow.testing.storage_contract import _claim_in_process, make_ticket, record
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+LEASE = timedelta(minutes=5)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "desk.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(path)
+    yield store
+    store.close()
+
+
+def _pragma(path: Path, name: str) -> object:
+    with sqlite3.connect(path) as connection:
+        return connection.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_the_file_runs_in_wal_mode(store: SqliteStore, path: Path) -> None:
+    assert _pragma(path, "journal_mode") == "wal"
+
+
+def test_connections_enforce_foreign_keys_and_normal_sync(store: SqliteStore) -> None:
+    with store.transaction():
+        connection = store._connection()
+        assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        assert connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_a_new_file_gets_the_current_schema_version(store: SqliteStore, path: Path) -> None:
+    assert store.schema_version() == SCHEMA_VERSION
+    with sqlite3.connect(path) as connection:
+        versions = [v for (v,) in connection.execute("SELECT version FROM schema_version")]
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_reopening_migrates_nothing_and_keeps_the_data(path: Path) -> None:
+    first = SqliteStore(path)
+    with first.transaction() as uow:
+        uow.insert_ticket(make_ticket())
+        assert uow.next_ticket_number() == 1
+    first.close()
+    for _ in range(3):
+        again = SqliteStore(path)
+        with again.transaction() as uow:
+            assert uow.get_ticket("t-1") == make_ticket()
+            assert uow.next_ticket_number() > 1
+        assert again.schema_version() == SCHEMA_VERSION
+        again.close()
+    with sqlite3.connect(path) as connection:
+        (count,) = connection.execute("SELECT COUNT(*) FROM schema_version").fetchone()
+    assert count == SCHEMA_VERSION
+
+
+def test_a_file_from_a_newer_version_is_refused(path: Path) -> None:
+    SqliteStore(path).close()
+    with sqlite3.connect(path) as connection:
+        connection.execute("INSERT INTO schema_version VALUES (?, 0)", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ValidationError, match="newer supportflow"):
+        SqliteStore(path)
+
+
+def _open_and_count(path: str) -> int:
+    store = SqliteStore(path)
+    try:
+        with store.transaction() as uow:
+            return uow.next_ticket_number()
+    finally:
+        store.close()
+
+
+def test_processes_opening_a_new_file_at_once_migrate_it_once(path: Path) -> None:
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        numbers = pool.map(_open_and_count, [str(path)] * 8)
+    assert sorted(numbers) == list(range(1, 9))
+    with sqlite3.connect(path) as connection:
+        (count,) = connection.execute("SELECT COUNT(*) FROM schema_version").fetchone()
+    assert count == SCHEMA_VERSION
+
+
+def test_two_processes_never_claim_the_same_timer(store: SqliteStore, path: Path) -> None:
+    with store.transaction() as uow:
+        for n in range(400):
+            due = T0 + timedelta(seconds=n % 97)
+            uow.replace_timers(f"t-{n}", [Timer(f"t-{n}", "k", due, "sla")])
+    opener = functools.partial(SqliteStore, str(path))
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        results = pool.starmap(
+            _claim_in_process, [(opener, f"p{n}", T0 + timedelta(minutes=5)) for n in range(2)]
+        )
+    claimed = [key for result in results for key in result]
+    assert len(claimed) == len(set(claimed)) == 400
+
+
+def test_claiming_walks_the_due_index(store: SqliteStore) -> None:
+    with store.transaction():
+        plan = " ".join(
+            row[3]
+            for row in store._connection().execute(
+                "EXPLAIN QUERY PLAN SELECT ticket_id, key, due_at, kind FROM timers"
+                " WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
+                " ORDER BY due_at LIMIT ?",
+                (0, 0, 10),
+            )
+        )
+    assert "timers_due" in plan
+    assert "TEMP B-TREE" not in plan  # no sort of the matching rows
+
+
+def test_event_pages_walk_the_time_index(store: SqliteStore) -> None:
+    with store.transaction():
+        plan = " ".join(
+            row[3]
+            for row in store._connection().execute(
+                "EXPLAIN QUERY PLAN SELECT * FROM events WHERE at >= ? AND (at, position) > (?, ?)"
+                " ORDER BY at, position LIMIT 500",
+                (0, 0, 0),
+            )
+        )
+    assert "events_at" in plan
+    assert "TEMP B-TREE" not in plan
+
+
+def test_each_thread_has_its_own_connection(store: SqliteStore) -> None:
+    seen: list[int] = []
+
+    def grab() -> None:
+        seen.append(id(store._connection()))
+
+    threads = [threading.Thread(target=grab) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(seen)) == 3
+
+
+def test_a_nested_transaction_joins_the_outer_one(store: SqliteStore) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as outer:
+        outer.insert_ticket(make_ticket("t-1", 1))
+        with store.transaction() as inner:
+            assert inner is outer
+            inner.insert_ticket(make_ticket("t-2", 2))
+        raise RuntimeError("the outer block decides")
+    with store.transaction() as uow:
+        assert uow.find_tickets(TicketQuery()) == []
+
+
+def test_a_busy_writer_makes_others_wait_then_fail(path: Path) -> None:
+    patient = SqliteStore(path, busy_timeout=0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="locked"), patient.transaction():
+            pass
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        patient.close()
+
+
+def test_a_closed_store_refuses_work(path: Path) -> None:
+    closed = SqliteStore(path)
+    closed.close()
+    with pytest.raises(sqlite3.ProgrammingError), closed.transaction():
+        pass
+
+
+def test_memory_stores_are_separate() -> None:
+    one, two = SqliteStore(), SqliteStore(":memory:")
+    with one.transaction() as uow:
+        uow.insert_ticket(make_ticket())
+    with two.transaction() as uow:
+        assert uow.find_tickets(TicketQuery()) == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda uow: uow.claim_due_timers(datetime(2026, 1, 1), 1, "w", LEASE),
+        lambda uow: uow.claim_due_timers(T0, -1, "w", LEASE),
+        lambda uow: uow.claim_due_timers(T0, 1, "w", timedelta(0)),
+        lambda uow: uow.claim_due_timers(T0, 1, "", LEASE),
+        lambda uow: uow.claim_notifications(T0, 1, "w", -LEASE),
+        lambda uow: uow.find_tickets(TicketQuery(status="open")),
+        lambda uow: uow.find_tickets(TicketQuery(limit=-1)),
+        lambda uow: uow.replace_timers("t-1", [Timer("t-2", "k", T0)]),
+        lambda uow: uow.replace_timers("t-1", [Timer("t-1", "k", T0), Timer("t-1", "k", T0)]),
+        lambda uow: uow.append_events([Event("t-1", 1, "X", datetime(2026, 1, 1), "a", {})]),
+        lambda uow: uow.append_events([Event("t-1", 0, "X", T0, "a", {})]),
+        lambda uow: uow.append_events([Event("t-1", 1, "X", T0, "a", {"x": math.nan})]),
+        lambda uow: uow.put_record(record("k", "1", data={"x": object()})),
+        lambda uow: uow.list_outbox("lost"),
+    ],
+)
+def test_bad_input_raises_validation_error(store: Storage, call: object) -> None:
+    with pytest.raises(ValidationError), store.transaction() as uow:
+        call(uow)  # type: ignore[operator]
+
+
+def test_sqlstore_and_sqlitestore_read_each_others_files(path: Path) -> None:
+    from supportflow.storage.sql import SqlStore, migrate
+
+    assert migrate(f"sqlite:///{path}") == SCHEMA_VERSION
+    via_sql = SqlStore(f"sqlite:///{path}")
+    with via_sql.transaction() as uow:
+        uow.insert_ticket(make_ticket("t-1", 1, tags={"a"}))
+        uow.replace_timers("t-1", [Timer("t-1", "k", T0)])
+    via_sql.close()
+    via_sqlite = SqliteStore(path)
+    with via_sqlite.transaction() as uow:
+        assert uow.get_ticket("t-1") == make_ticket("t-1", 1, tags={"a"})
+        assert [t.id for t in uow.find_tickets(TicketQuery(tag="a"))] == ["t-1"]
+        assert uow.timers("t-1") == [Timer("t-1", "k", T0)]
+        uow.insert_ticket(make_ticket("t-2", 2))
+    via_sqlite.close()
+    again = SqlStore(f"sqlite:///{path}")
+    with again.transaction() as uow:
+        assert uow.get_ticket("t-2") == make_ticket("t-2", 2)
+    again.close()
