@@ -161,12 +161,16 @@ def test_each_thread_has_its_own_connection(store: SqliteStore) -> None:
 
 
 def test_a_nested_transaction_joins_the_outer_one(store: SqliteStore) -> None:
-    with pytest.raises(RuntimeError), store.transaction() as outer:
-        outer.insert_ticket(make_ticket("t-1", 1))
-        with store.transaction() as inner:
-            assert inner is outer
-            inner.insert_ticket(make_ticket("t-2", 2))
-        raise RuntimeError("the outer block decides")
+    def nest() -> None:
+        with store.transaction() as outer:
+            outer.insert_ticket(make_ticket("t-1", 1))
+            with store.transaction() as inner:
+                assert inner is outer
+                inner.insert_ticket(make_ticket("t-2", 2))
+            raise RuntimeError("the outer block decides")
+
+    with pytest.raises(RuntimeError):
+        nest()
     with store.transaction() as uow:
         assert uow.find_tickets(TicketQuery()) == []
 

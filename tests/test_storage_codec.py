@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from supportflow.errors import ValidationError
 from supportflow.events import Event
 from supportflow.model import Notification, Recipient, RecipientRole, Timer
-from supportflow.storage import _codec as codec
 from supportflow.storage import OutboxEntry, OutboxStatus, Record
+from supportflow.storage import _codec as codec
 from supportflow.testing.storage_contract import full_ticket
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -36,6 +36,39 @@ from supportflow.workflow import Workflow
 _MAX_DUE_STEPS = 10_000  # a ticket never has this many deadlines due at once
 
 
+class DeskExtension:
+    """A feature taking part in every command of a desk (surveys, classification, ...).
+
+    Each hook receives the :class:`Change` being built and may record events, notify, change
+    the ticket through the change's commands, or queue writes with ``change.follow_ups``.
+    Hooks left as they are here do nothing. Timers whose key starts with ``timer_prefix``
+    followed by ``":"`` are handed to :meth:`fire`.
+    """
+
+    timer_prefix: str = ""
+
+    def opened(self, change: Change) -> None:
+        """A ticket was opened."""
+
+    def message_added(self, change: Change, message: Message) -> None:
+        """A public message or an internal note was added."""
+
+    def status_changed(
+        self, change: Change, before: StatusCategory, after: StatusCategory, trigger: str
+    ) -> None:
+        """The workflow moved the ticket (``before``/``after`` are categories)."""
+
+    def fields_changed(self, change: Change, changed: frozenset[str]) -> None:
+        """Classification fields changed (``category``, ``tags``, ``fields.<name>``, ...)."""
+
+    def timers(self, change: Change) -> list[Timer]:
+        """The extension's deadlines for the ticket as it stands."""
+        return []
+
+    def fire(self, change: Change, timer: Timer) -> None:
+        """One of the extension's deadlines came due."""
+
+
 @attrs.frozen
 class DeskRules:
     """Everything a desk is configured with, handed to each change."""
@@ -50,6 +83,7 @@ class DeskRules:
     team_lead: str
     notify_customers: bool
     manager: str = "manager"
+    extensions: tuple[DeskExtension, ...] = ()
     escalations: EscalationEngine = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -202,6 +236,8 @@ class Change:
         self.drafts.extend(events)
         if assignee is not None or group is not None:
             self._automatic("assign")
+        for extension in self.rules.extensions:
+            extension.opened(self)
 
     def message(self, body: str, by: str, role: Role, *, public: bool) -> None:
         self.actor = by
@@ -216,6 +252,8 @@ class Change:
         self._set(messages=(*ticket.messages, message))
         if not public:
             self.record(EventType.NOTE_ADDED, {"message_id": message.id, "author": by})
+            for extension in self.rules.extensions:
+                extension.message_added(self, message)
             return
         self.record(
             EventType.MESSAGE_ADDED,
@@ -247,6 +285,8 @@ class Change:
             self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
             self._automatic("customer_reply")
         self._after(before, category, agent_replied=agent, customer_wrote=role is Role.CUSTOMER)
+        for extension in self.rules.extensions:
+            extension.message_added(self, message)
 
     def assign(self, assignee: str | None, group: str | None, by: str) -> None:
         self.actor = by
@@ -330,6 +370,8 @@ class Change:
         self._set(**changes)
         self.record(EventType.TICKET_UPDATED, {"changes": diff})
         self._after(before, category)
+        for extension in self.rules.extensions:
+            extension.fields_changed(self, frozenset(diff))
 
     def link(self, kind: str, other_id: str, by: str) -> None:
         self.actor = by
@@ -426,6 +468,8 @@ class Change:
             self._state(resolved_at=None, autoclose_at=None)
         if category in (StatusCategory.RESOLVED, StatusCategory.CLOSED, StatusCategory.WAITING):
             self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
+        for extension in self.rules.extensions:
+            extension.status_changed(self, before_category, category, trigger)
 
     def _automatic(self, happening: str) -> None:
         """Fire the first allowed automatic trigger for ``happening``, if any."""
@@ -516,6 +560,8 @@ class Change:
         due = state_time(ticket, "callback_escalate_at")
         if due and not state.get("callback_escalated"):
             timers.append(Timer(ticket.id, "callback:escalate", due, "callback"))
+        for extension in self.rules.extensions:
+            timers.extend(extension.timers(self))
         return timers
 
     def catch_up(self) -> None:
@@ -537,6 +583,10 @@ class Change:
     def _fire_timer(self, timer: Timer) -> None:
         ticket = self.ticket
         kind = timer.key.split(":", 1)[0]
+        for extension in self.rules.extensions:
+            if extension.timer_prefix and kind == extension.timer_prefix:
+                extension.fire(self, timer)
+                return
         if kind == "sla":
             sla, events = self.rules.sla.fire(ticket, timer)
             self._set(sla=sla)

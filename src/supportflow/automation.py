@@ -7,6 +7,7 @@ a timer, and acts when it comes due.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 import attrs
@@ -18,9 +19,13 @@ from supportflow.model import Channel, Ticket, coerce_enum
 __all__ = ["AutoClosePolicy", "CallbackPolicy", "IdleChatPolicy", "state_time"]
 
 
-def _positive(instance: object, attribute: attrs.Attribute[object], value: timedelta) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
     if not isinstance(value, timedelta) or value <= timedelta(0):
         raise ValidationError(attribute.name, value, "a positive timedelta")
+
+
+def _channels(values: Iterable[Channel | str]) -> frozenset[Channel]:
+    return frozenset(coerce_enum(Channel, value, "channels") for value in values)
 
 
 @attrs.frozen(slots=True)
@@ -35,7 +40,7 @@ class IdleChatPolicy:
     close_after: timedelta = attrs.field(default=timedelta(minutes=5), validator=_positive)
     channels: frozenset[Channel] = attrs.field(
         default=frozenset({Channel.CHAT}),
-        converter=lambda values: frozenset(coerce_enum(Channel, v, "channels") for v in values),
+        converter=_channels,
     )
     reminder: str = "Are you still there? This chat will close soon if we don't hear from you."
     closing: str = "We're closing this chat for now. Reply any time and we'll pick it up again."

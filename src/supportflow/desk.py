@@ -18,12 +18,12 @@ from typing import Any
 
 import attrs
 
-from supportflow._change import Change, DeskRules
+from supportflow._change import Change, DeskExtension, DeskRules
 from supportflow.automation import AutoClosePolicy, CallbackPolicy, IdleChatPolicy
 from supportflow.clock import Clock, SystemClock, ensure_aware, to_utc
 from supportflow.errors import ConcurrencyConflict, ValidationError
 from supportflow.escalation import EscalationPolicy
-from supportflow.events import Event, EventType
+from supportflow.events import Event
 from supportflow.model import (
     Channel,
     Customer,
@@ -76,6 +76,7 @@ class Desk:
         callbacks: CallbackPolicy | None = None,
         team_lead: str = "team_lead",
         notify_customers: bool = True,
+        extensions: Sequence[DeskExtension] = (),
         max_attempts: int = 5,
         id_factory: Callable[[], str] | None = None,
         worker_id: str | None = None,
@@ -98,6 +99,7 @@ class Desk:
             callbacks=callbacks if callbacks is not None else CallbackPolicy(),
             team_lead=team_lead,
             notify_customers=notify_customers,
+            extensions=tuple(extensions),
         )
         self.max_attempts = max_attempts
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
@@ -451,6 +453,3 @@ def _text(field: str, value: object, *, empty_ok: bool = True) -> None:
 def _actor(by: object) -> None:
     if not isinstance(by, str) or not by.strip():
         raise ValidationError("by", by, "the id of who acts, a non-empty string")
-
-
-

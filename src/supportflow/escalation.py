@@ -116,7 +116,7 @@ class EscalationPolicy:
     name: str
     levels: tuple[EscalationLevel, ...] = attrs.field(converter=_levels)
     calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
-    condition: SlaCondition = SlaCondition()
+    condition: SlaCondition = attrs.field(factory=SlaCondition)
 
 
 @attrs.frozen(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -128,7 +128,10 @@ class RecipientRole(str, enum.Enum):
     WEBHOOK = "webhook"
 
 
-def coerce_enum(enum_type: type[enum.Enum], value: Any, field: str) -> Any:
+E = TypeVar("E", bound=enum.Enum)
+
+
+def coerce_enum(enum_type: type[E], value: Any, field: str) -> E:
     """Turn ``value`` (a member or its value) into a member of ``enum_type``.
 
     >>> coerce_enum(Priority, "high", "priority")
@@ -143,11 +146,32 @@ def coerce_enum(enum_type: type[enum.Enum], value: Any, field: str) -> Any:
         raise ValidationError(field, value, f"one of {allowed}") from None
 
 
-def _enum_converter(enum_type: type[enum.Enum], field: str) -> Any:
-    def convert(value: Any) -> Any:
-        return coerce_enum(enum_type, value, field)
+def _role(value: Any) -> Role:
+    return coerce_enum(Role, value, "role")
 
-    return convert
+
+def _channel(value: Any) -> Channel:
+    return coerce_enum(Channel, value, "channel")
+
+
+def _priority(value: Any) -> Priority:
+    return coerce_enum(Priority, value, "priority")
+
+
+def _method(value: Any) -> VerificationMethod:
+    return coerce_enum(VerificationMethod, value, "method")
+
+
+def _clock_state(value: Any) -> SlaClockState:
+    return coerce_enum(SlaClockState, value, "state")
+
+
+def _recipient_role(value: Any) -> RecipientRole:
+    return coerce_enum(RecipientRole, value, "role")
+
+
+def _tags(value: Any) -> frozenset[str]:
+    return frozenset(value)
 
 
 def _aware(instance: Any, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
@@ -188,7 +212,7 @@ class Message:
 
     id: str
     author: str
-    role: Role = attrs.field(converter=_enum_converter(Role, "role"))
+    role: Role = attrs.field(converter=_role)
     body: str
     at: datetime = attrs.field(validator=_aware)
     public: bool = True
@@ -199,9 +223,7 @@ class Verification:
     """Who verified the customer's identity, how, and when."""
 
     by: str
-    method: VerificationMethod = attrs.field(
-        converter=_enum_converter(VerificationMethod, "method")
-    )
+    method: VerificationMethod = attrs.field(converter=_method)
     at: datetime = attrs.field(validator=_aware)
 
 
@@ -234,9 +256,7 @@ class SlaClock:
 
     name: str
     target: timedelta | None
-    state: SlaClockState = attrs.field(
-        default=SlaClockState.STOPPED, converter=_enum_converter(SlaClockState, "state")
-    )
+    state: SlaClockState = attrs.field(default=SlaClockState.STOPPED, converter=_clock_state)
     elapsed: timedelta = timedelta(0)
     since: datetime | None = None
     due_at: datetime | None = None
@@ -286,18 +306,16 @@ class Ticket:
     subject: str
     description: str
     customer: Customer
-    channel: Channel = attrs.field(converter=_enum_converter(Channel, "channel"))
+    channel: Channel = attrs.field(converter=_channel)
     status: str
     created_at: datetime = attrs.field(validator=_aware)
     updated_at: datetime = attrs.field(validator=_aware)
-    priority: Priority = attrs.field(
-        default=Priority.NORMAL, converter=_enum_converter(Priority, "priority")
-    )
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
     category: str | None = None
     kind: str = "request"
     assignee: str | None = None
     group: str | None = None
-    tags: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    tags: frozenset[str] = attrs.field(default=frozenset(), converter=_tags)
     fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     messages: tuple[Message, ...] = ()
     links: tuple[Link, ...] = ()
@@ -338,7 +356,7 @@ class Timer:
 class Recipient:
     """Where a notification goes: a role and an address meaningful to that role's notifier."""
 
-    role: RecipientRole = attrs.field(converter=_enum_converter(RecipientRole, "role"))
+    role: RecipientRole = attrs.field(converter=_recipient_role)
     address: str
     name: str = ""
 

@@ -52,7 +52,9 @@ RESOLUTION = "resolution"
 CLOCKS = (FIRST_RESPONSE, NEXT_RESPONSE, RESOLUTION)
 
 
-def _positive(instance: object, attribute: attrs.Attribute[object], value: object) -> None:
+def _positive(
+    instance: object, attribute: attrs.Attribute[timedelta | None], value: timedelta | None
+) -> None:
     if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
         raise ValidationError(attribute.name, value, "a positive timedelta or None")
 
@@ -135,7 +137,7 @@ class SlaPolicy:
     name: str
     targets: Mapping[Priority, SlaTarget] = attrs.field(converter=_targets)
     calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
-    condition: SlaCondition = SlaCondition()
+    condition: SlaCondition = attrs.field(factory=SlaCondition)
     warnings: tuple[int, ...] = attrs.field(default=(75, 90), converter=_warnings)
 
     def target(self, priority: Priority, clock: str) -> timedelta | None:
@@ -173,7 +175,7 @@ def default_sla_policies(business: BusinessCalendar | None = None) -> list[SlaPo
     return [
         SlaPolicy(
             "chat",
-            targets={priority: chat for priority in Priority},
+            targets=dict.fromkeys(Priority, chat),
             calendar=TWENTY_FOUR_SEVEN,
             condition=SlaCondition(channels=[Channel.CHAT]),
         ),

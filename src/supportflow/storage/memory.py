@@ -7,6 +7,7 @@ by due time (entries are invalidated lazily), so claiming the next due ones neve
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import threading
@@ -64,7 +65,7 @@ class MemoryStore:
         self._outbox_order = itertools.count(1)
         self._records: dict[tuple[str, str], Record] = {}
         self._occurrences: dict[str, deque[tuple[datetime, str]]] = defaultdict(deque)
-        self._undo: list[Callable[[], None]] | None = None
+        self._undo: list[Callable[[], object]] | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[_MemoryUnitOfWork]:
@@ -86,7 +87,7 @@ class MemoryStore:
     def close(self) -> None:
         """Nothing to release; present for the port."""
 
-    def _log(self, undo: Callable[[], None]) -> None:
+    def _log(self, undo: Callable[[], object]) -> None:
         assert self._undo is not None, "MemoryStore used outside a transaction"
         self._undo.append(undo)
 
@@ -200,7 +201,7 @@ class _MemoryUnitOfWork:
             row.lease_owner, row.lease_until = owner, now + lease
             heapq.heappush(heap, (row.lease_until, generation, ticket_id, key))
             claimed.append(row.timer)
-            store._log(lambda r=row, p=previous_lease: _unlease(r, p))
+            store._log(functools.partial(_unlease, row, previous_lease))
         store._log(lambda: _repush(heap, popped))
         return claimed
 
@@ -223,7 +224,7 @@ class _MemoryUnitOfWork:
         store = self._s
         heap = store._heap
         while heap:
-            due, generation, ticket_id, key = heap[0]
+            _, generation, ticket_id, key = heap[0]
             row = store._timers.get(ticket_id, {}).get(key)
             if row is not None and row.generation == generation:
                 return row.timer.due_at
@@ -239,7 +240,7 @@ class _MemoryUnitOfWork:
                 continue
             entry = OutboxEntry(notification, next_attempt_at=notification.created_at)
             store._outbox[key] = _OutboxRow(entry, next(store._outbox_order))
-            store._log(lambda k=key: store._outbox.pop(k, None))
+            store._log(functools.partial(store._outbox.pop, key, None))
 
     def claim_notifications(
         self, now: datetime, limit: int, owner: str, lease: timedelta
@@ -257,7 +258,7 @@ class _MemoryUnitOfWork:
         for row in claimed:
             previous = row.lease_until
             row.lease_until = now + lease
-            store._log(lambda r=row, p=previous: setattr(r, "lease_until", p))
+            store._log(functools.partial(setattr, row, "lease_until", previous))
         return [row.entry for row in claimed]
 
     def mark_delivered(self, key: str, at: datetime) -> None:
@@ -355,7 +356,7 @@ class _MemoryUnitOfWork:
         self._s._log(window.pop)
         while window and window[0][0] < at - _OCCURRENCE_MEMORY:
             dropped = window.popleft()
-            self._s._log(lambda d=dropped: window.appendleft(d))
+            self._s._log(functools.partial(window.appendleft, dropped))
 
     def occurrences(self, key: str, since: datetime) -> list[str]:
         window = self._s._occurrences.get(key, ())
