@@ -77,7 +77,7 @@ def make_tickets(rng: random.Random, rules: list[Rule]) -> list[Ticket]:
     tickets = []
     for number in range(TICKETS):
         parts: list[str] = []
-        while sum(map(len, parts)) < 200:
+        while sum(map(len, parts)) + len(parts) < 200:
             roll = rng.random()
             if roll < 0.04:
                 parts.append(rng.choice(keywords))
@@ -110,7 +110,7 @@ def naive_categories(rules: list[Rule], ticket: Ticket) -> str | None:
     text = normalize(ticket.subject) + "\n" + normalize(ticket.description)
     category = None
     for rule in rules[:RULES]:
-        if find_naive(rule.when.normalized, text):  # type: ignore[attr-defined]
+        if find_naive(rule.when.index, text):  # type: ignore[attr-defined]
             category = rule.then[0].name  # type: ignore[attr-defined]
     return category
 

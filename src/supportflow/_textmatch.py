@@ -60,7 +60,9 @@ def is_word_char(char: str) -> bool:
     >>> is_word_char("x"), is_word_char("7"), is_word_char("-"), is_word_char("的")
     (True, True, False, False)
     """
-    return (char.isalnum() or char == "_") and not is_cjk(char)
+    if char.isascii():  # the common case, without the range scan
+        return char.isalnum() or char == "_"
+    return char.isalnum() and not is_cjk(char)
 
 
 def normalize(text: str) -> str:

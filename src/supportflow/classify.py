@@ -275,26 +275,30 @@ class Condition:
 class Keywords(Condition):
     """Any of ``words`` occurs in ``fields``: CJK words as substrings, others as whole words.
 
-    >>> Keywords(["VPN", "断网"]).normalized
-    ('vpn', '断网')
+    ``index`` maps each normalised word to the position of its first spelling in ``words``.
+
+    >>> Keywords(["VPN", "断网", "vpn"]).index
+    {'vpn': 0, '断网': 1}
     """
 
     words: tuple[str, ...]
     fields: tuple[str, ...]
-    normalized: tuple[str, ...] = attrs.field(eq=False, repr=False)
+    index: dict[str, int] = attrs.field(eq=False, repr=False)
 
     def __init__(self, words: Iterable[str], fields: Iterable[str] = DEFAULT_FIELDS) -> None:
         words = _texts(words, "words", "keyword")
-        normal = tuple(normalize(word) for word in words)
-        self.__attrs_init__(words, _check_fields(fields), normal)
+        index: dict[str, int] = {}
+        for position, word in enumerate(words):
+            index.setdefault(normalize(word), position)
+        self.__attrs_init__(words, _check_fields(fields), index)
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        found = {field: ctx.hits(field).intersection(self.normalized) for field in self.fields}
-        every = set().union(*found.values())
-        if not every:
+        found = {f: hits for f in self.fields if (hits := ctx.hits(f).intersection(self.index))}
+        if not found:
             return None
-        words = tuple(w for w, n in zip(self.words, self.normalized, strict=True) if n in every)
-        return words, tuple(field for field, hits in found.items() if hits)
+        every = set().union(*found.values())
+        words = tuple(self.words[i] for i in sorted(self.index[word] for word in every))
+        return words, tuple(found)
 
     def to_dict(self) -> dict[str, t.Any]:
         fields = {} if self.fields == DEFAULT_FIELDS else {"fields": list(self.fields)}
@@ -527,7 +531,7 @@ def _required(condition: Condition) -> frozenset[str] | None:
     """Normalised words of which at least one must be found for ``condition`` to match, or None
     if it can match without any. Lets the classifier skip rules whose keywords are absent."""
     if isinstance(condition, Keywords):
-        return frozenset(condition.normalized)
+        return frozenset(condition.index)
     if isinstance(condition, All):
         options = [r for r in map(_required, condition.conditions) if r is not None]
         return min(options, key=len) if options else None
@@ -623,7 +627,8 @@ class SetImpactUrgency(Action):
 
 
 def _to_priority(value: Priority | str) -> Priority:
-    return t.cast(Priority, coerce_enum(Priority, value, "to"))
+    priority: Priority = coerce_enum(Priority, value, "to")
+    return priority
 
 
 @attrs.frozen
@@ -820,15 +825,18 @@ def fingerprint(ticket: Ticket, classification: Classification) -> str | None:
 
     Tickets with equal keys are candidates for one incident (``"network|vpn|断网"``).
     """
-    for reason in reversed(classification.reasons):
+    return _fingerprint(classification.reasons, classification.category or ticket.category)
+
+
+def _fingerprint(reasons: Sequence[Reason], category: str | None) -> str | None:
+    for reason in reversed(reasons):
         if reason.action == SetFingerprint.kind:
             return reason.detail
-    category = classification.category or ticket.category
     if not category:
         return None
     terms = {
         normalize(word)
-        for reason in classification.reasons
+        for reason in reasons
         if reason.action == SetCategory.kind and reason.detail == category
         for word in reason.matched
     }
@@ -850,7 +858,16 @@ class Classifier:
     (['vpn'], True)
     """
 
-    __slots__ = ("_always", "_automaton", "_by_word", "_fields", "_sensitive", "matrix", "rules")
+    __slots__ = (
+        "_always",
+        "_automaton",
+        "_by_word",
+        "_fields",
+        "_sensitive",
+        "_sensitive_set",
+        "matrix",
+        "rules",
+    )
 
     def __init__(
         self,
@@ -870,7 +887,7 @@ class Classifier:
             self._check(index, rule)
             for condition in _walk(rule.when):
                 if isinstance(condition, Keywords):
-                    words.update(condition.normalized)
+                    words.update(condition.index)
                     fields.update(dict.fromkeys(condition.fields))
             required = _required(rule.when)
             if required is None:
@@ -883,6 +900,7 @@ class Classifier:
             self._sensitive = tuple((word, normalize(word)) for word in checked)
             words.update(normal for _, normal in self._sensitive)
             fields.update(dict.fromkeys(_SENSITIVE_FIELDS))
+        self._sensitive_set = frozenset(normal for _, normal in self._sensitive or ())
         self._automaton = Automaton(words)
         self._fields = tuple(fields)
         self._always = frozenset(always)
@@ -926,19 +944,11 @@ class Classifier:
                 draft.reasons.append(Reason(rule.name, "stop", "later rules skipped", *evidence))
                 break
         priority = self._priority(ticket, draft)
-        warned: tuple[str, ...] = ()
-        if self._sensitive:
-            where = {f: ctx.hits(f) for f in _SENSITIVE_FIELDS if ctx.text(f)}
-            hit = set().union(*where.values())
-            warned = tuple(word for word, normal in self._sensitive if normal in hit)
+        warned = self._early_warning(ctx, draft)
         if warned:
             # A complaint that may reach the media, a regulator or a court outranks any cap.
-            draft.added_tags[EARLY_WARNING_TAG] = None
-            draft.flag, priority = True, max(priority, Priority.HIGH)
-            fields = tuple(f for f, hits in where.items() if hits & {normalize(w) for w in warned})
-            detail = f"sensitive words: tag {EARLY_WARNING_TAG}, priority at least high, flag lead"
-            draft.reasons.append(Reason("<early-warning>", "early_warning", detail, warned, fields))
-        result = Classification(
+            priority = max(priority, Priority.HIGH)
+        return Classification(
             category=ctx.category,
             impact=draft.impact or ticket.impact,
             urgency=draft.urgency or ticket.urgency,
@@ -948,10 +958,25 @@ class Classifier:
             assignee=draft.assignee or ticket.assignee,
             flag_team_lead=draft.flag,
             early_warning_words=warned,
-            fingerprint=None,
+            fingerprint=_fingerprint(draft.reasons, ctx.category),
             reasons=tuple(draft.reasons),
         )
-        return attrs.evolve(result, fingerprint=fingerprint(ticket, result))
+
+    def _early_warning(self, ctx: MatchContext, draft: _Draft) -> tuple[str, ...]:
+        """The sensitive words found, as spelled in the list; tags, flags and notes them."""
+        if not self._sensitive_set:
+            return ()
+        where = {f: hit for f in _SENSITIVE_FIELDS if (hit := ctx.hits(f) & self._sensitive_set)}
+        if not where:
+            return ()
+        found = set().union(*where.values())
+        assert self._sensitive is not None
+        warned = tuple(word for word, normal in self._sensitive if normal in found)
+        draft.added_tags[EARLY_WARNING_TAG] = None
+        draft.flag = True
+        detail = f"sensitive words: tag {EARLY_WARNING_TAG}, priority at least high, flag lead"
+        draft.reasons.append(Reason("<early-warning>", "early_warning", detail, warned, (*where,)))
+        return warned
 
     def _priority(self, ticket: Ticket, draft: _Draft) -> Priority:
         priority, explicit, note = ticket.priority, ticket.priority_explicit, draft.reasons.append

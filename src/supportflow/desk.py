@@ -234,11 +234,7 @@ class Desk:
         _text("body", body, empty_ok=False)
         _actor(by)
         role = coerce_enum(Role, role, "role")
-        ticket = self._run(ticket_id, lambda change: change.message(body, by, role, public=True))
-        followed = ticket.linked("followed_by")
-        if role is Role.CUSTOMER and ticket.state.get("followed_by_message") == ticket.sequence:
-            return self.get_ticket(followed[-1])
-        return ticket
+        return self._run(ticket_id, lambda change: change.message(body, by, role, public=True))
 
     def add_note(self, ticket_id: str, body: str, *, by: str) -> Ticket:
         """Add an internal note: never shown to the customer, never meets an SLA clock."""
@@ -355,6 +351,15 @@ class Desk:
         _actor(by)
         return self._run(ticket_id, lambda c: c.callback_done(by, outcome))
 
+    def execute(self, ticket_id: str, action: Callable[[Change], None]) -> Ticket:
+        """Run a custom command on a ticket through the full command path.
+
+        For extensions and services: ``action`` receives the :class:`~supportflow.extensions.Change`
+        (record events, notify, fire triggers, queue store writes in ``change.follow_ups``); it
+        all commits in one unit of work, or nothing does.
+        """
+        return self._run(ticket_id, action)
+
     # -- due work --------------------------------------------------------------------------
     def run_due(self, now: datetime | None = None, limit: int = 100) -> DueReport:
         """Claim due timers (earliest first, at most ``limit``) and handle each ticket's.
@@ -430,7 +435,7 @@ class Desk:
                         change.commit(uow, insert=False)
                     for follow_up in change.follow_ups:
                         follow_up(uow)
-                    return change.ticket
+                    return change.result or change.ticket
             except ConcurrencyConflict:
                 if attempt >= self.max_attempts:
                     raise

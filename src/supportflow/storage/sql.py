@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -93,7 +93,10 @@ class Instant(sa.types.TypeDecorator[datetime]):
         if value is None:
             return None
         if isinstance(value, datetime):
-            return to_utc(value)
+            # psycopg hands back the session's zone; astimezone is the cheap exact path to UTC.
+            if value.tzinfo is None:
+                return value.replace(tzinfo=timezone.utc)
+            return value.astimezone(timezone.utc)
         return micros_to_instant(int(value))
 
 
@@ -229,6 +232,11 @@ occurrences = sa.Table(
 def _initial_schema(connection: Connection) -> None:
     # Step 1 creates the tables as first released; later steps must use explicit DDL.
     metadata.create_all(connection, checkfirst=True)
+    if connection.dialect.name == "postgresql":
+        # Leases rewrite these rows often: room on each page keeps the updates HOT (no index
+        # writes, less bloat).
+        connection.execute(sa.text("ALTER TABLE timers SET (fillfactor = 70)"))
+        connection.execute(sa.text("ALTER TABLE outbox SET (fillfactor = 70)"))
     exists = connection.execute(
         sa.select(counters.c.value).where(counters.c.name == "ticket_number")
     ).first()
@@ -758,6 +766,20 @@ class _SqlUnitOfWork:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        if self._store._postgres:
+            # One round trip: lease the selected rows and hand them back.
+            leased = (
+                sa.update(timers)
+                .where(
+                    sa.tuple_(timers.c.ticket_id, timers.c.key).in_(
+                        statement.with_only_columns(timers.c.ticket_id, timers.c.key)
+                    )
+                )
+                .values(lease_owner=owner, lease_until=until)
+                .returning(*_TIMER_COLUMNS)
+            )
+            rows = sorted(self._c.execute(leased), key=lambda row: row.due_at)
+            return [_timer_of(row) for row in rows]
         rows = list(self._c.execute(statement))
         if rows:
             self._c.execute(
@@ -826,6 +848,15 @@ class _SqlUnitOfWork:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        if self._store._postgres:
+            leased = (
+                sa.update(outbox)
+                .where(outbox.c.key.in_(statement.with_only_columns(outbox.c.key)))
+                .values(lease_owner=owner, lease_until=until)
+                .returning(*_OUTBOX_COLUMNS)
+            )
+            found = sorted(self._c.execute(leased), key=lambda row: (row.next_attempt_at, row.key))
+            return [_outbox_entry(row) for row in found]
         rows = list(self._c.execute(statement))
         if rows:
             self._c.execute(
