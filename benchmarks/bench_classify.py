@@ -2,8 +2,8 @@
 
 Run with ``PYTHONPATH=src python benchmarks/bench_classify.py``. Prints tickets per second for
 the classifier and, measured in the same run on a subset, for a naive baseline that checks
-every keyword of every rule one by one (``str.find`` plus the same word-boundary rule), and
-the ratio between them. No assertions: the numbers are for people.
+every keyword of every rule one by one (``in`` plus the same word-boundary rule), and the
+ratio between them. No assertions: the numbers are for people.
 """
 
 from __future__ import annotations
@@ -106,11 +106,13 @@ def make_tickets(rng: random.Random, rules: list[Rule]) -> list[Ticket]:
 
 
 def naive_categories(rules: list[Rule], ticket: Ticket) -> str | None:
-    """The baseline: every keyword of every rule searched for separately."""
+    """The baseline: every keyword of every rule looked for with ``in``, one by one (the
+    word-boundary check runs only on a hit, so this is the fast way to be naive)."""
     text = normalize(ticket.subject) + "\n" + normalize(ticket.description)
     category = None
     for rule in rules[:RULES]:
-        if find_naive(rule.when.index, text):  # type: ignore[attr-defined]
+        words = rule.when.index  # type: ignore[attr-defined]
+        if any(word in text and find_naive((word,), text) for word in words):
             category = rule.then[0].name  # type: ignore[attr-defined]
     return category
 

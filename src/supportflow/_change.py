@@ -29,6 +29,7 @@ from supportflow.model import (
     Verification,
     VerificationMethod,
 )
+from supportflow.notify.guard import ReplyGuard
 from supportflow.sla import SlaEngine
 from supportflow.storage import UnitOfWork
 from supportflow.workflow import Workflow
@@ -84,6 +85,7 @@ class DeskRules:
     notify_customers: bool
     manager: str = "manager"
     extensions: tuple[DeskExtension, ...] = ()
+    reply_guard: ReplyGuard | None = None
     escalations: EscalationEngine = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -239,9 +241,22 @@ class Change:
         for extension in self.rules.extensions:
             extension.opened(self)
 
-    def message(self, body: str, by: str, role: Role, *, public: bool) -> None:
+    def message(
+        self, body: str, by: str, role: Role, *, public: bool, override_role: str | None = None
+    ) -> None:
         self.actor = by
         ticket = self.ticket
+        guard = self.rules.reply_guard
+        if guard is not None and public and role is Role.AGENT:
+            # Checked before anything is stored: a blocked reply leaves no trace.
+            findings = guard.enforce(
+                ticket, body, override_by=by if override_role else None, override_role=override_role
+            )
+            if findings:
+                self.record(
+                    EventType.REPLY_GUARD_OVERRIDDEN,
+                    {"by": by, "role": override_role, "findings": [str(f) for f in findings]},
+                )
         if role is Role.CUSTOMER and self.category() is StatusCategory.CLOSED:
             self._follow_up_ticket(body, by)
             return

@@ -228,7 +228,7 @@ class MatchContext:
 def _field_text(ticket: Ticket, field: str) -> str:
     if field in ("subject", "description"):
         return ticket.subject if field == "subject" else ticket.description
-    if field == "messages":  # what the customer wrote since; agents' words are not evidence
+    if field == "messages":  # customer messages only: an agent quoting "lawyer" is no threat
         return "\n".join(m.body for m in ticket.messages if m.role is Role.CUSTOMER)
     value = ticket.fields.get(field.removeprefix("fields."))
     return value if isinstance(value, str) else ""
@@ -386,7 +386,7 @@ class _OneOf(Condition):
 
 @attrs.frozen(init=False)
 class TierIs(_OneOf):
-    """The customer's tier is one of ``tiers`` (any case). ``TierIs("vip", "gold")``."""
+    """The customer's tier is one of the given tiers (any case). ``TierIs("vip", "gold")``."""
 
     key = "tier"
 
@@ -425,13 +425,14 @@ class IsVip(Condition):
         return {"vip": True}
 
 
-_TICKET_ATTRS = ("kind", "status", "category", "group", "assignee", "impact", "urgency")
+_TICKET_ATTRS = ("kind", "status", "channel", "priority", "group", "assignee", "impact", "urgency")
 
 
 @attrs.frozen
 class FieldEquals(Condition):
-    """A field equals ``value``: ``customer.<attr>``, a ticket attribute such as ``kind`` or
-    ``status``, else the custom field ``name`` (``ticket.fields[name]``).
+    """A field equals ``value``: ``customer.<attr>``, a ticket attribute (``kind``, ``status``,
+    ``channel``, ``priority``, ``category`` as earlier rules left it, ...), else the custom
+    field ``name`` (``ticket.fields[name]``; a ``fields.`` prefix is allowed).
 
     >>> FieldEquals("customer.language", "zh").to_dict()
     {'field': {'name': 'customer.language', 'equals': 'zh'}}
@@ -444,7 +445,9 @@ class FieldEquals(Condition):
         ticket, name, missing = ctx.ticket, self.name, object()
         if name.startswith("customer."):
             actual = getattr(ticket.customer, name.removeprefix("customer."), missing)
-        elif name in _TICKET_ATTRS or name in ("channel", "priority"):
+        elif name == "category":
+            actual = ctx.category
+        elif name in _TICKET_ATTRS:
             actual = getattr(ticket, name)
         else:
             actual = ticket.fields.get(name.removeprefix("fields."), missing)
@@ -943,11 +946,8 @@ class Classifier:
             if rule.stop:
                 draft.reasons.append(Reason(rule.name, "stop", "later rules skipped", *evidence))
                 break
-        priority = self._priority(ticket, draft)
         warned = self._early_warning(ctx, draft)
-        if warned:
-            # A complaint that may reach the media, a regulator or a court outranks any cap.
-            priority = max(priority, Priority.HIGH)
+        priority = self._priority(ticket, draft, bool(warned))
         return Classification(
             category=ctx.category,
             impact=draft.impact or ticket.impact,
@@ -978,7 +978,7 @@ class Classifier:
         draft.reasons.append(Reason("<early-warning>", "early_warning", detail, warned, (*where,)))
         return warned
 
-    def _priority(self, ticket: Ticket, draft: _Draft) -> Priority:
+    def _priority(self, ticket: Ticket, draft: _Draft, warned: bool) -> Priority:
         priority, explicit, note = ticket.priority, ticket.priority_explicit, draft.reasons.append
         impact, urgency = draft.impact or ticket.impact, draft.urgency or ticket.urgency
         if impact is not None and urgency is not None:
@@ -990,10 +990,13 @@ class Classifier:
                 detail = f"explicit {priority.value} kept; the matrix gives {decided.value}"
                 note(Reason("<explicit-priority>", "keep_priority", detail))
         floor = ticket.priority if explicit else Priority.LOW  # rules never go below an agent
-        for step, to, rule in draft.priority_steps:
+        steps = draft.priority_steps
+        if warned:  # last: a complaint that may reach the media or a court outranks any cap
+            steps = [*steps, ("raise", Priority.HIGH, "<early-warning>")]
+        for step, to, rule in steps:
             before = priority
             priority = max(priority, to) if step == "raise" else max(min(priority, to), floor)
-            if explicit and step == "raise" and priority > before == floor:
+            if explicit and priority > before:
                 detail = f"explicit {floor.value} raised to {priority.value} by {rule}"
                 note(Reason("<explicit-priority>", "raise_priority", detail))
             elif explicit and step == "cap" and to < floor:

@@ -28,6 +28,7 @@ from supportflow.model import (
     Channel,
     Customer,
     Priority,
+    RecipientRole,
     Role,
     StatusCategory,
     Ticket,
@@ -35,8 +36,10 @@ from supportflow.model import (
     VerificationMethod,
     coerce_enum,
 )
+from supportflow.notify import Dispatcher, DispatchReport, LogNotifier, Notifier
+from supportflow.notify.guard import ReplyGuard, ReplyPolicy
 from supportflow.sla import ClockReading, SlaEngine, SlaPolicy, default_sla_policies
-from supportflow.storage import MemoryStore, Storage, TicketQuery
+from supportflow.storage import MemoryStore, OutboxEntry, Storage, TicketQuery
 from supportflow.workflow import Workflow, default_workflow
 
 __all__ = ["Desk", "DueReport"]
@@ -77,6 +80,8 @@ class Desk:
         team_lead: str = "team_lead",
         notify_customers: bool = True,
         extensions: Sequence[DeskExtension] = (),
+        notifiers: Mapping[RecipientRole | str, Notifier] | None = None,
+        reply_policy: ReplyPolicy | None = None,
         max_attempts: int = 5,
         id_factory: Callable[[], str] | None = None,
         worker_id: str | None = None,
@@ -100,6 +105,14 @@ class Desk:
             team_lead=team_lead,
             notify_customers=notify_customers,
             extensions=tuple(extensions),
+            reply_guard=ReplyGuard(reply_policy) if reply_policy is not None else None,
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            notifiers if notifiers is not None else {},
+            clock=self.clock,
+            fallback=None if notifiers is not None else LogNotifier(),
+            owner=worker_id,
         )
         self.max_attempts = max_attempts
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
@@ -224,17 +237,25 @@ class Desk:
         *,
         by: str,
         role: Role | str = Role.AGENT,
+        override_role: str | None = None,
     ) -> Ticket:
         """Add a public message. An agent's reply answers the customer (and meets response
         clocks); a customer's reply may bring a waiting or resolved ticket back to work.
+
+        With a ``reply_policy`` on the desk, an agent's reply is checked first and a violation
+        raises :class:`ReplyBlocked` with nothing stored, unless ``by`` overrides it with an
+        ``override_role`` the policy allows (recorded as ``ReplyGuardOverridden``).
 
         A customer writing on a closed ticket opens a new ticket linked to it (``follows``),
         which is returned.
         """
         _text("body", body, empty_ok=False)
         _actor(by)
-        role = coerce_enum(Role, role, "role")
-        return self._run(ticket_id, lambda change: change.message(body, by, role, public=True))
+        who = coerce_enum(Role, role, "role")
+        return self._run(
+            ticket_id,
+            lambda change: change.message(body, by, who, public=True, override_role=override_role),
+        )
 
     def add_note(self, ticket_id: str, body: str, *, by: str) -> Ticket:
         """Add an internal note: never shown to the customer, never meets an SLA clock."""
@@ -384,6 +405,22 @@ class Desk:
             dropped.extend(t for t in timers if t.key not in done)
             events.extend(recorded)
         return DueReport(tuple(fired), tuple(dropped), tuple(events))
+
+    # -- notifications ---------------------------------------------------------------------
+    def deliver_pending(self, limit: int = 100) -> DispatchReport:
+        """Deliver due outbox rows through the desk's notifiers (with retries and backoff).
+
+        Without ``notifiers`` the desk logs each notification through ``LogNotifier``.
+        """
+        return self.dispatcher.deliver_pending(limit)
+
+    def dead_letters(self, limit: int = 100) -> list[OutboxEntry]:
+        """Notifications that kept failing and were parked."""
+        return self.dispatcher.dead_letters(limit)
+
+    def requeue(self, key: str) -> OutboxEntry:
+        """Send a dead letter again (its attempts start over)."""
+        return self.dispatcher.requeue(key)
 
     def next_due(self) -> datetime | None:
         """When the earliest timer of any ticket falls due."""
