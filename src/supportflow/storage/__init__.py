@@ -30,7 +30,22 @@ __all__ = [
     "Storage",
     "TicketQuery",
     "UnitOfWork",
+    "open_store",
 ]
+
+
+def open_store(location: str) -> Storage:
+    """A store from a location string: ``"memory"``, a SQLAlchemy URL (``"postgresql+psycopg://
+    ..."``, ``"sqlite:///desk.db"``) or a SQLite file path (``"desk.db"``, ``":memory:"``)."""
+    if location == "memory":
+        return MemoryStore()
+    if "://" in location:
+        from supportflow.storage.sql import SqlStore
+
+        return SqlStore(location, create=True)
+    from supportflow.storage.sqlite import SqliteStore
+
+    return SqliteStore(location)
 
 
 def __getattr__(name: str) -> object:

@@ -237,7 +237,10 @@ class StorageContract:
 
     @pytest.fixture
     def store_opener(self) -> Callable[[], Storage]:
-        pytest.skip("no store_opener fixture: cannot open this store from another process")
+        pytest.fail(
+            "supports_multiple_processes is True: override the `store_opener` fixture to return"
+            " a picklable callable that opens the same storage"
+        )
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
@@ -979,10 +982,11 @@ class StorageContract:
 
     # -- several processes -----------------------------------------------------------------
     def test_processes_never_claim_the_same_timer(
-        self, store: Storage, store_opener: Callable[[], Storage]
+        self, store: Storage, request: pytest.FixtureRequest
     ) -> None:
         if not self.supports_multiple_processes:
-            pytest.skip("this store is not shared between processes")
+            pytest.skip("supports_multiple_processes is False: this store lives in one process")
+        store_opener: Callable[[], Storage] = request.getfixturevalue("store_opener")
         keys = [f"t-{n}/k" for n in range(150)]
         with store.transaction() as uow:
             for n in range(150):
