@@ -117,12 +117,20 @@ class Change:
         self.follow_ups: list[Callable[[UnitOfWork], None]] = []
         self.result: Ticket | None = None
         self.number = 0
+        self.uow: UnitOfWork | None = None  # the unit of work the command runs in
+        self.active_hooks: set[str] = set()  # extensions mid-change, against re-entry
 
     @classmethod
     def new(cls, rules: DeskRules, now: datetime, new_id: Callable[[], str], number: int) -> Change:
         change = cls(rules, None, now, "system", new_id)
         change.number = number
         return change
+
+    def store(self) -> UnitOfWork:
+        """The unit of work this command runs in (for extensions that read or write records)."""
+        if self.uow is None:
+            raise RuntimeError("this change is not running inside a unit of work")
+        return self.uow
 
     @property
     def ticket(self) -> Ticket:
@@ -532,6 +540,7 @@ class Change:
 
         def open_follow_up(uow: UnitOfWork) -> None:
             change = Change.new(rules, self.now, new_id, uow.next_ticket_number())
+            change.uow = uow
             change.open(
                 ticket_id=follow_id,
                 subject=old.subject,

@@ -440,6 +440,7 @@ class Desk:
                             uow.release_timer(timer, self.worker_id)
                         return set(), []
                     change = Change(self.rules, ticket, now, "system", self._new_id)
+                    change.uow = uow
                     change.catch_up()
                     if change.events:
                         change.commit(uow, insert=False)
@@ -461,12 +462,14 @@ class Desk:
                 with self.store.transaction() as uow:
                     if ticket_id is None:
                         change = Change.new(self.rules, now, self._new_id, uow.next_ticket_number())
+                        change.uow = uow
                         action(change)
                         change.commit(uow, insert=True)
                     else:
                         change = Change(
                             self.rules, uow.get_ticket(ticket_id), now, "system", self._new_id
                         )
+                        change.uow = uow
                         change.catch_up()
                         action(change)
                         change.commit(uow, insert=False)
