@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from supportflow._textmatch import find_naive, normalize
 from supportflow.classify import (
+    Action,
     Classifier,
     IsVip,
     Keywords,
@@ -53,9 +54,11 @@ def _english_word(rng: random.Random) -> str:
     return f"{word} {rng.choice(SYLLABLES)}x" if rng.random() < 0.15 else word  # some phrases
 
 
-def make_rules(rng: random.Random) -> list[Rule]:
+def make_rules(rng: random.Random) -> tuple[list[Rule], list[list[str]]]:
+    """200 keyword rules (plus a VIP rule) and, for the baseline, each rule's keywords."""
     seen: set[str] = set()
-    rules = []
+    rules: list[Rule] = []
+    keywords: list[list[str]] = []
     for index in range(RULES):
         words: list[str] = []
         while len(words) < KEYWORDS_PER_RULE:
@@ -63,16 +66,17 @@ def make_rules(rng: random.Random) -> list[Rule]:
             if normalize(word) not in seen:
                 seen.add(normalize(word))
                 words.append(word)
-        then = [SetCategory(f"category-{index}")]
+        then: list[Action] = [SetCategory(f"category-{index}")]
         if index % 10 == 0:
             then.append(RouteTo(f"group-{index // 10}"))
         rules.append(Rule(f"rule-{index}", Keywords(words), then))
+        keywords.append(words)
     rules.append(Rule("vip", IsVip(), [RouteTo("vip-desk"), RaisePriority("high")]))
-    return rules
+    return rules, keywords
 
 
-def make_tickets(rng: random.Random, rules: list[Rule]) -> list[Ticket]:
-    keywords = [w for rule in rules[:RULES] for w in rule.when.words]  # type: ignore[attr-defined]
+def make_tickets(rng: random.Random, keyword_lists: list[list[str]]) -> list[Ticket]:
+    keywords = [word for words in keyword_lists for word in words]
     at = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
     tickets = []
     for number in range(TICKETS):
@@ -105,22 +109,22 @@ def make_tickets(rng: random.Random, rules: list[Rule]) -> list[Ticket]:
     return tickets
 
 
-def naive_categories(rules: list[Rule], ticket: Ticket) -> str | None:
+def naive_category(keyword_lists: list[list[str]], ticket: Ticket) -> str | None:
     """The baseline: every keyword of every rule looked for with ``in``, one by one (the
     word-boundary check runs only on a hit, so this is the fast way to be naive)."""
     text = normalize(ticket.subject) + "\n" + normalize(ticket.description)
     category = None
-    for rule in rules[:RULES]:
-        words = rule.when.index  # type: ignore[attr-defined]
+    for index, words in enumerate(keyword_lists):
         if any(word in text and find_naive((word,), text) for word in words):
-            category = rule.then[0].name  # type: ignore[attr-defined]
+            category = f"category-{index}"
     return category
 
 
 def main() -> None:
     rng = random.Random(20260302)
-    rules = make_rules(rng)
-    tickets = make_tickets(rng, rules)
+    rules, keyword_lists = make_rules(rng)
+    tickets = make_tickets(rng, keyword_lists)
+    normal_lists = [[normalize(word) for word in words] for words in keyword_lists]
     chars = sum(len(t.subject) + len(t.description) for t in tickets) / len(tickets)
 
     started = time.perf_counter()
@@ -135,11 +139,11 @@ def main() -> None:
 
     subset = tickets[:BASELINE_TICKETS]
     started = time.perf_counter()
-    naive = [naive_categories(rules, ticket) for ticket in subset]
+    naive = [naive_category(normal_lists, ticket) for ticket in subset]
     naive_rate = len(subset) / (time.perf_counter() - started)
     agree = sum(n == r.category for n, r in zip(naive, results, strict=False))
 
-    keywords = sum(len(rule.when.words) for rule in rules[:RULES])  # type: ignore[attr-defined]
+    keywords = sum(map(len, keyword_lists))
     print(f"python {sys.version.split()[0]}, one core")
     print(f"{len(rules)} rules, {keywords} keywords, {len(tickets)} tickets of {chars:.0f} chars")
     print(f"build classifier:            {built * 1000:8.1f} ms")
@@ -148,7 +152,7 @@ def main() -> None:
     print(f"naive per-keyword baseline:  {naive_rate:8.0f} tickets/s ({len(subset)} tickets)")
     print(f"speed-up over baseline:      {rates[0] / naive_rate:8.1f}x (first pass)")
     print(f"categories agree on subset:  {agree}/{len(subset)}")
-    flagged = sum(r.flag_team_lead for r in results)
+    flagged = sum(1 for r in results if r.flag_team_lead)
     print(f"early warnings:              {flagged}")
 
 

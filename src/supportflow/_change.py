@@ -119,6 +119,10 @@ class Change:
         self.number = 0
         self.uow: UnitOfWork | None = None  # the unit of work the command runs in
         self.active_hooks: set[str] = set()  # extensions mid-change, against re-entry
+        self._pending: dict[str, Any] = {}
+        self._timers: list[Timer] = []
+        self._timers_of: Ticket | None = None
+        self._timers_at: datetime | None = None
 
     @classmethod
     def new(cls, rules: DeskRules, now: datetime, new_id: Callable[[], str], number: int) -> Change:
@@ -134,6 +138,11 @@ class Change:
 
     @property
     def ticket(self) -> Ticket:
+        """The ticket as the command has changed it so far."""
+        if self._pending:
+            assert self._ticket is not None
+            self._ticket = _replace(self._ticket, self._pending)
+            self._pending = {}
         assert self._ticket is not None, "the change has no ticket yet"
         return self._ticket
 
@@ -169,10 +178,12 @@ class Change:
         )
 
     def _set(self, **changes: Any) -> None:
-        self._ticket = attrs.evolve(self.ticket, **changes)
+        # Gathered and applied on the next read: a command sets several fields in a row.
+        self._pending.update(changes)
 
     def _state(self, **changes: Any) -> None:
-        state = dict(self.ticket.state)
+        current = self._pending.get("state")
+        state = dict(current if current is not None else self.ticket.state)
         for key, value in changes.items():
             if value is None:
                 state.pop(key, None)
@@ -569,6 +580,13 @@ class Change:
     def timers(self) -> list[Timer]:
         """Every future deadline of the ticket, from every engine."""
         ticket = self.ticket
+        if self._timers_of is ticket and self._timers_at == self.now:
+            return self._timers
+        self._timers = self._compute_timers(ticket)
+        self._timers_of, self._timers_at = ticket, self.now
+        return self._timers
+
+    def _compute_timers(self, ticket: Ticket) -> list[Timer]:
         category = self.category()
         timers = self.rules.sla.timers(ticket)
         timers.extend(self.rules.escalations.timers(ticket, category, self.now))
@@ -590,6 +608,14 @@ class Change:
 
     def catch_up(self) -> None:
         """Handle every deadline due by ``now``, earliest first, each at its own time."""
+        ticket = self._ticket
+        if (
+            ticket is not None
+            and not self._pending
+            and ticket is self.original
+            and (ticket.next_deadline is None or ticket.next_deadline > self.now)
+        ):
+            return  # as stored: its earliest deadline is still ahead
         for _ in range(_MAX_DUE_STEPS):
             due = [timer for timer in self.timers() if timer.due_at <= self.now]
             if not due:
@@ -759,12 +785,15 @@ class Change:
             Event(ticket.id, ticket.sequence + index, draft.type, draft.at, draft.actor, draft.data)
             for index, draft in enumerate(self.drafts, start=1)
         ]
-        updated_at = max(self.now, ticket.updated_at)
-        saved = attrs.evolve(
+        timers = self.timers()
+        saved = _replace(
             ticket,
-            sequence=ticket.sequence + len(events),
-            version=1 if insert else ticket.version + 1,
-            updated_at=updated_at,
+            {
+                "sequence": ticket.sequence + len(events),
+                "version": 1 if insert else ticket.version + 1,
+                "updated_at": max(self.now, ticket.updated_at),
+                "next_deadline": min((timer.due_at for timer in timers), default=None),
+            },
         )
         if insert:
             uow.insert_ticket(saved)
@@ -773,10 +802,36 @@ class Change:
             uow.update_ticket(saved, self.original.version)
         uow.append_events(events)
         self._ticket = saved
-        uow.replace_timers(saved.id, self.timers())
+        uow.replace_timers(saved.id, timers)
         if self.notifications:
             uow.enqueue(self.notifications)
         self.stored_events = events
+
+
+def _build_replace() -> Callable[[Ticket, Mapping[str, Any]], Ticket]:
+    """Generate ``attrs.evolve`` for tickets without converters and validators.
+
+    A change only sets values it built itself (already converted), and a command evolves its
+    ticket several times, so skipping the checks matters on the hot path.
+    """
+    names = [field.name for field in attrs.fields(Ticket)]
+    lines = ["def replace(ticket, changes):", "    new = new_ticket(Ticket)"]
+    lines += [
+        f"    set_slot(new, {name!r}, changes[{name!r}] if {name!r} in changes else ticket.{name})"
+        for name in names
+    ]
+    lines.append("    return new")
+    namespace: dict[str, Any] = {
+        "Ticket": Ticket,
+        "new_ticket": object.__new__,
+        "set_slot": object.__setattr__,
+    }
+    exec("\n".join(lines), namespace)  # generated from the class's own fields
+    replace: Callable[[Ticket, Mapping[str, Any]], Ticket] = namespace["replace"]
+    return replace
+
+
+_replace = _build_replace()
 
 
 def _customer_recipient(customer: Customer) -> Recipient:

@@ -24,8 +24,10 @@ def _positive(instance: object, attribute: attrs.Attribute[timedelta], value: ti
         raise ValidationError(attribute.name, value, "a positive timedelta")
 
 
-def _channels(values: Iterable[Channel | str]) -> frozenset[Channel]:
-    return frozenset(coerce_enum(Channel, value, "channels") for value in values)
+def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[Channel]:
+    # A lone channel (``"chat"``) is one channel, not a sequence of characters.
+    items = (values,) if isinstance(values, str) else values
+    return frozenset(coerce_enum(Channel, value, "channels") for value in items)
 
 
 @attrs.frozen(slots=True)

@@ -80,6 +80,7 @@ DEFAULT_SENSITIVE_WORDS: t.Final[tuple[str, ...]] = (
     *("trading standards", "better business bureau"),
 )
 _SENSITIVE_FIELDS = ("subject", "description", "messages")
+_ORDERED = frozenset({"raise_priority", "cap_priority"})  # the actions whose order matters
 _LEVELS = ("high", "medium", "low")
 _DEFAULT_TABLE = dict(
     zip(
@@ -167,7 +168,7 @@ class PriorityMatrix:
             raise ValidationError(path, doc, "an object {impact: {urgency: priority}}")
         table: dict[tuple[str, str], str] = {}
         for impact, row in doc.items():
-            if not isinstance(row, Mapping):
+            if not isinstance(row, Mapping) or not row:
                 raise ValidationError(f"{path}.{impact}", row, "an object {urgency: priority}")
             for urgency, priority in row.items():
                 coerce_enum(Priority, priority, f"{path}.{impact}.{urgency}")
@@ -765,16 +766,15 @@ class Rule:
     stop: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
     def to_dict(self) -> dict[str, t.Any]:
-        """The rule in the document schema; ``then`` is a list only if one object can't say it."""
-        merged: dict[str, t.Any] = {}
+        """The rule in the document schema; ``then`` is a list only if one object can't say it
+        (an action twice, or both a raise and a cap, whose order matters)."""
+        then: t.Any = {}
         for action in self.then:
             entries = action.to_dict()
-            if merged.keys() & entries.keys():
-                then: t.Any = [action.to_dict() for action in self.then]
+            if then.keys() & entries.keys() or (then.keys() | entries.keys()) >= _ORDERED:
+                then = [action.to_dict() for action in self.then]
                 break
-            merged.update(entries)
-        else:
-            then = merged
+            then.update(entries)
         return {"name": self.name, "when": self.when.to_dict(), "then": then} | (
             {"stop": True} if self.stop else {}
         )
@@ -1134,10 +1134,10 @@ def _parse_then(doc: object, path: str) -> list[Action]:
         raise ValidationError(path, doc, "an object of actions, or a list of them")
     _known(doc, path, _ACTION_KEYS)
     actions: list[Action] = []
-    for (
-        key,
-        value,
-    ) in doc.items():  # in the order written: raise then cap differs from cap then raise
+    if doc.keys() >= _ORDERED:  # object key order is lost by some stores (e.g. jsonb)
+        expected = "a list of action objects when a rule both raises and caps, to fix the order"
+        raise ValidationError(f"{path}.cap_priority", doc["cap_priority"], expected)
+    for key, value in doc.items():
         where = f"{path}.{key}"
         if key in _SIMPLE_ACTIONS:
             actions.append(_build(where, _SIMPLE_ACTIONS[key], value))

@@ -32,6 +32,8 @@ def ensure_aware(value: datetime, field: str) -> datetime:
 
 def to_utc(value: datetime, field: str = "datetime") -> datetime:
     """Check ``value`` is aware and return the same instant as a stdlib UTC datetime."""
+    if type(value) is datetime and value.tzinfo is timezone.utc:
+        return value  # already what storage wants: the common case, kept cheap
     aware = ensure_aware(value, field)
     utc = aware.astimezone(timezone.utc)
     # pendulum.DateTime is a datetime subclass; normalise to the stdlib type for storage.

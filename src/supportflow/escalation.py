@@ -4,8 +4,9 @@ A policy has ordered levels, reached one after another. A level is reached by ti
 time since the ticket opened, since its last public update, or a fraction of an SLA clock
 such as 80% of resolution) or by a condition (urgent priority, an early-warning tag, a VIP
 customer). Reaching a level notifies its targets and may reassign the ticket, raise its
-priority or tag it. A level can repeat every ``repeat_every`` until acknowledged; a resolved
-or closed ticket does not escalate.
+priority or tag it. A level can repeat every ``repeat_every`` until acknowledged (repeats
+missed while nobody ran the due work come as one, not one per missed period); a resolved or
+closed ticket does not escalate.
 
 Two shapes a support centre uses, both plain data::
 
@@ -44,14 +45,24 @@ EscalationCondition = SlaCondition
 """Which tickets a level (or a policy) is for: priorities, channels, tiers, categories, tags."""
 
 _SINCE = ("opened", "updated")
-_TARGET_PREFIXES = ("assignee", "group", "team_lead", "manager", "on_call:", "agent:")
+_TARGET_NAMES = ("assignee", "group", "team_lead", "manager")
+_TARGET_PREFIXES = ("on_call:", "agent:")
 
 
-def _targets(values: Iterable[str]) -> tuple[str, ...]:
-    targets = tuple(values)
+def _one_or_many(values: Iterable[str] | str) -> tuple[str, ...]:
+    """A lone string is one item, not a sequence of characters."""
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
+def _targets(values: Iterable[str] | str) -> tuple[str, ...]:
+    targets = _one_or_many(values)
     for target in targets:
         if not isinstance(target, str) or not (
-            target in _TARGET_PREFIXES or target.startswith(("on_call:", "agent:"))
+            target in _TARGET_NAMES
+            or any(
+                target.startswith(prefix) and target[len(prefix) :].strip()
+                for prefix in _TARGET_PREFIXES
+            )
         ):
             raise ValidationError(
                 "notify",
@@ -59,6 +70,10 @@ def _targets(values: Iterable[str]) -> tuple[str, ...]:
                 "assignee, group, team_lead, manager, 'on_call:<rota>' or 'agent:<id>'",
             )
     return targets
+
+
+def _tags(values: Iterable[str] | str) -> frozenset[str]:
+    return frozenset(_one_or_many(values))
 
 
 def _priority_or_none(value: Priority | str | None) -> Priority | None:
@@ -80,14 +95,15 @@ class EscalationLevel:
     reassign_group: str | None = None
     reassign_to: str | None = None
     raise_priority: Priority | None = attrs.field(default=None, converter=_priority_or_none)
-    add_tags: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
+    add_tags: frozenset[str] = attrs.field(default=frozenset(), converter=_tags)
     repeat_every: timedelta | None = None
 
     def __attrs_post_init__(self) -> None:
-        given = [self.after is not None, self.sla_clock is not None, self.when is not None]
-        if sum(given) != 1:
+        triggers = {"after": self.after, "sla_clock": self.sla_clock, "when": self.when}
+        given = [name for name, value in triggers.items() if value is not None]
+        if len(given) != 1:
             raise ValidationError(
-                f"levels[{self.name!r}]", self.name, "exactly one of after, sla_clock, when"
+                f"levels[{self.name!r}]", given, "exactly one trigger of after, sla_clock, when"
             )
         if self.since not in _SINCE:
             raise ValidationError("since", self.since, f"one of {', '.join(_SINCE)}")
@@ -98,6 +114,8 @@ class EscalationLevel:
                 raise ValidationError("sla_clock", self.sla_clock, f"one of {', '.join(CLOCKS)}")
             if self.fraction is None or not 0 < self.fraction <= 1:
                 raise ValidationError("fraction", self.fraction, "a number in (0, 1]")
+        elif self.fraction is not None:
+            raise ValidationError("fraction", self.fraction, "None unless sla_clock is given")
         if self.repeat_every is not None and self.repeat_every <= timedelta(0):
             raise ValidationError("repeat_every", self.repeat_every, "a positive timedelta")
 
@@ -113,10 +131,16 @@ def _levels(values: Iterable[EscalationLevel]) -> tuple[EscalationLevel, ...]:
 class EscalationPolicy:
     """Ordered levels for the tickets ``condition`` selects, timed on ``calendar``."""
 
-    name: str
+    name: str = attrs.field()
     levels: tuple[EscalationLevel, ...] = attrs.field(converter=_levels)
     calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
     condition: SlaCondition = attrs.field(factory=SlaCondition)
+
+    @name.validator
+    def _check_name(self, attribute: attrs.Attribute[str], value: str) -> None:
+        # The name is part of timer keys (``escalation:<name>:level:<n>``).
+        if not isinstance(value, str) or not value.strip() or ":" in value:
+            raise ValidationError("name", value, "a non-empty policy name without ':'")
 
 
 @attrs.frozen(slots=True)
@@ -158,11 +182,11 @@ class EscalationEngine:
                 continue
             progress = self.progress(ticket, policy.name)
             reached = int(progress["level"])
-            if reached >= 0:
+            if 0 <= reached < len(policy.levels):
                 current = policy.levels[reached]
                 if current.repeat_every is not None and not progress.get("acked"):
                     last = datetime.fromisoformat(str(progress["last_at"]))
-                    due = policy.calendar.add(last, current.repeat_every)
+                    due = _next_repeat(policy.calendar, last, current.repeat_every, now)
                     timers.append(
                         Timer(ticket.id, f"escalation:{policy.name}:repeat", due, "escalation")
                     )
@@ -182,14 +206,14 @@ class EscalationEngine:
         progress = self.progress(ticket, name)
         reached = int(progress["level"])
         if what == "repeat":
-            if reached < 0:
+            if not 0 <= reached < len(policy.levels):
                 return None
             level = policy.levels[reached]
             repeat = int(progress.get("repeats", 0)) + 1
             reason = f"not acknowledged; repeat {repeat} every {level.repeat_every}"
             return EscalationStep(name, reached, level, reason, repeat, timer.due_at)
         index = int(rest[0])
-        if index != reached + 1:
+        if index != reached + 1 or index >= len(policy.levels):
             return None
         level = policy.levels[index]
         return EscalationStep(name, index, level, self._reason(ticket, level), 0, timer.due_at)
@@ -247,3 +271,18 @@ class EscalationEngine:
             since = "opened" if level.since == "opened" else "last public update"
             return f"{level.after} of business time since {since}"
         return f"{(level.fraction or 0) * 100:.0f}% of the {level.sla_clock} SLA used"
+
+
+def _next_repeat(
+    calendar: BusinessCalendar, last: datetime, every: timedelta, now: datetime
+) -> datetime:
+    """When a level reached (or last repeated) at ``last`` repeats next.
+
+    Missed repeats (the worker was down, or the ticket was resolved and is back in work) are
+    not sent one per missed period: the latest one due by ``now`` stands for all of them.
+    """
+    due = calendar.add(last, every)
+    if due >= now:
+        return due
+    periods = calendar.between(last, now) // every
+    return calendar.add(last, every * periods) if periods > 1 else due

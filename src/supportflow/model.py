@@ -327,6 +327,7 @@ class Ticket:
     priority_explicit: bool = False
     resolution: str | None = None
     state: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+    next_deadline: datetime | None = None
     version: int = 1
 
     @property

@@ -114,6 +114,12 @@ class Workflow:
             auto_transitions=False,
             send_event=True,
         )
+        # Unguarded moves are read straight from the machine's transition table.
+        self._unguarded: dict[tuple[str, str], str] = {}
+        for trigger, event in self._machine.events.items():
+            for source, moves in event.transitions.items():
+                if moves and not moves[0].conditions:
+                    self._unguarded[(source, trigger)] = moves[0].dest
         self._allowed: dict[str, tuple[str, ...]] = {
             status: tuple(sorted({t.trigger for t in self.transitions if self._leaves(t, status)}))
             for status in self.statuses
@@ -148,6 +154,9 @@ class Workflow:
         Raises :class:`InvalidTransition` naming the allowed triggers when the trigger has no
         transition from ``status`` or a guard refuses it.
         """
+        dest = self._unguarded.get((status, trigger))
+        if dest is not None:
+            return dest
         ticket_id = ticket.id if ticket is not None else "?"
         event = self._machine.events.get(trigger)
         if event is None or trigger not in self._allowed.get(status, ()):
