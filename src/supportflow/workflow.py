@@ -118,8 +118,9 @@ class Workflow:
         self._unguarded: dict[tuple[str, str], str] = {}
         for trigger, event in self._machine.events.items():
             for source, moves in event.transitions.items():
-                if moves and not moves[0].conditions:
-                    self._unguarded[(source, trigger)] = moves[0].dest
+                dest = moves[0].dest if moves else None
+                if dest is not None and not moves[0].conditions:
+                    self._unguarded[(source, trigger)] = dest
         self._allowed: dict[str, tuple[str, ...]] = {
             status: tuple(sorted({t.trigger for t in self.transitions if self._leaves(t, status)}))
             for status in self.statuses
