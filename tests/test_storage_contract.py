@@ -27,29 +27,12 @@ from supportflow.storage.sqlite import SqliteStore  # noqa: E402
 from supportflow.testing.storage_contract import StorageContract  # noqa: E402
 
 
-def _memory_gap(reason: str) -> pytest.MarkDecorator:
-    # strict: once MemoryStore keeps the promise, the XPASS fails and the marker must go.
-    return pytest.mark.xfail(strict=True, reason=f"MemoryStore: {reason}")
-
-
 class TestMemoryStore(StorageContract):
     @pytest.fixture
     def store(self) -> Iterator[Storage]:
         store = MemoryStore()
         yield store
         store.close()
-
-    @_memory_gap("update_ticket accepts a new version that is not greater than expected")
-    def test_update_needs_a_greater_version(self, store: Storage) -> None:
-        super().test_update_needs_a_greater_version(store)
-
-    @_memory_gap("mark_failed after mark_delivered makes a delivered row claimable again")
-    def test_a_late_failure_report_does_not_revive_a_delivered_row(self, store: Storage) -> None:
-        super().test_a_late_failure_report_does_not_revive_a_delivered_row(store)
-
-    @_memory_gap("naive datetimes are not refused with ValidationError")
-    def test_naive_datetimes_are_refused(self, store: Storage) -> None:
-        super().test_naive_datetimes_are_refused(store)
 
 
 class TestSqliteMemory(StorageContract):

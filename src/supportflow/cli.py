@@ -56,9 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 version = migrate_sql(args.store)
             else:
-                store = open_store(args.store)
-                store.close()
-                version = 1
+                from supportflow.storage.sqlite import SqliteStore
+
+                sqlite_store = SqliteStore(args.store)  # migrates on open
+                version = sqlite_store.schema_version()
+                sqlite_store.close()
             print(f"schema at version {version}")
             return 0
         desk = _desk_factory(args.desk)(open_store(args.store))

@@ -18,9 +18,11 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from supportflow.clock import ensure_aware
 from supportflow.errors import ConcurrencyConflict, TicketNotFound
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer
+from supportflow.storage._codec import check_new_version
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery
 
 __all__ = ["MemoryStore"]
@@ -117,6 +119,7 @@ class _MemoryUnitOfWork:
 
     def update_ticket(self, ticket: Ticket, expected_version: int) -> None:
         tickets = self._s._tickets
+        check_new_version(ticket.version, expected_version, "ticket.version")
         current = tickets.get(ticket.id)
         if current is None:
             raise TicketNotFound(ticket.id)
@@ -184,6 +187,7 @@ class _MemoryUnitOfWork:
     def claim_due_timers(
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[Timer]:
+        ensure_aware(now, "now")
         store = self._s
         heap = store._heap
         claimed: list[Timer] = []
@@ -268,6 +272,8 @@ class _MemoryUnitOfWork:
 
     def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
         def fail(entry: OutboxEntry) -> OutboxEntry:
+            if entry.status is OutboxStatus.DELIVERED:
+                return entry  # a late report from a worker whose lease ran out
             return attrs.evolve(
                 entry,
                 status=OutboxStatus.PENDING if retry_at is not None else OutboxStatus.DEAD,
@@ -359,6 +365,7 @@ class _MemoryUnitOfWork:
             self._s._log(functools.partial(window.appendleft, dropped))
 
     def occurrences(self, key: str, since: datetime) -> list[str]:
+        ensure_aware(since, "since")
         window = self._s._occurrences.get(key, ())
         return [ticket_id for at, ticket_id in sorted(window) if at >= since]
 

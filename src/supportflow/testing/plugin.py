@@ -11,6 +11,11 @@ from supportflow.desk import Desk
 from supportflow.storage import MemoryStore
 from supportflow.testing import DEFAULT_START
 
+# Failing assertions of the kits explain themselves in integrators' test runs.
+pytest.register_assert_rewrite(
+    "supportflow.testing.storage_contract", "supportflow.testing.notifier_contract"
+)
+
 
 @pytest.fixture
 def manual_clock() -> ManualClock:
