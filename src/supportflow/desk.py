@@ -24,6 +24,7 @@ from supportflow.clock import Clock, SystemClock, ensure_aware, to_utc
 from supportflow.errors import ConcurrencyConflict, ValidationError
 from supportflow.escalation import EscalationPolicy
 from supportflow.events import Event
+from supportflow.extensions.triage import Triage
 from supportflow.model import (
     Channel,
     Customer,
@@ -44,6 +45,9 @@ from supportflow.workflow import Workflow, default_workflow
 
 __all__ = ["Desk", "DueReport"]
 
+# Sensitive-word early warning is on by default; mass-incident detection is opt-in.
+_DEFAULT_TRIAGE = Triage()
+
 
 @attrs.frozen(slots=True)
 class DueReport:
@@ -57,6 +61,12 @@ class DueReport:
 
 class Desk:
     """A support desk: tickets, their workflow, SLA clocks and deadlines, on a store.
+
+    Defaults match a real support centre: the default workflow, SLA policies from the field
+    (:func:`~supportflow.sla.default_sla_policies`), idle-chat and auto-close rules, and
+    :class:`~supportflow.extensions.Triage` with the built-in sensitive words (pass
+    ``triage=Triage(classifier, IncidentPolicy())`` for rules and mass incidents, or
+    ``triage=None`` to turn it off). ``sla=[]`` turns SLA clocks off.
 
     >>> desk = Desk()                                   # memory store, system clock
     >>> ticket = desk.open_ticket(subject="VPN down", body="Since 9:00",
@@ -79,6 +89,7 @@ class Desk:
         callbacks: CallbackPolicy | None = None,
         team_lead: str = "team_lead",
         notify_customers: bool = True,
+        triage: Triage | None = _DEFAULT_TRIAGE,
         extensions: Sequence[DeskExtension] = (),
         notifiers: Mapping[RecipientRole | str, Notifier] | None = None,
         reply_policy: ReplyPolicy | None = None,
@@ -104,7 +115,7 @@ class Desk:
             callbacks=callbacks if callbacks is not None else CallbackPolicy(),
             team_lead=team_lead,
             notify_customers=notify_customers,
-            extensions=tuple(extensions),
+            extensions=(*((triage,) if triage is not None else ()), *extensions),
             reply_guard=ReplyGuard(reply_policy) if reply_policy is not None else None,
         )
         self.dispatcher = Dispatcher(

@@ -7,5 +7,6 @@ Pass instances to ``Desk(extensions=[...])``. Write your own by subclassing
 from __future__ import annotations
 
 from supportflow._change import Change, DeskExtension
+from supportflow.extensions.triage import IncidentPolicy, Triage
 
-__all__ = ["Change", "DeskExtension"]
+__all__ = ["Change", "DeskExtension", "IncidentPolicy", "Triage"]

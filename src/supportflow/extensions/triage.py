@@ -1,0 +1,303 @@
+"""Triage on the desk: classification, early warnings and mass incidents.
+
+:class:`Triage` runs the :class:`~supportflow.classify.Classifier` when a ticket opens and again
+when its text or fields change, applies what it decides (category, impact and urgency,
+priority, tags, group, assignee), records why (``Classified``), warns the team lead at once
+on sensitive words (``EarlyWarning`` and a ``team_lead`` notification), and opens one parent
+incident when many tickets with the same fingerprint arrive together (``IncidentDetected``).
+
+Detection keeps windowed counts per fingerprint in the store
+(``record_occurrence``/``occurrences``), so a new ticket never scans the open ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any, Literal
+
+import attrs
+
+from supportflow._change import Change, DeskExtension
+from supportflow.classify import (
+    EARLY_WARNING_TAG,
+    Classification,
+    Classifier,
+    fingerprint,
+)
+from supportflow.errors import ValidationError
+from supportflow.events import EventType
+from supportflow.model import (
+    Channel,
+    Customer,
+    Message,
+    Priority,
+    Recipient,
+    RecipientRole,
+    Role,
+    StatusCategory,
+)
+from supportflow.storage import Record, UnitOfWork
+
+__all__ = ["IncidentPolicy", "Triage"]
+
+INCIDENT_KIND = "incident"
+_HOOK = "triage"
+
+
+@attrs.frozen(slots=True)
+class IncidentPolicy:
+    """When ``threshold`` tickets with one fingerprint open within ``window``, open a parent
+    incident and link them; later ones are linked while it is open. On resolving the incident,
+    ``on_resolve="resolve"`` resolves the linked tickets with its resolution, ``"note"`` leaves
+    them open with an internal note."""
+
+    threshold: int = 5
+    window: timedelta = timedelta(minutes=10)
+    on_resolve: Literal["resolve", "note"] = "resolve"
+    examples: int = 5
+
+    def __attrs_post_init__(self) -> None:
+        if self.threshold < 2:
+            raise ValidationError("threshold", self.threshold, "at least 2")
+        if self.window <= timedelta(0):
+            raise ValidationError("window", self.window, "a positive duration")
+        if self.on_resolve not in ("resolve", "note"):
+            raise ValidationError("on_resolve", self.on_resolve, "'resolve' or 'note'")
+
+
+class Triage(DeskExtension):
+    """Classification, early warning and mass-incident detection for a desk.
+
+    >>> desk = Desk(extensions=[Triage(Classifier(rules), IncidentPolicy(threshold=5))])
+    ...                                                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        classifier: Classifier | None = None,
+        incidents: IncidentPolicy | None = None,
+    ) -> None:
+        self.classifier = classifier if classifier is not None else Classifier([])
+        self.incidents = incidents
+
+    # -- hooks -----------------------------------------------------------------------------
+    def opened(self, change: Change) -> None:
+        if change.ticket.kind == INCIDENT_KIND or _HOOK in change.active_hooks:
+            return
+        classification = self._apply(change, first=True)
+        if self.incidents is not None:
+            key = fingerprint(change.ticket, classification)
+            if key is not None:
+                self._watch_incident(change, key)
+
+    def message_added(self, change: Change, message: Message) -> None:
+        if message.role is Role.CUSTOMER and message.public and _HOOK not in change.active_hooks:
+            self._apply(change, first=False)
+
+    def fields_changed(self, change: Change, changed: frozenset[str]) -> None:
+        if _HOOK not in change.active_hooks:
+            self._apply(change, first=False)
+
+    def status_changed(
+        self, change: Change, before: StatusCategory, after: StatusCategory, trigger: str
+    ) -> None:
+        ticket = change.ticket
+        if ticket.kind != INCIDENT_KIND or after is not StatusCategory.RESOLVED:
+            return
+        if self.incidents is None:
+            return
+        policy, resolution = self.incidents, ticket.resolution or "resolved with the incident"
+        incident_id, key = ticket.id, str(ticket.fields.get("fingerprint", ""))
+        children = ticket.linked("child")
+        rules, new_id, now = change.rules, change.new_id, change.now
+
+        def settle_children(uow: UnitOfWork) -> None:
+            for child_id in children:
+                child = Change(rules, uow.get_ticket(child_id), now, "system", new_id)
+                child.uow = uow
+                child.catch_up()
+                category = child.category()
+                if policy.on_resolve == "resolve" and "resolve" in rules.workflow.allowed(
+                    child.ticket.status
+                ):
+                    child.fire(
+                        "resolve",
+                        "system",
+                        {"resolution": resolution, "incident_id": incident_id},
+                        system=True,
+                    )
+                elif category not in (StatusCategory.RESOLVED, StatusCategory.CLOSED):
+                    child.message(
+                        f"Incident {incident_id} was resolved: {resolution}",
+                        "system",
+                        Role.AGENT,
+                        public=False,
+                    )
+                child.commit(uow, insert=False)
+            record = uow.get_record(INCIDENT_KIND, key) if key else None
+            if record is not None and record.status == "open":
+                uow.put_record(
+                    attrs.evolve(
+                        record, status="resolved", updated_at=now, version=record.version + 1
+                    ),
+                    expected_version=record.version,
+                )
+
+        change.follow_ups.append(settle_children)
+
+    # -- classification --------------------------------------------------------------------
+    def _apply(self, change: Change, *, first: bool) -> Classification:
+        change.active_hooks.add(_HOOK)
+        try:
+            return self._apply_classification(change, first=first)
+        finally:
+            change.active_hooks.discard(_HOOK)
+
+    def _apply_classification(self, change: Change, *, first: bool) -> Classification:
+        ticket = change.ticket
+        result = self.classifier.classify(ticket)
+        updates: dict[str, Any] = {}
+        # Later passes never undo what a person set: they fill gaps, add tags, raise priority.
+        for name in ("category", "impact", "urgency"):
+            value, current = getattr(result, name), getattr(ticket, name)
+            if value is not None and value != current and (first or current is None):
+                updates[name] = value
+        new_tags = result.tags - ticket.tags
+        if updates or new_tags:
+            change.update("system", updates, frozenset(new_tags), frozenset(), {})
+        routed = (result.group, result.assignee)
+        if first and any(routed) and routed != (ticket.group, ticket.assignee):
+            change.assign(result.assignee, result.group, "system")
+        priority = result.priority
+        if priority != change.ticket.priority and (first or priority > change.ticket.priority):
+            change.set_priority(priority, "system", "classification", explicit=False)
+        if result.reasons and (first or updates or new_tags or priority > ticket.priority):
+            change.record(
+                EventType.CLASSIFIED,
+                {
+                    "reasons": [
+                        {
+                            "rule": reason.rule,
+                            "action": reason.action,
+                            "detail": reason.detail,
+                            "matched": list(reason.matched),
+                            "fields": list(reason.fields),
+                        }
+                        for reason in result.reasons
+                    ],
+                    "category": result.category,
+                    "priority": result.priority.value,
+                    "tags": sorted(result.tags),
+                    "group": result.group,
+                    "assignee": result.assignee,
+                    "fingerprint": fingerprint(change.ticket, result),
+                },
+                actor="system",
+            )
+        self._early_warning(change, result.early_warning_words, result.flag_team_lead)
+        return result
+
+    def _early_warning(self, change: Change, words: Iterable[str], flagged: bool) -> None:
+        ticket = change.ticket
+        known = set(ticket.state.get("early_warning_words") or ())
+        fresh = [word for word in words if word not in known]
+        if not fresh:
+            return
+        change._state(early_warning_words=sorted(known | set(fresh)))
+        if EARLY_WARNING_TAG not in change.ticket.tags:
+            change.update("system", {}, frozenset({EARLY_WARNING_TAG}), frozenset(), {})
+        change.record(EventType.EARLY_WARNING, {"words": fresh}, actor="system")
+        change.notify(
+            "early_warning",
+            [Recipient(RecipientRole.TEAM_LEAD, change.rules.team_lead)],
+            f"[#{ticket.number}] Early warning: {', '.join(fresh)}",
+            f"{ticket.subject}\n\nSensitive words: {', '.join(fresh)}. "
+            f"Customer: {ticket.customer.name or ticket.customer.id}.",
+            words=fresh,
+        )
+
+    # -- mass incidents --------------------------------------------------------------------
+    def _watch_incident(self, change: Change, key: str) -> None:
+        policy = self.incidents
+        assert policy is not None
+        ticket_id, at = change.ticket.id, change.at
+        rules, new_id, now = change.rules, change.new_id, change.now
+        category = change.ticket.category or "unknown"
+
+        def link(uow: UnitOfWork, child_id: str, incident_id: str) -> None:
+            for one, kind, other in (
+                (child_id, "parent", incident_id),
+                (incident_id, "child", child_id),
+            ):
+                linked = Change(rules, uow.get_ticket(one), now, "system", new_id)
+                linked.uow = uow
+                linked.link(kind, other, "system")
+                linked.commit(uow, insert=False)
+
+        def detect(uow: UnitOfWork) -> None:
+            uow.record_occurrence(key, ticket_id, at)
+            record = uow.get_record(INCIDENT_KIND, key)
+            if record is not None and record.status == "open":
+                link(uow, ticket_id, str(record.data["incident_id"]))
+                return
+            seen = list(dict.fromkeys(uow.occurrences(key, at - policy.window)))
+            if len(seen) < policy.threshold:
+                return
+            tickets = [uow.get_ticket(one) for one in seen]
+            incident = Change.new(rules, now, new_id, uow.next_ticket_number())
+            incident.uow = uow
+            incident.active_hooks.add(_HOOK)
+            incident.open(
+                ticket_id=new_id(),
+                subject=f"Mass incident: {category} ({len(seen)} reports)",
+                body="\n".join(f"#{t.number}: {t.subject}" for t in tickets[: policy.examples]),
+                customer=Customer(id="internal", name="Mass incident"),
+                channel=Channel.API,
+                priority=max([Priority.HIGH, *(t.priority for t in tickets)]),
+                priority_explicit=False,
+                category=category,
+                kind=INCIDENT_KIND,
+                tags=frozenset({"mass-incident"}),
+                fields={"fingerprint": key},
+                impact="high",
+                urgency=None,
+                group=None,
+                assignee=None,
+                actor="system",
+            )
+            examples = [t.id for t in tickets[: policy.examples]]
+            incident.record(
+                EventType.INCIDENT_DETECTED,
+                {
+                    "fingerprint": key,
+                    "count": len(seen),
+                    "window_seconds": policy.window.total_seconds(),
+                    "examples": examples,
+                    "incident_id": incident.ticket.id,
+                },
+            )
+            incident.notify(
+                "incident",
+                [Recipient(RecipientRole.TEAM_LEAD, rules.team_lead)],
+                f"Mass incident: {category}, {len(seen)} reports in {policy.window}",
+                "\n".join(f"#{t.number} {t.subject}" for t in tickets[: policy.examples]),
+                examples=examples,
+            )
+            incident.commit(uow, insert=True)
+            incident_id = incident.ticket.id
+            data = {"incident_id": incident_id, "fingerprint": key}
+            if record is None:
+                uow.put_record(Record(INCIDENT_KIND, key, data, now, now, incident_id, "open", 1))
+            else:
+                uow.put_record(
+                    attrs.evolve(
+                        record, data=data, status="open", ticket_id=incident_id,
+                        updated_at=now, version=record.version + 1,
+                    ),
+                    expected_version=record.version,
+                )  # fmt: skip
+            for child in seen:
+                link(uow, child, incident_id)
+
+        change.follow_ups.append(detect)
