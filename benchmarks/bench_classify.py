@@ -30,6 +30,7 @@ RULES = 200
 KEYWORDS_PER_RULE = 25
 TICKETS = 10_000
 BASELINE_TICKETS = 500
+PASSES = 3
 # Common characters, so that generated Chinese text looks like real text to the automaton.
 HAN = (
     "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以生会自着去之过"
@@ -131,26 +132,31 @@ def main() -> None:
     classifier = Classifier(rules)
     built = time.perf_counter() - started
 
-    rates = []
-    for _ in range(2):  # the first pass also fills the automaton's transition memo
+    # The first pass also fills the automaton's transition memo, so it is reported apart.
+    # Later passes alternate with the baseline and the best of each is kept: on a shared
+    # machine, other processes only ever make a pass slower.
+    started = time.perf_counter()
+    results = [classifier.classify(ticket) for ticket in tickets]
+    first = len(tickets) / (time.perf_counter() - started)
+    subset = tickets[:BASELINE_TICKETS]
+    best = naive_best = 0.0
+    for _ in range(PASSES):
         started = time.perf_counter()
         results = [classifier.classify(ticket) for ticket in tickets]
-        rates.append(len(tickets) / (time.perf_counter() - started))
-
-    subset = tickets[:BASELINE_TICKETS]
-    started = time.perf_counter()
-    naive = [naive_category(normal_lists, ticket) for ticket in subset]
-    naive_rate = len(subset) / (time.perf_counter() - started)
+        best = max(best, len(tickets) / (time.perf_counter() - started))
+        started = time.perf_counter()
+        naive = [naive_category(normal_lists, ticket) for ticket in subset]
+        naive_best = max(naive_best, len(subset) / (time.perf_counter() - started))
     agree = sum(n == r.category for n, r in zip(naive, results, strict=False))
 
     keywords = sum(map(len, keyword_lists))
     print(f"python {sys.version.split()[0]}, one core")
     print(f"{len(rules)} rules, {keywords} keywords, {len(tickets)} tickets of {chars:.0f} chars")
     print(f"build classifier:            {built * 1000:8.1f} ms")
-    print(f"classify, first pass:        {rates[0]:8.0f} tickets/s")
-    print(f"classify, second pass:       {rates[1]:8.0f} tickets/s")
-    print(f"naive per-keyword baseline:  {naive_rate:8.0f} tickets/s ({len(subset)} tickets)")
-    print(f"speed-up over baseline:      {rates[0] / naive_rate:8.1f}x (first pass)")
+    print(f"classify, first pass:        {first:8.0f} tickets/s")
+    print(f"classify, best of {PASSES}:        {best:8.0f} tickets/s")
+    print(f"naive baseline, best of {PASSES}:  {naive_best:8.0f} tickets/s ({len(subset)} tickets)")
+    print(f"speed-up over the baseline:  {best / naive_best:8.1f}x")
     print(f"categories agree on subset:  {agree}/{len(subset)}")
     flagged = sum(1 for r in results if r.flag_team_lead)
     print(f"early warnings:              {flagged}")

@@ -172,6 +172,7 @@ def test_keywords_can_be_limited_to_fields() -> None:
     assert classify([subject_only], ticket("help", "invoice")).category is None
     custom = Rule("f", Keywords(["bulk"], fields=["fields.order_note"]), [AddTags("bulk")])
     assert classify([custom], ticket(fields={"order_note": "BULK order"})).tags == {"bulk"}
+    assert attrs.evolve(Keywords(["Bulk"]), fields=["subject"]).index == {"bulk": 0}
 
 
 def test_regex_runs_on_the_normalised_text() -> None:
@@ -301,6 +302,12 @@ def test_the_ticket_impact_and_a_rule_urgency_combine() -> None:
     result = classify([urgent], ticket("asap please", impact="low"))
 
     assert result.priority is Priority.NORMAL
+
+
+def test_a_ticket_level_the_matrix_lacks_is_refused() -> None:
+    with pytest.raises(ValidationError) as error:
+        classify([], ticket("x", impact="critical", urgency="high"))
+    assert error.value.field == "impact"
 
 
 def test_explicit_priority_wins_over_the_matrix_and_caps() -> None:

@@ -13,8 +13,9 @@ ones included, in one pass over the text, however many keywords there are.
 from __future__ import annotations
 
 import unicodedata
+from bisect import bisect_right
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import accumulate, compress
 from operator import attrgetter
 
@@ -179,13 +180,28 @@ class Automaton:
 
     def find(self, text: str) -> set[str]:
         """The words that occur in ``text`` (normalised), respecting word boundaries."""
+        return self.find_each((text,))[0]
+
+    def find_each(self, texts: Sequence[str]) -> list[set[str]]:
+        """:meth:`find` for several normalised texts in one pass.
+
+        The texts are joined by a line break: normalised words never contain one (white space
+        is collapsed to a space), and it is a word boundary, so no match spans two texts.
+
+        >>> automaton = Automaton(["vpn", "断网"])
+        >>> [sorted(words) for words in automaton.find_each(["vpn", "", "断网vpn"])]
+        [['vpn'], [], ['vpn', '断网']]
+        """
+        text = "\n".join(texts)
+        starts = list(accumulate((len(part) + 1 for part in texts[:-1]), initial=0))
+        found: list[set[str]] = [set() for _ in texts]
         # outs[k] holds the words that end after the k-th character.
         outs = list(map(_OUT, accumulate(text, _STEP, initial=self._root)))
-        found: set[str] = set()
         for end in compress(range(len(outs)), outs):
             for word, length, left, right in outs[end]:
-                if (not left and not right) or _accept(text, end - length, end, left, right):
-                    found.add(word)
+                start = end - length
+                if (not left and not right) or _accept(text, start, end, left, right):
+                    found[bisect_right(starts, start) - 1 if len(starts) > 1 else 0].add(word)
         return found
 
 

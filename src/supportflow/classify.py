@@ -203,13 +203,15 @@ class MatchContext:
 
     __slots__ = ("_automaton", "_hits", "_texts", "category", "tags", "ticket")
 
-    def __init__(self, ticket: Ticket, automaton: Automaton) -> None:
+    def __init__(self, ticket: Ticket, automaton: Automaton, scan: Sequence[str] = ()) -> None:
         self.ticket = ticket
         self.category = ticket.category
         self.tags: set[str] = set(ticket.tags)
         self._automaton = automaton
-        self._texts: dict[str, str] = {}
-        self._hits: dict[str, set[str]] = {}
+        self._texts = {field: normalize(_field_text(ticket, field)) for field in scan}
+        # One pass over all the fields the rules read, rather than one per field.
+        found = automaton.find_each([self._texts[field] for field in scan])
+        self._hits: dict[str, set[str]] = dict(zip(scan, found, strict=True))
 
     def text(self, field: str) -> str:
         """The normalised text of ``field`` (``subject``, ``description``, ``messages``, or
@@ -284,14 +286,15 @@ class Keywords(Condition):
 
     words: tuple[str, ...]
     fields: tuple[str, ...]
-    index: dict[str, int] = attrs.field(eq=False, repr=False)
+    index: dict[str, int] = attrs.field(init=False, eq=False, repr=False)
 
     def __init__(self, words: Iterable[str], fields: Iterable[str] = DEFAULT_FIELDS) -> None:
         words = _texts(words, "words", "keyword")
         index: dict[str, int] = {}
         for position, word in enumerate(words):
             index.setdefault(normalize(word), position)
-        self.__attrs_init__(words, _check_fields(fields), index)
+        self.__attrs_init__(words, _check_fields(fields))
+        object.__setattr__(self, "index", index)  # derived, so attrs.evolve recomputes it
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
         found = {f: hits for f in self.fields if (hits := ctx.hits(f).intersection(self.index))}
@@ -319,7 +322,7 @@ class Regex(Condition):
 
     pattern: str
     fields: tuple[str, ...]
-    compiled: re.Pattern[str] = attrs.field(eq=False, repr=False)
+    compiled: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __init__(self, pattern: str, fields: Iterable[str] = DEFAULT_FIELDS) -> None:
         try:
@@ -327,7 +330,8 @@ class Regex(Condition):
         except re.error as error:
             expected = f"a valid regular expression ({error})"
             raise ValidationError("pattern", pattern, expected) from None
-        self.__attrs_init__(pattern, _check_fields(fields), compiled)
+        self.__attrs_init__(pattern, _check_fields(fields))
+        object.__setattr__(self, "compiled", compiled)
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
         found = [(m.group(), f) for f in self.fields if (m := self.compiled.search(ctx.text(f)))]
@@ -526,9 +530,11 @@ def _merge(found: Iterable[Evidence | None]) -> Evidence:
 
 def _walk(condition: Condition) -> Iterable[Condition]:
     yield condition
-    for child in getattr(condition, "conditions", ()) or (getattr(condition, "condition", None),):
-        if isinstance(child, Condition):
+    if isinstance(condition, (All, Any)):
+        for child in condition.conditions:
             yield from _walk(child)
+    elif isinstance(condition, Not):
+        yield from _walk(condition.condition)
 
 
 def _required(condition: Condition) -> frozenset[str] | None:
@@ -868,6 +874,7 @@ class Classifier:
         "_fields",
         "_sensitive",
         "_sensitive_set",
+        "_warn",
         "matrix",
         "rules",
     )
@@ -897,13 +904,13 @@ class Classifier:
                 always.append(index)
             for word in required or ():
                 by_word.setdefault(word, []).append(index)
-        self._sensitive: tuple[tuple[str, str], ...] | None = None
-        if sensitive_words is not None:
-            checked = _texts(sensitive_words, "sensitive_words", "word") if sensitive_words else ()
-            self._sensitive = tuple((word, normalize(word)) for word in checked)
-            words.update(normal for _, normal in self._sensitive)
+        self._warn = sensitive_words is not None
+        checked = _texts(sensitive_words, "sensitive_words", "word") if sensitive_words else ()
+        self._sensitive = tuple((word, normalize(word)) for word in checked)
+        self._sensitive_set = frozenset(normal for _, normal in self._sensitive)
+        if self._sensitive:
+            words.update(self._sensitive_set)
             fields.update(dict.fromkeys(_SENSITIVE_FIELDS))
-        self._sensitive_set = frozenset(normal for _, normal in self._sensitive or ())
         self._automaton = Automaton(words)
         self._fields = tuple(fields)
         self._always = frozenset(always)
@@ -924,11 +931,11 @@ class Classifier:
     @property
     def sensitive_words(self) -> tuple[str, ...] | None:
         """The early-warning words, or ``None`` when early warning is off."""
-        return None if self._sensitive is None else tuple(word for word, _ in self._sensitive)
+        return tuple(word for word, _ in self._sensitive) if self._warn else None
 
     def classify(self, ticket: Ticket) -> Classification:
         """Run the rules, the matrix and the early warning on ``ticket``."""
-        ctx = MatchContext(ticket, self._automaton)
+        ctx = MatchContext(ticket, self._automaton, self._fields)
         draft = _Draft(ctx)
         found: set[str] = set().union(*(ctx.hits(field) for field in self._fields))
         candidates = set(self._always)
@@ -970,7 +977,6 @@ class Classifier:
         if not where:
             return ()
         found = set().union(*where.values())
-        assert self._sensitive is not None
         warned = tuple(word for word, normal in self._sensitive if normal in found)
         draft.added_tags[EARLY_WARNING_TAG] = None
         draft.flag = True
@@ -1021,10 +1027,11 @@ class Classifier:
         """Build a classifier from a document; ``ValidationError.field`` is the path of the
         first bad entry, such as ``rules[3].when.any[0].keywords``.
 
-        >>> Classifier.from_dict({"rules": [{"name": "x", "when": {"keywords": "vpn"}}]})
-        Traceback (most recent call last):
-        ...
-        supportflow.errors.ValidationError: rules[0].when.keywords='vpn' is invalid: expected a list
+        >>> try:
+        ...     Classifier.from_dict({"rules": [{"name": "x", "when": {"keywords": "vpn"}}]})
+        ... except ValidationError as error:
+        ...     print(error.field, "|", error.expected)
+        rules[0].when.keywords | a list of keywords
         """
         if not isinstance(doc, Mapping):
             raise ValidationError("document", doc, 'an object {"rules": [...]}')
@@ -1073,9 +1080,9 @@ def _build(path: str, factory: t.Callable[..., _T], *args: t.Any) -> _T:
         raise ValidationError(path + index, error.value, error.expected) from None
 
 
-def _list(value: object, path: str) -> list[t.Any]:
+def _list(value: object, path: str, of: str) -> list[t.Any]:
     if not isinstance(value, list):
-        raise ValidationError(path, value, "a list")
+        raise ValidationError(path, value, f"a list of {of}")
     return value
 
 
@@ -1093,11 +1100,15 @@ def _parse_condition(doc: object, path: str) -> Condition:
     value, where = doc[key], f"{path}.{key}"
     fields: tuple[t.Any, ...] = ()
     if "fields" in doc:
+        at = f"{path}.fields"
         if key not in ("keywords", "regex"):
-            raise ValidationError(f"{path}.fields", doc["fields"], "no fields beside " + key)
-        fields = (_build(f"{path}.fields", _check_fields, _list(doc["fields"], f"{path}.fields")),)
+            raise ValidationError(at, doc["fields"], "no fields beside " + key)
+        fields = (_build(at, _check_fields, _list(doc["fields"], at, "fields")),)
     if key in ("all", "any"):
-        children = [_parse_condition(c, f"{where}[{i}]") for i, c in enumerate(_list(value, where))]
+        children = [
+            _parse_condition(c, f"{where}[{i}]")
+            for i, c in enumerate(_list(value, where, "conditions"))
+        ]
         return _build(where, All if key == "all" else Any, *children)
     if key == "not":
         return Not(_parse_condition(value, where))
@@ -1112,8 +1123,9 @@ def _parse_condition(doc: object, path: str) -> Condition:
     if key == "regex":
         return _build(where, Regex, value, *fields)
     if key == "keywords":
-        return _build(where, Keywords, _list(value, where), *fields)
-    return _build(where, _ONE_OF.get(key, ChannelIs), *_list(value, where))
+        return _build(where, Keywords, _list(value, where, "keywords"), *fields)
+    plural = {"channel": "channels", "tier": "tiers", "category": "categories", "tag": "tags"}
+    return _build(where, _ONE_OF.get(key, ChannelIs), *_list(value, where, plural[key]))
 
 
 _SIMPLE_ACTIONS: dict[str, t.Callable[[t.Any], Action]] = {
@@ -1142,7 +1154,7 @@ def _parse_then(doc: object, path: str) -> list[Action]:
         if key in _SIMPLE_ACTIONS:
             actions.append(_build(where, _SIMPLE_ACTIONS[key], value))
         elif key == "tags":
-            actions.append(_build(where, AddTags, *_list(value, where)))
+            actions.append(_build(where, AddTags, *_list(value, where, "tags")))
         elif key == "flag_team_lead":
             if not isinstance(value, (bool, str)):
                 raise ValidationError(where, value, "true, false or a reason for the team lead")
