@@ -269,7 +269,10 @@ class Change:
         if guard is not None and public and role is Role.AGENT:
             # Checked before anything is stored: a blocked reply leaves no trace.
             findings = guard.enforce(
-                ticket, body, override_by=by if override_role else None, override_role=override_role
+                ticket,
+                body,
+                override_by=by if override_role is not None else None,
+                override_role=override_role,
             )
             if findings:
                 self.record(
@@ -621,7 +624,8 @@ class Change:
             if not due:
                 self.at = self.now
                 return
-            timer = min(due, key=lambda t: (t.due_at, t.key))
+            # Ties: an SLA deadline is recorded before the escalation it may cause.
+            timer = min(due, key=lambda t: (t.due_at, not t.key.startswith("sla:"), t.key))
             self.at = max(timer.due_at, self.ticket.updated_at)
             actor = self.actor
             self.actor = "system"

@@ -68,6 +68,11 @@ class Desk:
     ``triage=Triage(classifier, IncidentPolicy())`` for rules and mass incidents, or
     ``triage=None`` to turn it off). ``sla=[]`` turns SLA clocks off.
 
+    Notifications go to the outbox with each change; :meth:`deliver_pending` sends them
+    through ``notifiers`` (by recipient role; logged when none are given), with
+    ``dispatcher_options`` passed to :class:`~supportflow.notify.Dispatcher` (``max_attempts``,
+    ``base_delay``, ``max_delay``, ``jitter``, ``random``, ``fallback``, ...).
+
     >>> desk = Desk()                                   # memory store, system clock
     >>> ticket = desk.open_ticket(subject="VPN down", body="Since 9:00",
     ...                           customer=Customer(id="c-1"), channel="email")
@@ -88,10 +93,12 @@ class Desk:
         auto_close: AutoClosePolicy | None = None,
         callbacks: CallbackPolicy | None = None,
         team_lead: str = "team_lead",
+        manager: str = "manager",
         notify_customers: bool = True,
         triage: Triage | None = _DEFAULT_TRIAGE,
         extensions: Sequence[DeskExtension] = (),
         notifiers: Mapping[RecipientRole | str, Notifier] | None = None,
+        dispatcher_options: Mapping[str, Any] | None = None,
         reply_policy: ReplyPolicy | None = None,
         max_attempts: int = 5,
         id_factory: Callable[[], str] | None = None,
@@ -114,21 +121,25 @@ class Desk:
             auto_close=auto_close if auto_close is not None else AutoClosePolicy(),
             callbacks=callbacks if callbacks is not None else CallbackPolicy(),
             team_lead=team_lead,
+            manager=manager,
             notify_customers=notify_customers,
             extensions=(*((triage,) if triage is not None else ()), *extensions),
             reply_guard=ReplyGuard(reply_policy) if reply_policy is not None else None,
-        )
-        self.dispatcher = Dispatcher(
-            self.store,
-            notifiers if notifiers is not None else {},
-            clock=self.clock,
-            fallback=None if notifiers is not None else LogNotifier(),
-            owner=worker_id,
         )
         self.max_attempts = max_attempts
         self._new_id = id_factory or (lambda: uuid.uuid4().hex)
         self.worker_id = worker_id or f"desk-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.timer_lease = timer_lease
+        self.dispatcher = Dispatcher(
+            self.store,
+            notifiers if notifiers is not None else {},
+            clock=self.clock,
+            **{
+                "fallback": None if notifiers is not None else LogNotifier(),
+                "owner": self.worker_id,
+                **(dispatcher_options or {}),
+            },
+        )
 
     # -- reading ---------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str) -> Ticket:

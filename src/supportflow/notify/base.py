@@ -18,7 +18,11 @@ __all__ = ["DeliveryError", "Notifier"]
 
 @runtime_checkable
 class Notifier(Protocol):
-    """Anything that can deliver a notification to recipients of one role.
+    """Anything that can deliver a notification to the recipients routed to it.
+
+    The dispatcher calls a notifier once per attempt with every recipient whose role it is
+    registered for (one role, or several when they share the notifier); each
+    :class:`~supportflow.model.Recipient` carries its role.
 
     ``deliver`` returns once the receiver has accepted the notification and raises otherwise,
     preferably :class:`DeliveryError`. Delivery is at least once: the same notification (same

@@ -70,9 +70,10 @@ def _default_owner() -> str:
 class Dispatcher:
     """Delivers pending outbox rows through the notifier registered for each recipient role.
 
-    The recipients of a notification are grouped by role and each group goes through
-    ``notifiers[role]``, or ``fallback`` when the role has none. A role with neither is a
-    permanent failure: nothing is sent and the row is dead at once.
+    Each recipient of a notification goes through ``notifiers[recipient.role]``, or
+    ``fallback`` when the role has none; each notifier is called once per attempt with all the
+    recipients routed to it (roles sharing a notifier share the call). A role with neither is
+    a permanent failure: nothing is sent and the row is dead at once.
 
     After the n-th failed attempt the row is retried after
     ``min(max_delay, base_delay * 2**(n-1))``, varied by ``± jitter`` (a fraction) so that
@@ -179,34 +180,37 @@ class Dispatcher:
         notification = entry.notification
         if not notification.recipients:
             return _Outcome("notification has no recipients", permanent=True)
-        groups: dict[RecipientRole, list[Recipient]] = {}
+        # One delivery per notifier: roles that share a notifier (one webhook endpoint, one
+        # mail server) get one call with all their recipients, so a receiver that drops
+        # repeated idempotency keys never drops another role's part as a "repeat".
+        groups: dict[int, tuple[Notifier, list[RecipientRole], list[Recipient]]] = {}
         for recipient in notification.recipients:
-            groups.setdefault(recipient.role, []).append(recipient)
-        routes: list[tuple[RecipientRole, Notifier, list[Recipient]]] = []
-        for role, recipients in groups.items():
-            notifier = self._routes.get(role, self.fallback)
+            notifier = self._routes.get(recipient.role, self.fallback)
             if notifier is None:
                 # Checked before sending anything, so a requeue after fixing the
                 # configuration does not repeat deliveries to the other roles.
                 return _Outcome(
-                    f"no notifier registered for role {role.value!r} and no fallback",
+                    f"no notifier registered for role {recipient.role.value!r} and no fallback",
                     permanent=True,
                 )
-            routes.append((role, notifier, recipients))
+            _, roles, recipients = groups.setdefault(id(notifier), (notifier, [], []))
+            if recipient.role not in roles:
+                roles.append(recipient.role)
+            recipients.append(recipient)
 
         errors: list[str] = []
         permanent = False
-        for role, notifier, recipients in routes:
+        for notifier, roles, recipients in groups.values():
             try:
                 notifier.deliver(notification, tuple(recipients))
             except DeliveryError as exc:
                 permanent = permanent or exc.permanent
-                errors.append(_describe(role, notifier, exc))
+                errors.append(_describe(roles, notifier, exc))
             except Exception as exc:  # a notifier bug must not stop the other rows
                 _log.warning(
                     "notifier %s raised for %s", type(notifier).__name__, entry.key, exc_info=True
                 )
-                errors.append(_describe(role, notifier, exc))
+                errors.append(_describe(roles, notifier, exc))
         return _Outcome("; ".join(errors), permanent) if errors else _Outcome()
 
     def _record(self, entry: OutboxEntry, outcome: _Outcome, report: DispatchReport) -> None:
@@ -268,8 +272,9 @@ class Dispatcher:
         return requeued
 
 
-def _describe(role: RecipientRole, notifier: Notifier, exc: Exception) -> str:
-    text = f"{role.value} via {type(notifier).__name__}: {exc or type(exc).__name__}"
+def _describe(roles: list[RecipientRole], notifier: Notifier, exc: Exception) -> str:
+    who = "+".join(role.value for role in roles)
+    text = f"{who} via {type(notifier).__name__}: {exc or type(exc).__name__}"
     response = exc.response if isinstance(exc, DeliveryError) else None
     if response and response not in text:
         text += f" (response: {response})"

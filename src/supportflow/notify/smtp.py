@@ -17,6 +17,7 @@ import html
 import re
 import smtplib
 import ssl
+import urllib.parse
 from collections.abc import Sequence
 from email.errors import HeaderDefect
 from email.headerregistry import Address
@@ -73,6 +74,18 @@ def thread_id(ticket_id: str, domain: str) -> str:
     '<ticket-t-42@desk.example.com>'
     """
     return f"<{_id_part(f'ticket-{ticket_id}')}@{domain}>"
+
+
+def _header_value(value: str) -> str:
+    """``value`` as it is in an ``X-Supportflow-*`` header: itself when it is printable ASCII,
+    percent-encoded otherwise (as the webhook's ``Idempotency-Key``), never a header injection.
+
+    >>> _header_value("t-1:5:reply:0"), _header_value("t-1\\r\\nBcc: x"), _header_value("工单")
+    ('t-1:5:reply:0', 't-1%0D%0ABcc%3A%20x', '%E5%B7%A5%E5%8D%95')
+    """
+    if value.isascii() and value.isprintable():
+        return value
+    return urllib.parse.quote(value, safe="")
 
 
 def _html(text: str) -> str:
@@ -173,10 +186,12 @@ class SmtpNotifier:
             root = thread_id(notification.ticket_id, self.domain)
             message["In-Reply-To"] = root
             message["References"] = root
-            message["X-Supportflow-Ticket"] = _id_part(notification.ticket_id)
+            message["X-Supportflow-Ticket"] = _header_value(notification.ticket_id)
         message["Auto-Submitted"] = "auto-generated"
-        message["X-Supportflow-Idempotency-Key"] = _id_part(notification.idempotency_key)
-        message["X-Supportflow-Kind"] = _id_part(notification.kind)
+        # The key itself, so a receiver can match the mail to the outbox row; Message-ID above
+        # needs a dot-atom and carries a derived form.
+        message["X-Supportflow-Idempotency-Key"] = _header_value(notification.idempotency_key)
+        message["X-Supportflow-Kind"] = _header_value(notification.kind)
         message.set_content(notification.body, charset="utf-8")
         message.add_alternative(_html(notification.body), subtype="html", charset="utf-8")
         return message

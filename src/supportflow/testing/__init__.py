@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from supportflow.testing.notifier_contract import NotifierContract
     from supportflow.testing.storage_contract import StorageContract
 
-__all__ = ["ManualClock", "NotifierContract", "StorageContract", "scenario_desk"]
+__all__ = ["DEFAULT_START", "ManualClock", "NotifierContract", "StorageContract", "scenario_desk"]
 
 DEFAULT_START = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)  # a Monday morning
 
