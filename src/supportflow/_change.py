@@ -181,6 +181,13 @@ class Change:
         # Gathered and applied on the next read: a command sets several fields in a row.
         self._pending.update(changes)
 
+    def set_state(self, **changes: Any) -> None:
+        """Write the rules engines' bookkeeping in ``ticket.state`` (``None`` removes a key).
+
+        Values must be plain JSON (strings, numbers, booleans, lists, dicts).
+        """
+        self._state(**changes)
+
     def _state(self, **changes: Any) -> None:
         current = self._pending.get("state")
         state = dict(current if current is not None else self.ticket.state)

@@ -468,6 +468,8 @@ class Desk:
                         change.commit(uow, insert=False)
                     else:
                         uow.replace_timers(ticket_id, change.timers())
+                    for follow_up in change.follow_ups:
+                        follow_up(uow)
                     for timer in timers:
                         uow.release_timer(timer, self.worker_id)
                     return change.fired_keys, change.stored_events

@@ -84,6 +84,33 @@ class EventType:
     """outcome."""
     REPLY_GUARD_OVERRIDDEN: Final = "ReplyGuardOverridden"
     """by, role, findings."""
+    SURVEY_SCHEDULED: Final = "SurveyScheduled"
+    """survey_id, due_at: a satisfaction survey will be sent at due_at."""
+    SURVEY_SENT: Final = "SurveySent"
+    """survey_id, expires_at: the customer was sent a signed survey link."""
+    SURVEY_CANCELLED: Final = "SurveyCancelled"
+    """survey_id, reason (reopened, cancelled, merged): a scheduled survey will not be sent."""
+    FEEDBACK_RECORDED: Final = "FeedbackRecorded"
+    """survey_id, csat (1-5), nps (0-10), ces (1-7), comment (each may be None), and the
+    ticket's channel, category, priority, group and agent when the customer answered."""
+    FOLLOW_UP_SCHEDULED: Final = "FollowUpScheduled"
+    """follow_up_id, reasons (complaint, low_csat, vip, manual), due_at, assignee."""
+    FOLLOW_UP_ATTEMPTED: Final = "FollowUpAttempted"
+    """follow_up_id, attempt, outcome (not_reachable), next_due_at, note."""
+    FOLLOW_UP_COMPLETED: Final = "FollowUpCompleted"
+    """follow_up_id, outcome (reached_satisfied, reached_not_satisfied), attempts, note,
+    and the ticket's channel, category, priority, group and agent."""
+    FOLLOW_UP_FAILED: Final = "FollowUpFailed"
+    """follow_up_id, attempts: the customer could not be reached; with the ticket's channel,
+    category, priority, group and agent."""
+    COMPLAINT_CLOSED_INCOMPLETE: Final = "ComplaintClosedIncomplete"
+    """missing: what a complaint lacked when the system closed it (auto-close, idle chat)."""
+    VOICE_CAPTURED: Final = "VoiceCaptured"
+    """record_id, kind (suggestion, bug), route (product, rnd), summary."""
+    VOICE_ATTACHED: Final = "VoiceAttached"
+    """record_id: the ticket's customer asked for an already captured suggestion or bug."""
+    ARTICLE_CITED: Final = "ArticleCited"
+    """article_id: a knowledge-base article was used to answer the ticket."""
 
 
 @attrs.frozen(slots=True)

@@ -1,0 +1,219 @@
+"""Daily, weekly and monthly reports a support manager reads, from a desk's store.
+
+Each report streams ``uow.iter_events(history_from, end)`` through
+:func:`supportflow.metrics.compute` once. By default it reads from the beginning of the
+history, not from the report's start: the backlog at the end of the period, the first
+response of a ticket opened the day before, or a reopen of a ticket resolved last month all
+need what happened earlier. Only what falls inside the report's range is counted. On a large
+store pass ``history_from`` (say, 90 days before the start) to bound the read; tickets opened
+before it then count in the backlog only once they next change status, as ``"(unknown)"`` when
+grouping.
+
+>>> report = monthly_report(desk, 2026, 3, "Asia/Shanghai", group_by="channel")  # doctest: +SKIP
+>>> print(report.to_markdown())                                                  # doctest: +SKIP
+# Monthly support report: 2026-03
+...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import attrs
+
+from supportflow.calendar import BusinessCalendar
+from supportflow.desk import Desk
+from supportflow.errors import ValidationError
+from supportflow.metrics import (
+    DurationStats,
+    MetricsQuery,
+    MetricsRow,
+    compute,
+    format_duration,
+    format_rate,
+    to_csv,
+    to_markdown,
+)
+
+__all__ = ["Report", "daily_report", "monthly_report", "report", "weekly_report"]
+
+_GROUP_TITLES = {
+    "channel": "By channel",
+    "category": "By category",
+    "priority": "By priority",
+    "group": "By team",
+    "agent": "By agent",
+}
+
+
+@attrs.frozen(slots=True)
+class Report:
+    """A report: its title, the query, and the rows (the total over all groups first)."""
+
+    title: str
+    query: MetricsQuery
+    rows: tuple[MetricsRow, ...]
+
+    @property
+    def total(self) -> MetricsRow:
+        """The row over all tickets."""
+        return next(row for row in self.rows if row.group is None)
+
+    @property
+    def groups(self) -> tuple[MetricsRow, ...]:
+        """One row per group, when the report is grouped."""
+        return tuple(row for row in self.rows if row.group is not None)
+
+    def to_csv(self) -> str:
+        return to_csv(self.rows)
+
+    def to_markdown(self) -> str:
+        """The report as Markdown: the headline figures, then a table per group if grouped."""
+        query, total = self.query, self.total
+        lines = [
+            f"# {self.title}",
+            "",
+            f"From {query.start.astimezone(ZoneInfo(query.timezone)):%Y-%m-%d %H:%M} to "
+            f"{query.end.astimezone(ZoneInfo(query.timezone)):%Y-%m-%d %H:%M} "
+            f"({query.timezone}).",
+            "",
+            "## At a glance",
+            "",
+            "| Measure | Value |",
+            "|---|---|",
+        ]
+        for measure, value in _headline(total):
+            lines.append(f"| {measure} | {value} |")
+        if query.group_by is not None:
+            lines += ["", f"## {_GROUP_TITLES[query.group_by]}", ""]
+            groups = self.groups
+            lines.append(to_markdown(groups).rstrip("\n") if groups else "No activity.")
+        return "\n".join(lines) + "\n"
+
+
+def _stats(stats: DurationStats, *parts: str) -> str:
+    if not stats.count:
+        return "–"
+    values = " / ".join(format_duration(getattr(stats, part)) for part in parts)
+    return f"{values} ({stats.count})"
+
+
+def _answers(value: str, count: int) -> str:
+    return f"{value} ({count} answers)" if count else "–"
+
+
+def _headline(row: MetricsRow) -> list[tuple[str, str]]:
+    concluded = row.follow_ups_completed + row.follow_ups_failed
+    lines = [
+        ("Tickets opened", str(row.opened)),
+        ("Resolved / closed", f"{row.resolved} / {row.closed}"),
+        ("Backlog at the end", str(row.backlog)),
+        (
+            "First response: median / p90 / mean",
+            _stats(row.first_response, "median", "p90", "mean"),
+        ),
+    ]
+    if row.first_response_business is not None:
+        lines.append(
+            ("First response in business hours: median / p90 / mean",
+             _stats(row.first_response_business, "median", "p90", "mean"))
+        )  # fmt: skip
+    lines += [
+        ("Next response: median / p90", _stats(row.next_response, "median", "p90")),
+        ("Resolution time: median / p90", _stats(row.resolution, "median", "p90")),
+        ("Handle time: median / mean", _stats(row.handle, "median", "mean")),
+        ("First-contact resolution", format_rate(row.fcr_rate)),
+        ("Reopened", format_rate(row.reopen_rate)),
+        ("SLA met: first response / next response / resolution",
+         " / ".join(format_rate(row.sla_rate(c)) for c in
+                    ("first_response", "next_response", "resolution"))),
+        ("CSAT (4 or 5 of 5)", _answers(format_rate(row.csat), row.csat_responses)),
+        ("NPS", _answers(format_rate(row.nps, signed=True), row.nps_responses)),
+        ("Customer effort (1 easy – 7 hard)",
+         _answers(f"{row.ces:.1f}" if row.ces is not None else "–", row.ces_responses)),
+        ("Escalations", str(row.escalations)),
+        ("Follow-ups that reached the customer",
+         f"{format_rate(row.follow_up_completion_rate)} of {concluded}" if concluded else "–"),
+    ]  # fmt: skip
+    return lines
+
+
+def report(
+    desk: Desk,
+    start: datetime,
+    end: datetime,
+    tz: str = "UTC",
+    *,
+    title: str,
+    group_by: str | None = None,
+    calendar: BusinessCalendar | None = None,
+    history_from: datetime | None = None,
+) -> Report:
+    """The metrics of ``[start, end)`` as one period (grouped when asked), read in one pass."""
+    query = MetricsQuery(start, end, tz, group_by=group_by, calendar=calendar, include_total=True)
+    with desk.store.transaction() as uow:
+        rows: Sequence[MetricsRow] = compute(uow.iter_events(history_from, query.end), query)
+    return Report(title, query, tuple(rows))
+
+
+def _midnight(day: date, tz: str) -> datetime:
+    try:
+        zone = ZoneInfo(tz)
+    except (ValueError, KeyError, OSError):
+        raise ValidationError("tz", tz, "an IANA time zone name like 'Asia/Shanghai'") from None
+    return datetime.combine(day, time(), zone)
+
+
+def daily_report(
+    desk: Desk,
+    day: date,
+    tz: str = "UTC",
+    *,
+    group_by: str | None = None,
+    calendar: BusinessCalendar | None = None,
+    history_from: datetime | None = None,
+) -> Report:
+    """The report of one day, midnight to midnight in ``tz``."""
+    start = _midnight(day, tz)
+    end = _midnight(day + timedelta(days=1), tz)
+    return report(desk, start, end, tz, title=f"Daily support report: {day:%Y-%m-%d}",
+                  group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip
+
+
+def weekly_report(
+    desk: Desk,
+    week_of: date,
+    tz: str = "UTC",
+    *,
+    group_by: str | None = None,
+    calendar: BusinessCalendar | None = None,
+    history_from: datetime | None = None,
+) -> Report:
+    """The report of the week (Monday to Sunday in ``tz``) that contains ``week_of``."""
+    monday = week_of - timedelta(days=week_of.weekday())
+    start = _midnight(monday, tz)
+    end = _midnight(monday + timedelta(days=7), tz)
+    return report(desk, start, end, tz, title=f"Weekly support report: week of {monday:%Y-%m-%d}",
+                  group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip
+
+
+def monthly_report(
+    desk: Desk,
+    year: int,
+    month: int,
+    tz: str = "UTC",
+    *,
+    group_by: str | None = None,
+    calendar: BusinessCalendar | None = None,
+    history_from: datetime | None = None,
+) -> Report:
+    """The report of a calendar month in ``tz``."""
+    if not 1 <= month <= 12:
+        raise ValidationError("month", month, "1 to 12")
+    first = date(year, month, 1)
+    following = date(year + month // 12, month % 12 + 1, 1)
+    start, end = _midnight(first, tz), _midnight(following, tz)
+    return report(desk, start, end, tz, title=f"Monthly support report: {first:%Y-%m}",
+                  group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip

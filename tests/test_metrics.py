@@ -1,0 +1,428 @@
+"""Metrics from the event stream, checked against numbers worked out by hand.
+
+The scenario (``six_tickets``) runs through a real Desk on Monday 1 June 2026, UTC times:
+
+====  ==========================================================================================
+T1    email, agent_a. Opened 01:00, reply 01:10, resolved 02:00. Survey: CSAT 5, NPS 10, CES 2.
+T2    chat, agent_b. Opened 01:30, reply 01:50, waits on the customer 01:55, customer writes
+      02:00, reply 02:30, resolved 02:50. Survey: CSAT 2, NPS 6, CES 5 -> a follow-up, reached
+      and satisfied at 09:00.
+T3    email, agent_a. Opened 02:00; first response breached at 03:00; escalated 03:30; reply
+      04:00; resolved 05:00; the customer writes 05:50 (reopened); reply 06:30; resolved 07:00.
+T4    phone, agent_b. Opened 03:00, reply 03:40, reply 04:00, escalated 04:30, resolved 05:00.
+T5    email, unassigned. Opened 04:00, reply by agent_a 04:50, escalated 05:30; still open.
+T6    web, unassigned. Opened 05:00, cancelled 05:30.
+====  ==========================================================================================
+
+SLA (24x7): first response 1 h, resolution 8 h. Escalation: the team lead after 90 minutes.
+Office hours for business time: Shanghai 09:30-12:00 and 13:00-18:00, i.e. 01:30-04:00 and
+05:00-10:00 UTC on that Monday. In New York (UTC-4) 04:00 UTC is midnight between Sunday
+31 May and Monday 1 June: a day, a week and a month boundary at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import attrs
+import pytest
+
+from supportflow import (
+    BusinessCalendar,
+    Customer,
+    Desk,
+    EscalationLevel,
+    EscalationPolicy,
+    IdleChatPolicy,
+    Priority,
+    SlaPolicy,
+    SlaTarget,
+)
+from supportflow.errors import ValidationError
+from supportflow.events import Event, EventType
+from supportflow.extensions.feedback import FeedbackExtension
+from supportflow.feedback import FeedbackPolicy
+from supportflow.metrics import (
+    DurationStats,
+    MetricsQuery,
+    MetricsRow,
+    _Run,
+    compute,
+    to_csv,
+    to_markdown,
+)
+from supportflow.services import FeedbackService, daily_report, monthly_report, weekly_report
+from supportflow.storage import OutboxStatus, Record
+from supportflow.testing import ManualClock, scenario_desk
+
+UTC = timezone.utc
+MONDAY = datetime(2026, 6, 1, tzinfo=UTC)
+SHANGHAI = "Asia/Shanghai"
+NEW_YORK = "America/New_York"
+OFFICE = BusinessCalendar(
+    SHANGHAI, {day: [("09:30", "12:00"), ("13:00", "18:00")] for day in range(5)}
+)
+SECRET = b"metrics-test-secret-0123456789"
+
+
+def at(hour: int, minute: int = 0) -> datetime:
+    return MONDAY + timedelta(hours=hour, minutes=minute)
+
+
+def minutes(value: float) -> timedelta:
+    return timedelta(minutes=value)
+
+
+def stats(median: float, p90: float, mean: float, count: int) -> DurationStats:
+    return DurationStats(count, minutes(median), minutes(p90), minutes(mean))
+
+
+def survey_token(desk: Desk, ticket_id: str) -> str:
+    with desk.store.transaction() as uow:
+        for entry in uow.list_outbox(OutboxStatus.PENDING, limit=10_000):
+            note = entry.notification
+            if note.kind == "survey" and note.ticket_id == ticket_id:
+                return str(note.data["token"])
+    raise AssertionError(f"no survey was sent for {ticket_id}")
+
+
+@attrs.frozen
+class Scenario:
+    desk: Desk
+    clock: ManualClock
+    ids: dict[str, str]
+
+    def events(self) -> list[Event]:
+        with self.desk.store.transaction() as uow:
+            return list(uow.iter_events())
+
+    def compute(self, start: datetime, end: datetime, **options: Any) -> list[MetricsRow]:
+        return compute(iter(self.events()), MetricsQuery(start, end, **options))
+
+
+def _open(desk: Desk, name: str, channel: str, assignee: str | None) -> str:
+    ticket = desk.open_ticket(
+        subject=f"{name}: cannot log in",
+        body="...",
+        customer=Customer(id=f"c-{name}", name=name, contacts={"email": f"{name}@example.com"}),
+        channel=channel,
+        assignee=assignee,
+    )
+    return ticket.id
+
+
+@pytest.fixture(scope="module")
+def six_tickets() -> Scenario:
+    feedback = FeedbackExtension(
+        FeedbackPolicy(secret=SECRET, survey_delay=timedelta(hours=1),
+                       follow_up_delay=timedelta(hours=2))
+    )  # fmt: skip
+    desk, clock = scenario_desk(
+        at(1),
+        sla=[SlaPolicy("standard", targets={Priority.NORMAL: SlaTarget(
+            first_response=timedelta(hours=1), resolution=timedelta(hours=8))})],
+        escalation=[EscalationPolicy("lead", levels=[
+            EscalationLevel("team lead", after=minutes(90), notify=["team_lead"])])],
+        idle_chat=IdleChatPolicy(enabled=False),
+        extensions=feedback.extensions,
+    )  # fmt: skip
+    service = FeedbackService(desk, feedback)
+    ids: dict[str, str] = {}
+
+    def step(hour: int, minute: int = 0) -> None:
+        clock.set(at(hour, minute))
+
+    ids["T1"] = _open(desk, "T1", "email", "agent_a")
+    step(1, 10)
+    desk.reply(ids["T1"], "Try this", by="agent_a")
+    step(1, 30)
+    ids["T2"] = _open(desk, "T2", "chat", "agent_b")
+    step(1, 50)
+    desk.reply(ids["T2"], "Which browser?", by="agent_b")
+    step(1, 55)
+    desk.fire(ids["T2"], "wait_on_customer", by="agent_b")
+    step(2)
+    desk.resolve(ids["T1"], by="agent_a")
+    desk.reply(ids["T2"], "Firefox", by="c-T2", role="customer")
+    ids["T3"] = _open(desk, "T3", "email", "agent_a")
+    step(2, 30)
+    desk.reply(ids["T2"], "Clear the cache", by="agent_b")
+    step(2, 50)
+    desk.resolve(ids["T2"], by="agent_b")
+    step(3)
+    ids["T4"] = _open(desk, "T4", "phone", "agent_b")
+    step(3, 40)
+    desk.reply(ids["T4"], "Checking", by="agent_b")
+    step(4)
+    desk.reply(ids["T3"], "Sorry for the wait", by="agent_a")
+    desk.reply(ids["T4"], "Found it", by="agent_b")
+    ids["T5"] = _open(desk, "T5", "email", None)
+    step(4, 50)
+    desk.reply(ids["T5"], "On it", by="agent_a")
+    step(5)
+    desk.resolve(ids["T3"], by="agent_a")
+    desk.resolve(ids["T4"], by="agent_b")
+    ids["T6"] = _open(desk, "T6", "web", None)
+    step(5, 30)
+    desk.cancel(ids["T6"], by="agent_a", reason="duplicate")
+    step(5, 50)
+    desk.reply(ids["T3"], "Still broken", by="c-T3", role="customer")
+    step(6, 30)
+    desk.reply(ids["T3"], "Fixed for real", by="agent_a")
+    step(7)
+    desk.resolve(ids["T3"], by="agent_a")
+    step(7, 30)
+    desk.run_due()
+    step(8)
+    service.respond(survey_token(desk, ids["T1"]), csat=5, nps=10, ces=2)
+    service.respond(survey_token(desk, ids["T2"]), csat=2, nps=6, ces=5)
+    step(9)
+    service.complete_follow_up(ids["T2"], "reached_satisfied", by="agent_b")
+    return Scenario(desk, clock, ids)
+
+
+SHANGHAI_DAY = (datetime(2026, 6, 1, tzinfo=ZoneInfo(SHANGHAI)),
+                datetime(2026, 6, 2, tzinfo=ZoneInfo(SHANGHAI)))  # fmt: skip
+
+
+def test_the_day_in_one_row_matches_the_hand_count(six_tickets: Scenario) -> None:
+    [row] = six_tickets.compute(*SHANGHAI_DAY, timezone=SHANGHAI, calendar=OFFICE)
+    assert (row.opened, row.resolved, row.closed, row.backlog) == (6, 5, 1, 1)
+    # First responses: 10, 20, 40, 120 (T3, breached) and 50 minutes.
+    assert row.first_response == stats(40, 120, 48, 5)
+    # In office hours T1 (before 09:30) and T5 (over lunch) took none: 0, 0, 20, 40, 120.
+    assert row.first_response_business == stats(20, 120, 36, 5)
+    assert row.next_response == stats(35, 40, 35, 2)  # T2 30 min, T3 40 min
+    # Resolutions 60, 80, 120, 180 and (T3 again) 300 minutes from creation.
+    assert row.resolution == stats(120, 300, 148, 5)
+    # Time in active statuses: T1 60, T2 25 + 50, T4 120, T3 180 then 180 + 70.
+    assert row.handle == stats(120, 250, 137, 5)
+    assert (row.first_resolutions, row.first_contact_resolutions, row.reopened) == (4, 1, 1)
+    assert row.fcr_rate == 25.0
+    assert row.reopen_rate == 25.0
+    assert (row.sla["first_response"].met, row.sla["first_response"].breached) == (4, 1)
+    assert row.sla_rate("first_response") == 80.0
+    assert (row.sla["resolution"].met, row.sla["resolution"].breached) == (5, 0)
+    assert row.sla_rate("resolution") == 100.0
+    assert row.sla_rate("next_response") is None
+    assert (row.csat_responses, row.csat, row.nps, row.ces) == (2, 50.0, 0.0, 3.5)
+    assert row.escalations == 3
+    assert (row.follow_ups_completed, row.follow_ups_failed) == (1, 0)
+    assert row.follow_up_completion_rate == 100.0
+
+
+def test_grouping_by_channel(six_tickets: Scenario) -> None:
+    rows = six_tickets.compute(*SHANGHAI_DAY, timezone=SHANGHAI, group_by="channel")
+    by = {row.group: row for row in rows}
+    assert list(by) == ["chat", "email", "phone", "web"]
+    email, chat = by["email"], by["chat"]
+    assert (email.opened, email.resolved, email.closed, email.backlog) == (3, 3, 0, 1)
+    assert email.first_response == stats(50, 120, 60, 3)
+    assert (email.sla["first_response"].met, email.sla["first_response"].breached) == (2, 1)
+    assert (email.fcr_rate, email.reopen_rate, email.escalations) == (50.0, 50.0, 2)
+    assert (email.csat, email.nps, email.ces) == (100.0, 100.0, 2.0)
+    assert (chat.opened, chat.resolved, chat.first_response.median) == (1, 1, minutes(20))
+    assert chat.next_response == stats(30, 30, 30, 1)
+    assert (chat.csat, chat.nps, chat.ces, chat.follow_ups_completed) == (0.0, -100.0, 5.0, 1)
+    assert (by["phone"].escalations, by["phone"].fcr_rate) == (1, 0.0)
+    assert (by["web"].opened, by["web"].closed, by["web"].backlog) == (1, 1, 0)
+    assert by["web"].first_response.count == 0
+    assert by["web"].first_response_business is None  # no calendar asked for
+
+
+def test_grouping_by_agent_gives_response_times_to_who_replied(six_tickets: Scenario) -> None:
+    rows = six_tickets.compute(
+        *SHANGHAI_DAY, timezone=SHANGHAI, group_by="agent", include_total=True
+    )
+    total, *groups = rows
+    by = {row.group: row for row in groups}
+    assert total.group is None
+    assert (total.opened, total.first_response) == (6, stats(40, 120, 48, 5))
+    assert list(by) == ["(none)", "agent_a", "agent_b"]
+    # T5 has no assignee, but agent_a answered it.
+    assert by["agent_a"].first_response == stats(50, 120, 60, 3)
+    assert by["agent_b"].first_response == stats(30, 40, 30, 2)
+    assert by["(none)"].first_response.count == 0
+    assert (by["(none)"].opened, by["(none)"].backlog, by["(none)"].escalations) == (2, 1, 1)
+    assert (by["agent_a"].opened, by["agent_a"].resolved, by["agent_a"].csat) == (2, 3, 100.0)
+    assert (by["agent_b"].resolved, by["agent_b"].csat, by["agent_b"].follow_ups_completed) == (
+        2,
+        0.0,
+        1,
+    )
+
+
+def _split_in_new_york(row_may: MetricsRow, row_june: MetricsRow) -> None:
+    assert (row_may.opened, row_may.resolved, row_may.closed, row_may.backlog) == (4, 2, 0, 2)
+    assert row_may.first_response == stats(20, 40, 70 / 3, 3)
+    assert (row_may.sla["first_response"].met, row_may.sla["first_response"].breached) == (3, 1)
+    assert (row_may.fcr_rate, row_may.escalations) == (50.0, 1)
+    assert (row_june.opened, row_june.resolved, row_june.closed, row_june.backlog) == (2, 3, 1, 1)
+    assert row_june.first_response == stats(85, 120, 85, 2)
+    assert (row_june.sla["first_response"].met, row_june.sla["first_response"].breached) == (1, 0)
+    assert (row_june.fcr_rate, row_june.reopen_rate, row_june.escalations) == (0.0, 50.0, 2)
+    assert row_june.csat_responses == 2
+
+
+@pytest.mark.parametrize(
+    ("period", "first_start"),
+    [("day", datetime(2026, 5, 31)), ("week", datetime(2026, 5, 25)),
+     ("month", datetime(2026, 5, 1))],
+)  # fmt: skip
+def test_periods_cut_at_new_york_midnight(
+    six_tickets: Scenario, period: str, first_start: datetime
+) -> None:
+    zone = ZoneInfo(NEW_YORK)
+    start, end = datetime(2026, 5, 31, tzinfo=zone), datetime(2026, 6, 2, tzinfo=zone)
+    rows = six_tickets.compute(start, end, timezone=NEW_YORK, period=period)
+    if period == "day":
+        assert [r.period_start for r in rows] == [start, datetime(2026, 6, 1, tzinfo=zone)]
+    assert rows[0].period_start == first_start.replace(tzinfo=zone)
+    assert rows[0].period_start.utcoffset() == timedelta(hours=-4)
+    assert rows[1].period_start == datetime(2026, 6, 1, tzinfo=zone)
+    _split_in_new_york(rows[0], rows[1])
+
+
+def test_backlog_is_carried_through_quiet_periods(six_tickets: Scenario) -> None:
+    zone = ZoneInfo(SHANGHAI)
+    rows = six_tickets.compute(
+        datetime(2026, 6, 1, tzinfo=zone), datetime(2026, 6, 5, tzinfo=zone),
+        timezone=SHANGHAI, period="day",
+    )  # fmt: skip
+    assert [(r.opened, r.backlog) for r in rows] == [(6, 1), (0, 1), (0, 1), (0, 1)]
+
+
+def test_events_before_the_range_build_state_but_do_not_count(six_tickets: Scenario) -> None:
+    # From 05:00 UTC on: T3's reopen and NRT count, its opening and first resolution do not.
+    [row] = six_tickets.compute(at(5), at(12))
+    assert (row.opened, row.resolved, row.closed, row.backlog) == (1, 3, 1, 1)
+    assert row.next_response == stats(40, 40, 40, 1)
+    assert row.resolution == stats(180, 300, 200, 3)  # T4 120, T3 180 and 300
+    assert row.first_resolutions == 2  # T3 and T4 were first resolved at 05:00
+    assert row.reopened == 1
+
+
+def test_csv_and_markdown_shapes(six_tickets: Scenario) -> None:
+    rows = six_tickets.compute(*SHANGHAI_DAY, timezone=SHANGHAI, group_by="channel",
+                               include_total=True, calendar=OFFICE)  # fmt: skip
+    table = list(csv.reader(io.StringIO(to_csv(rows))))
+    header, lines = table[0], table[1:]
+    assert len(lines) == 5
+    assert header[:7] == ["period_start", "period_end", "group", "opened", "resolved",
+                          "closed", "backlog"]  # fmt: skip
+    assert "first_response_business_median_s" in header
+    assert all(len(line) == len(header) for line in lines)
+    total = dict(zip(header, lines[0], strict=True))
+    assert (total["group"], total["opened"], total["first_response_median_s"]) == (
+        "",
+        "6",
+        "2400.00",
+    )
+    assert (total["fcr_rate"], total["sla_first_response_rate"], total["nps"]) == (
+        "25.00",
+        "80.00",
+        "0.00",
+    )
+    assert total["sla_next_response_rate"] == ""  # never measured
+    assert total["period_start"] == "2026-06-01T00:00:00+08:00"
+    markdown = to_markdown(rows).splitlines()
+    assert len(markdown) == 2 + 5
+    assert markdown[0].startswith("| Period | Group | Opened |")
+    assert markdown[1].count("---") == markdown[0].count("|") - 1
+    assert "| all | 6 | 5 | 1 | 1 | 40m 00s | 2h 00m | 48m 00s | 20m 00s |" in markdown[2]
+    assert "| email | 3 |" in markdown[4]
+    assert "| 25.0% | 25.0% | 80.0% | – | 100.0% | 50.0% | +0 | 3.5 | 3 | 100.0% |" in markdown[2]
+
+
+def test_reports_read_the_store(six_tickets: Scenario) -> None:
+    desk = six_tickets.desk
+    daily = daily_report(desk, MONDAY.date(), SHANGHAI, group_by="channel")
+    assert daily.total.opened == 6
+    assert [r.group for r in daily.groups] == ["chat", "email", "phone", "web"]
+    text = daily.to_markdown()
+    assert text.startswith("# Daily support report: 2026-06-01\n")
+    assert "| Tickets opened | 6 |" in text
+    assert "| First response: median / p90 / mean | 40m 00s / 2h 00m / 48m 00s (5) |" in text
+    assert "| CSAT (4 or 5 of 5) | 50.0% (2 answers) |" in text
+    assert "## By channel" in text
+    weekly = weekly_report(desk, MONDAY.date(), NEW_YORK)
+    assert (weekly.total.opened, weekly.total.backlog) == (2, 1)  # Monday to Sunday in New York
+    monthly = monthly_report(desk, 2026, 5, NEW_YORK)
+    assert (monthly.total.opened, monthly.total.backlog) == (4, 2)
+    assert monthly.groups == ()
+    assert "## By" not in monthly.to_markdown()
+
+
+def test_feedback_records_fill_in_answers_the_events_lack() -> None:
+    opened = Event("t-1", 1, EventType.TICKET_OPENED, at(1), "c-1", {"channel": "email"})
+    answered = Event("t-1", 2, EventType.FEEDBACK_RECORDED, at(2), "c-1",
+                     {"survey_id": "s-1", "csat": 5, "channel": "email"})  # fmt: skip
+    imported = Record("survey", "s-2", {"csat": 1, "nps": 10, "channel": "phone",
+                                        "answered_at": at(3).isoformat()},
+                      at(3), at(3), "t-2", "answered")  # fmt: skip
+    repeated = attrs.evolve(imported, id="s-1", data={"csat": 1, "channel": "email"})
+    outside = attrs.evolve(imported, id="s-3", data={"csat": 1, "answered_at": at(30).isoformat()})
+    unanswered = attrs.evolve(imported, id="s-4", status="sent")
+    query = MetricsQuery(at(0), at(24), group_by="channel")
+    rows = compute([opened, answered], query, [imported, repeated, outside, unanswered])
+    by = {row.group: row for row in rows}
+    assert (by["email"].csat_responses, by["email"].csat) == (1, 100.0)
+    assert (by["phone"].csat_responses, by["phone"].csat, by["phone"].nps) == (1, 0.0, 100.0)
+
+
+def _history(count: int) -> Iterator[Event]:
+    """``count`` tickets opened a minute apart, each closed ten minutes after it opened."""
+    for number in range(count):
+        ticket = f"t-{number}"
+        opened_at = at(0) + minutes(number)
+        yield Event(ticket, 1, EventType.TICKET_OPENED, opened_at, "c", {"channel": "email"})
+        yield Event(ticket, 2, EventType.STATUS_CHANGED, opened_at + minutes(10), "a",
+                    {"from_category": "new", "to_category": "closed"})  # fmt: skip
+
+
+def test_closed_tickets_are_forgotten_and_the_stream_is_read_once() -> None:
+    events = sorted(_history(200), key=lambda e: e.at)
+    stream = iter(events)
+    run = _Run(MetricsQuery(at(0), at(24)))
+    run.consume(stream)
+    assert next(stream, None) is None
+    assert run.tickets == {}  # only open tickets are remembered
+    [row] = run.rows()
+    assert (row.opened, row.closed, row.backlog) == (200, 200, 0)
+
+
+def test_reading_stops_at_the_end_of_the_range() -> None:
+    events = sorted(_history(30), key=lambda e: e.at)
+    stream = iter(events)
+    [row] = compute(stream, MetricsQuery(at(0), at(0) + minutes(15)))
+    assert (row.opened, row.closed, row.backlog) == (15, 5, 10)
+    assert next(stream).at >= at(0) + minutes(15)  # the rest was left unread
+
+
+def test_query_is_checked() -> None:
+    with pytest.raises(ValidationError, match="end="):
+        MetricsQuery(at(2), at(1))
+    with pytest.raises(ValidationError, match="timezone="):
+        MetricsQuery(at(0), at(1), timezone="Mars/Olympus")
+    with pytest.raises(ValidationError, match="period="):
+        MetricsQuery(at(0), at(1), period="fortnight")
+    with pytest.raises(ValidationError, match="start="):
+        MetricsQuery(datetime(2026, 6, 1), at(1))  # naive
+
+
+def test_month_report_example_runs() -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "month_report.py"
+    result = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "# Monthly support report: 2026-03" in result.stdout
+    assert "## By channel" in result.stdout
