@@ -16,6 +16,7 @@ them into timers without recomputing business time.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -27,6 +28,7 @@ from supportflow.events import EventDraft, EventType
 from supportflow.model import (
     Channel,
     Priority,
+    Role,
     SlaClock,
     SlaClockState,
     SlaState,
@@ -76,21 +78,43 @@ class SlaTarget:
         return target
 
 
-def _names(values: Iterable[object]) -> frozenset[str]:
-    return frozenset(v.value if isinstance(v, (Priority, Channel)) else str(v) for v in values)
+def _items(values: Iterable[object] | str) -> Iterable[object]:
+    # A lone value (``"vip"``, ``Channel.CHAT``) is one value, not a sequence of characters.
+    return (values,) if isinstance(values, (str, enum.Enum)) else values
+
+
+def _names(values: Iterable[object] | str) -> frozenset[str]:
+    return frozenset(v.value if isinstance(v, enum.Enum) else str(v) for v in _items(values))
+
+
+def _priorities(values: Iterable[Priority | str] | Priority | str) -> frozenset[str]:
+    return frozenset(coerce_enum(Priority, v, "priorities").value for v in _items(values))
+
+
+def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[str]:
+    return frozenset(coerce_enum(Channel, v, "channels").value for v in _items(values))
+
+
+def _tiers(values: Iterable[str] | str) -> frozenset[str]:
+    # Tiers are compared without regard to case, like ``Customer.is_vip``.
+    return frozenset(name.strip().lower() for name in _names(values))
 
 
 @attrs.frozen(slots=True)
 class SlaCondition:
     """Which tickets a policy is for. Empty sets mean "any"; all given sets must match.
 
+    Priorities and channels are checked when the condition is built (a typo raises
+    :class:`~supportflow.errors.ValidationError`); tiers match without regard to case; a
+    lone value (``tags="vip"``) is one value.
+
     >>> SlaCondition(channels=["chat"]).explain(ticket)          # doctest: +SKIP
     'channel chat'
     """
 
-    priorities: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
-    channels: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
-    tiers: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    priorities: frozenset[str] = attrs.field(default=frozenset(), converter=_priorities)
+    channels: frozenset[str] = attrs.field(default=frozenset(), converter=_channels)
+    tiers: frozenset[str] = attrs.field(default=frozenset(), converter=_tiers)
     categories: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
     tags: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
@@ -100,7 +124,7 @@ class SlaCondition:
         checks = (
             ("priority", self.priorities, {ticket.priority.value}),
             ("channel", self.channels, {ticket.channel.value}),
-            ("tier", self.tiers, {ticket.customer.tier.lower()}),
+            ("tier", self.tiers, {ticket.customer.tier.strip().lower()}),
             ("category", self.categories, {ticket.category} if ticket.category else set()),
             ("tag", self.tags, set(ticket.tags)),
         )
@@ -263,21 +287,33 @@ class SlaEngine:
                 # Keep the business time already counted, under the new targets and calendar.
                 state = self._retarget(state, current, policy, reason, after.priority, now)
                 events.append(_applied(policy, reason, after.priority, now))
+            elif reason != state.reason:
+                state = attrs.evolve(state, reason=reason)  # same policy, matched for a new reason
         clocks = {clock.name: clock for clock in state.clocks}
 
         def change(name: str, clock: SlaClock) -> None:
             clocks[name] = _schedule(clock, policy)
 
-        first = clocks.get(FIRST_RESPONSE)
-        nxt = clocks.get(NEXT_RESPONSE)
-        res = clocks.get(RESOLUTION)
         finished = category_after in (StatusCategory.RESOLVED, StatusCategory.CLOSED)
 
+        # A clock that had no promise until now (no target when the ticket opened) starts
+        # from this instant, as the clocks of a ticket no policy matched before do.
+        if not finished:
+            for name in (FIRST_RESPONSE, RESOLUTION):
+                idle = clocks.get(name)
+                if idle is None or idle.cycle or idle.target is None:
+                    continue
+                if name == FIRST_RESPONSE and _answered(after):
+                    continue
+                change(name, attrs.evolve(idle, state=SlaClockState.RUNNING, since=now, cycle=1))
+
+        first = clocks.get(FIRST_RESPONSE)
         if first is not None and first.running:
             if agent_replied:
                 change(FIRST_RESPONSE, _met(first, policy, now, events))
             elif finished:
                 change(FIRST_RESPONSE, _stop(first, policy, now))
+        nxt = clocks.get(NEXT_RESPONSE)
         if nxt is not None:
             if nxt.running and agent_replied:
                 change(NEXT_RESPONSE, _met(nxt, policy, now, events))
@@ -287,21 +323,27 @@ class SlaEngine:
                 customer_wrote
                 and not nxt.running
                 and nxt.target is not None
-                and not (first is not None and clocks[FIRST_RESPONSE].running)
                 and not finished
+                and _answered(before)  # the customer writes after an agent's reply
             ):
                 change(NEXT_RESPONSE, _restart(nxt, now))
-        if res is not None and res.target is not None:
-            res = clocks[RESOLUTION]
-            if category_after is StatusCategory.RESOLVED and res.running:
+        res = clocks.get(RESOLUTION)
+        if res is not None:
+            if category_after is StatusCategory.RESOLVED and (
+                res.running or res.state is SlaClockState.PAUSED
+            ):
+                # Resolved while waiting: met with the business time counted before the pause.
                 change(RESOLUTION, _met(res, policy, now, events))
-            elif category_after is StatusCategory.CLOSED and res.running:
+            elif category_after is StatusCategory.CLOSED and (
+                res.running or res.state is SlaClockState.PAUSED
+            ):
                 change(RESOLUTION, _stop(res, policy, now))
             elif category_after is StatusCategory.WAITING and res.running:
                 paused = _settle(res, policy.calendar, now)
                 change(RESOLUTION, attrs.evolve(paused, state=SlaClockState.PAUSED))
             elif category_after in (StatusCategory.ACTIVE, StatusCategory.NEW) and (
                 res.state in (SlaClockState.PAUSED, SlaClockState.MET)
+                or (res.state is SlaClockState.STOPPED and res.cycle)  # reopened after closing
             ):
                 change(RESOLUTION, _resume(res, now))
         return attrs.evolve(state, clocks=tuple(clocks[n] for n in CLOCKS if n in clocks)), events
@@ -315,14 +357,15 @@ class SlaEngine:
         priority: Priority,
         now: datetime,
     ) -> SlaState:
+        """The clocks under ``new``'s targets for ``priority``, business time counted so far
+        kept. A running clock left without a target keeps counting, without a due time, so
+        that a later change back finds its elapsed time; a breach stays a breach."""
         clocks = []
         for clock in state.clocks:
             if old is not None:
                 clock = _settle(clock, old.calendar, now)
             target = new.target(priority, clock.name)
             clock = attrs.evolve(clock, target=target, pending_warnings=(), due_at=None)
-            if target is None and clock.running:
-                clock = attrs.evolve(clock, state=SlaClockState.STOPPED)
             clocks.append(_schedule(clock, new))
         return SlaState(new.name, reason, tuple(clocks))
 
@@ -345,20 +388,29 @@ class SlaEngine:
         return timers
 
     def fire(self, ticket: Ticket, timer: Timer) -> _Result:
-        """Apply a due SLA deadline: record the warning or the breach at its due time."""
+        """Apply a due SLA deadline: record the warning or the breach at its due time.
+
+        Warnings not recorded by the time of the breach are dropped: the breach says more.
+        """
         state = ticket.sla
         if state is None:
             return state, []
+        policy = self.policy(state.policy)
+        calendar = policy.calendar if policy is not None else TWENTY_FOUR_SEVEN
         _, name, what, *rest = timer.key.split(":")
         clocks = []
         events: list[EventDraft] = []
         for clock in state.clocks:
-            if clock.name == name and clock.running:
+            if clock.name == name and clock.running and clock.target is not None:
                 if what == "warning":
-                    clock = _warn(clock, int(rest[0]), timer.due_at, events)
+                    clock = _warn(clock, state.policy, calendar, int(rest[0]), timer.due_at, events)
                 elif what == "breach" and not clock.breached:
                     clock = attrs.evolve(
-                        clock, state=SlaClockState.BREACHED, breached_at=timer.due_at, due_at=None
+                        clock,
+                        state=SlaClockState.BREACHED,
+                        breached_at=timer.due_at,
+                        due_at=None,
+                        pending_warnings=(),
                     )
                     events.append(
                         EventDraft(
@@ -369,6 +421,7 @@ class SlaEngine:
                                 "policy": state.policy,
                                 "target_seconds": _seconds(clock.target),
                                 "due_at": timer.due_at.isoformat(),
+                                "cycle": clock.cycle,
                             },
                         )
                     )
@@ -377,7 +430,12 @@ class SlaEngine:
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, ticket: Ticket, now: datetime) -> list[ClockReading]:
-        """Each clock of the ticket as it stands at ``now`` (exact remaining business time)."""
+        """Each clock of the ticket as it stands at ``now`` (exact remaining business time).
+
+        A reading is a projection of the clock as stored: a clock whose due time has passed
+        by ``now`` reads as breached at its due time, whether or not the breach has been
+        recorded yet (``Desk.run_due`` records it).
+        """
         if ticket.sla is None:
             return []
         policy = self.policy(ticket.sla.policy)
@@ -388,16 +446,19 @@ class SlaEngine:
             if clock.running and clock.since is not None:
                 elapsed += calendar.between(clock.since, now)
             remaining = clock.target - elapsed if clock.target is not None else None
+            state, due_at, breached_at = clock.state, clock.due_at, clock.breached_at
+            if clock.running and due_at is not None and breached_at is None and due_at <= now:
+                state, due_at, breached_at = SlaClockState.BREACHED, None, due_at
             readings.append(
                 ClockReading(
                     clock.name,
-                    clock.state,
+                    state,
                     clock.target,
                     elapsed,
                     remaining,
-                    clock.due_at,
+                    due_at,
                     clock.met_at,
-                    clock.breached_at,
+                    breached_at,
                 )
             )
         return readings
@@ -420,8 +481,8 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
     calendar, target, since = policy.calendar, clock.target, clock.since
     pending = []
     for percent in policy.warnings:
-        if percent in clock.warnings_fired or clock.breached:
-            continue
+        if percent in clock.warnings_fired or clock.breached or clock.elapsed >= target:
+            continue  # a clock already past its target is due for its breach, not a warning
         mark = target * percent / 100
         left = mark - clock.elapsed
         pending.append((percent, calendar.add(since, left) if left > timedelta(0) else since))
@@ -433,7 +494,10 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
 
 
 def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDraft]) -> SlaClock:
+    """The clock done at ``now``; ``SlaMet`` is recorded when a promise was kept or broken."""
     settled = _settle(clock, policy.calendar, now)
+    if settled.target is None:  # counting without a promise: nothing to report
+        return attrs.evolve(settled, state=SlaClockState.MET, met_at=now)
     events.append(
         EventDraft(
             EventType.SLA_MET,
@@ -473,20 +537,30 @@ def _restart(clock: SlaClock, now: datetime) -> SlaClock:
     )
 
 
-def _warn(clock: SlaClock, percent: int, at: datetime, events: list[EventDraft]) -> SlaClock:
+def _warn(
+    clock: SlaClock,
+    policy: str,
+    calendar: BusinessCalendar,
+    percent: int,
+    at: datetime,
+    events: list[EventDraft],
+) -> SlaClock:
     if percent in clock.warnings_fired:
         return clock
     pending = tuple(item for item in clock.pending_warnings if item[0] != percent)
-    remaining = (clock.target or timedelta(0)) * (100 - percent) / 100
+    elapsed = _settle(clock, calendar, at).elapsed
+    remaining = (clock.target or timedelta(0)) - elapsed
     events.append(
         EventDraft(
             EventType.SLA_WARNING,
             at,
             {
                 "clock": clock.name,
+                "policy": policy,
                 "threshold": percent,
                 "due_at": clock.due_at.isoformat() if clock.due_at else None,
                 "remaining_seconds": _seconds(remaining),
+                "cycle": clock.cycle,
             },
         )
     )
@@ -495,6 +569,11 @@ def _warn(clock: SlaClock, percent: int, at: datetime, events: list[EventDraft])
         warnings_fired=(*clock.warnings_fired, percent),
         pending_warnings=pending,
     )
+
+
+def _answered(ticket: Ticket) -> bool:
+    """Whether an agent has publicly replied on the ticket."""
+    return any(m.role is Role.AGENT and m.public for m in reversed(ticket.messages))
 
 
 def _applied(policy: SlaPolicy, reason: str, priority: Priority, now: datetime) -> EventDraft:
