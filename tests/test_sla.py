@@ -995,3 +995,20 @@ def test_conditions_refuse_unknown_channels_and_priorities() -> None:
         SlaCondition(priorities=["critical"])
     assert SlaCondition(tags="vip").tags == frozenset({"vip"})
     assert SlaCondition(channels="chat").channels == frozenset({"chat"})
+
+
+def test_an_answer_at_the_due_instant_meets_the_target() -> None:
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("UTC"))
+    clock = ManualClock(start)
+    policy = SlaPolicy(
+        "chat", targets={Priority.NORMAL: SlaTarget(first_response=timedelta(minutes=3))}
+    )
+    desk = Desk(store=MemoryStore(), clock=clock, sla=[policy])
+    ticket = desk.open_ticket(
+        subject="Hi", body="anyone?", customer=Customer(id="c"), channel="chat"
+    )
+    clock.advance(minutes=3)
+    desk.reply(ticket.id, "Hello!", by="agent_li")
+    met = [e for e in desk.history(ticket.id) if e.type == "SlaMet"]
+    assert [e.data["late"] for e in met] == [False]
+    assert not [e for e in desk.history(ticket.id) if e.type == "SlaBreached"]

@@ -616,8 +616,12 @@ class Change:
             timers.extend(extension.timers(self))
         return timers
 
-    def catch_up(self) -> None:
-        """Handle every deadline due by ``now``, earliest first, each at its own time."""
+    def catch_up(self, *, before_command: bool = False) -> None:
+        """Handle every deadline due by ``now``, earliest first, each at its own time.
+
+        Before a command, a deadline falling exactly at ``now`` is left to after it: an answer
+        given at the due instant meets the target.
+        """
         ticket = self._ticket
         if (
             ticket is not None
@@ -627,7 +631,11 @@ class Change:
         ):
             return  # as stored: its earliest deadline is still ahead
         for _ in range(_MAX_DUE_STEPS):
-            due = [timer for timer in self.timers() if timer.due_at <= self.now]
+            due = [
+                timer
+                for timer in self.timers()
+                if timer.due_at < self.now or (timer.due_at == self.now and not before_command)
+            ]
             if not due:
                 self.at = self.now
                 return

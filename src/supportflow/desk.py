@@ -494,7 +494,7 @@ class Desk:
                             self.rules, uow.get_ticket(ticket_id), now, "system", self._new_id
                         )
                         change.uow = uow
-                        change.catch_up()
+                        change.catch_up(before_command=True)
                         action(change)
                         change.commit(uow, insert=False)
                     for follow_up in change.follow_ups:
