@@ -332,10 +332,14 @@ class Change:
         for extension in self.rules.extensions:
             extension.message_added(self, message)
 
-    def assign(self, assignee: str | None, group: str | None, by: str) -> None:
+    def assign(
+        self, assignee: str | None, group: str | None, by: str, *, release: bool = False
+    ) -> None:
+        """Give the ticket to ``assignee`` and/or ``group`` (``None`` keeps what it has);
+        ``release`` takes it off its agent too, into the group's queue."""
         self.actor = by
         ticket = self.ticket
-        new_assignee = assignee if assignee is not None else ticket.assignee
+        new_assignee = assignee if assignee is not None or release else ticket.assignee
         new_group = group if group is not None else ticket.group
         if (new_assignee, new_group) == (ticket.assignee, ticket.group):
             return
@@ -641,7 +645,10 @@ class Change:
                 return
             # Ties: an SLA deadline is recorded before the escalation it may cause.
             timer = min(due, key=lambda t: (t.due_at, not t.key.startswith("sla:"), t.key))
-            self.at = max(timer.due_at, self.ticket.updated_at)
+            # Never before what this change already recorded: a deadline the command itself
+            # made due (a reopen brings back an overdue escalation) happens after it, now.
+            recorded = self.drafts[-1].at if self.drafts else self.ticket.updated_at
+            self.at = max(timer.due_at, self.ticket.updated_at, recorded)
             actor = self.actor
             self.actor = "system"
             self._fire_timer(timer)
@@ -663,7 +670,7 @@ class Change:
             for event in events:
                 self._notify_sla(event)
         elif kind == "escalation":
-            step = self.rules.escalations.step(ticket, timer)
+            step = self.rules.escalations.step(ticket, timer, self.at)
             # A step that no longer applies is still recorded as handled so it cannot loop.
             self._set(state=self.rules.escalations.record(ticket.state, step)) if step else None
             if step is None:
@@ -688,7 +695,7 @@ class Change:
             self._state(callback_notified=True)
             self.notify(
                 "callback",
-                self._targets(("assignee",)),
+                self._targets(("assignee",)) or self._targets(("team_lead",)),
                 f"[#{ticket.number}] Call the customer back",
                 f"The contact with {ticket.customer.name or ticket.customer.id} dropped; "
                 "call them back now.",
@@ -742,7 +749,9 @@ class Change:
         actions: list[str] = []
         if step.repeat == 0:
             if level.reassign_group is not None or level.reassign_to is not None:
-                self.assign(level.reassign_to, level.reassign_group, "system")
+                # Handed to another group without a named agent: its queue picks it up.
+                release = level.reassign_to is None and level.reassign_group != self.ticket.group
+                self.assign(level.reassign_to, level.reassign_group, "system", release=release)
                 actions.append(f"reassigned to {level.reassign_to or level.reassign_group}")
             if level.raise_priority is not None and level.raise_priority > self.ticket.priority:
                 self.set_priority(level.raise_priority, "system", f"escalation {level.name}",

@@ -182,23 +182,34 @@ class EscalationEngine:
                 continue
             progress = self.progress(ticket, policy.name)
             reached = int(progress["level"])
-            if 0 <= reached < len(policy.levels):
+            last = _last_at(progress)
+            if 0 <= reached < len(policy.levels) and last is not None:
                 current = policy.levels[reached]
                 if current.repeat_every is not None and not progress.get("acked"):
-                    last = datetime.fromisoformat(str(progress["last_at"]))
                     due = _next_repeat(policy.calendar, last, current.repeat_every, now)
                     timers.append(
                         Timer(ticket.id, f"escalation:{policy.name}:repeat", due, "escalation")
                     )
             if reached + 1 < len(policy.levels):
                 due_at = self._due(ticket, policy, policy.levels[reached + 1], now)
+                if due_at is not None and last is not None:
+                    # Levels come one after another: never before the step already taken
+                    # (80% of an SLA may have been used long before the level ahead of it).
+                    due_at = max(due_at, last)
                 if due_at is not None:
                     key = f"escalation:{policy.name}:level:{reached + 1}"
                     timers.append(Timer(ticket.id, key, due_at, "escalation"))
         return timers
 
-    def step(self, ticket: Ticket, timer: Timer) -> EscalationStep | None:
-        """The step a due escalation timer brings, or ``None`` if it no longer applies."""
+    def step(
+        self, ticket: Ticket, timer: Timer, at: datetime | None = None
+    ) -> EscalationStep | None:
+        """The step a due escalation timer brings, or ``None`` if it no longer applies.
+
+        ``at`` is when the step is taken (default: when the timer fell due); repeats count
+        from it.
+        """
+        when = timer.due_at if at is None else max(at, timer.due_at)
         _, name, what, *rest = timer.key.split(":")
         policy = self._by_name.get(name)
         if policy is None:
@@ -211,12 +222,12 @@ class EscalationEngine:
             level = policy.levels[reached]
             repeat = int(progress.get("repeats", 0)) + 1
             reason = f"not acknowledged; repeat {repeat} every {level.repeat_every}"
-            return EscalationStep(name, reached, level, reason, repeat, timer.due_at)
+            return EscalationStep(name, reached, level, reason, repeat, when)
         index = int(rest[0])
         if index != reached + 1 or index >= len(policy.levels):
             return None
         level = policy.levels[index]
-        return EscalationStep(name, index, level, self._reason(ticket, level), 0, timer.due_at)
+        return EscalationStep(name, index, level, self._reason(ticket, level), 0, when)
 
     @staticmethod
     def record(ticket_state: Mapping[str, Any], step: EscalationStep) -> dict[str, Any]:
@@ -271,6 +282,12 @@ class EscalationEngine:
             since = "opened" if level.since == "opened" else "last public update"
             return f"{level.after} of business time since {since}"
         return f"{(level.fraction or 0) * 100:.0f}% of the {level.sla_clock} SLA used"
+
+
+def _last_at(progress: Mapping[str, Any]) -> datetime | None:
+    """When the policy's last step (level reached, or repeat) was taken."""
+    value = progress.get("last_at")
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _next_repeat(
