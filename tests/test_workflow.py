@@ -246,6 +246,29 @@ def test_an_automatic_trigger_the_workflow_does_not_declare_is_refused() -> None
     assert refused.value.value == "triage"
 
 
+def test_a_misspelt_happening_is_refused_instead_of_silently_never_firing() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Workflow(
+            statuses={"new": "new", "working": "active"},
+            transitions=[Transition("work", "new", "working")],
+            initial="new",
+            automatic={"agent_replied": ["work"]},
+        )
+    assert refused.value.field == "automatic"
+    assert refused.value.value == "agent_replied"
+    assert "agent_reply" in str(refused.value)
+
+
+def test_a_lone_automatic_trigger_is_one_trigger_not_its_letters() -> None:
+    workflow = Workflow(
+        statuses={"new": "new", "working": "active"},
+        transitions=[Transition("work", "new", "working")],
+        initial="new",
+        automatic={"agent_reply": "work"},
+    )
+    assert workflow.automatic == {"agent_reply": ("work",)}
+
+
 def test_a_transition_from_any_status_leaves_every_status() -> None:
     workflow = Workflow(
         statuses={"new": "new", "working": "active", "spam": "closed"},
@@ -349,6 +372,18 @@ def test_a_hundred_thousand_tickets_share_one_machine_and_attach_no_model() -> N
     machine = workflow._machine
     for _ in range(100_000):
         assert workflow.next_status("new", "triage") == "open"
+    assert workflow._machine is machine
+    assert len(machine.models) == 0
+
+
+def test_guarded_triggers_run_through_the_shared_machine_and_leave_nothing_behind() -> None:
+    workflow = rma_workflow()
+    machine = workflow._machine
+    ready, missing = ticket_with(serial="SN-1"), ticket_with()
+    for _ in range(2_000):  # guarded moves go through machine.events[...].trigger(holder)
+        assert workflow.next_status("received", "diagnose", ready) == "diagnosing"
+        with pytest.raises(InvalidTransition):
+            workflow.next_status("received", "diagnose", missing)
     assert workflow._machine is machine
     assert len(machine.models) == 0
     gc.collect()

@@ -398,6 +398,7 @@ class Change:
     ) -> None:
         self.actor = by
         ticket = self.ticket
+        changes = dict(changes)  # the caller's dict is reused if the command is retried
         diff: dict[str, list[Any]] = {}
         for name, value in changes.items():
             if getattr(ticket, name) != value:
@@ -487,9 +488,12 @@ class Change:
         if not system:
             missing = self._verification_missing(trigger)
             if missing is not None:
-                raise InvalidTransition(
-                    ticket.id, ticket.status, trigger, workflow.allowed(ticket.status), missing
-                )
+                allowed = [
+                    other
+                    for other in workflow.allowed(ticket.status)
+                    if self._verification_missing(other) is None
+                ]
+                raise InvalidTransition(ticket.id, ticket.status, trigger, allowed, missing)
         status = workflow.next_status(ticket.status, trigger, ticket)
         before_category = workflow.category(ticket.status)
         category = workflow.category(status)

@@ -40,7 +40,7 @@ from supportflow.model import (
 from supportflow.notify import Dispatcher, DispatchReport, LogNotifier, Notifier
 from supportflow.notify.guard import ReplyGuard, ReplyPolicy
 from supportflow.sla import ClockReading, SlaEngine, SlaPolicy, default_sla_policies
-from supportflow.storage import MemoryStore, OutboxEntry, Storage, TicketQuery
+from supportflow.storage import MemoryStore, OutboxEntry, Storage, TicketQuery, UnitOfWork
 from supportflow.workflow import Workflow, default_workflow
 
 __all__ = ["Desk", "DueReport"]
@@ -172,6 +172,8 @@ class Desk:
 
         ``category`` selects all statuses of that category (``"waiting"``, ...).
         """
+        if limit is not None and limit < 0:
+            raise ValidationError("limit", limit, "zero or more, or None for all")
         statuses: list[str] | None = None
         if status is not None:
             statuses = [status] if isinstance(status, str) else list(status)
@@ -212,7 +214,7 @@ class Desk:
         priority: Priority | str | None = None,
         category: str | None = None,
         kind: str = "request",
-        tags: Iterable[str] = (),
+        tags: str | Iterable[str] = (),
         fields: Mapping[str, Any] | None = None,
         impact: str | None = None,
         urgency: str | None = None,
@@ -225,6 +227,8 @@ class Desk:
         _text("body", body)
         if not isinstance(customer, Customer):
             raise ValidationError("customer", customer, "a supportflow.Customer")
+        if not isinstance(customer.id, str) or not customer.id.strip():
+            raise ValidationError("customer", customer, "a customer with a non-empty id")
         channel = coerce_enum(Channel, channel, "channel")
         explicit = priority is not None
         priority = coerce_enum(Priority, priority, "priority") if explicit else Priority.NORMAL
@@ -241,7 +245,7 @@ class Desk:
                 priority_explicit=explicit,
                 category=category,
                 kind=kind,
-                tags=frozenset(tags),
+                tags=_names(tags),
                 fields=dict(fields or {}),
                 impact=impact,
                 urgency=urgency,
@@ -348,8 +352,8 @@ class Desk:
         by: str,
         category: str | None = None,
         kind: str | None = None,
-        add_tags: Iterable[str] = (),
-        remove_tags: Iterable[str] = (),
+        add_tags: str | Iterable[str] = (),
+        remove_tags: str | Iterable[str] = (),
         fields: Mapping[str, Any] | None = None,
         impact: str | None = None,
         urgency: str | None = None,
@@ -365,7 +369,7 @@ class Desk:
             changes["impact"] = impact
         if urgency is not None:
             changes["urgency"] = urgency
-        add, remove = frozenset(add_tags), frozenset(remove_tags)
+        add, remove = _names(add_tags), _names(remove_tags)
         return self._run(
             ticket_id, lambda c: c.update(by, changes, add, remove, dict(fields or {}))
         )
@@ -376,9 +380,24 @@ class Desk:
         if other_id == ticket_id:
             raise ValidationError("other_id", other_id, "a different ticket")
         self.get_ticket(other_id)
-        ticket = self._run(ticket_id, lambda c: c.link(kind, other_id, by))
-        self._run(other_id, lambda c: c.link(_REVERSE.get(kind, kind), ticket_id, by))
-        return ticket
+        reverse = _REVERSE.get(kind, kind)
+
+        def both_sides(change: Change) -> None:
+            change.link(kind, other_id, by)
+
+            def other_side(uow: UnitOfWork) -> None:  # same unit of work: both or neither
+                other = Change(self.rules, uow.get_ticket(other_id), change.now, "system",
+                               self._new_id)  # fmt: skip
+                other.uow = uow
+                other.catch_up()
+                other.link(reverse, ticket_id, by)
+                other.commit(uow, insert=False)
+                for follow_up in other.follow_ups:
+                    follow_up(uow)
+
+            change.follow_ups.append(other_side)
+
+        return self._run(ticket_id, both_sides)
 
     def acknowledge(self, ticket_id: str, *, by: str) -> Ticket:
         """Acknowledge the current escalation level: its repeats stop."""
@@ -511,12 +530,22 @@ class Desk:
         return to_utc(ensure_aware(value, field), field)
 
 
-_REVERSE = {"parent": "child", "child": "parent", "follows": "followed_by"}
+_REVERSE = {
+    "parent": "child",
+    "child": "parent",
+    "follows": "followed_by",
+    "followed_by": "follows",
+}
 
 
 def _text(field: str, value: object, *, empty_ok: bool = True) -> None:
     if not isinstance(value, str) or (not empty_ok and not value.strip()):
         raise ValidationError(field, value, "a non-empty string" if not empty_ok else "a string")
+
+
+def _names(value: str | Iterable[str]) -> frozenset[str]:
+    """Tags given as one string are one tag, not a set of characters."""
+    return frozenset((value,)) if isinstance(value, str) else frozenset(value)
 
 
 def _actor(by: object) -> None:

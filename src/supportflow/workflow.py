@@ -19,6 +19,8 @@ from supportflow.model import StatusCategory, Ticket, coerce_enum
 __all__ = ["Guard", "Transition", "Workflow", "default_workflow"]
 
 ANY_STATUS = "*"
+HAPPENINGS = ("assign", "agent_reply", "customer_reply")
+"""What the desk reports to ``Workflow.automatic``: an assignment, and public replies."""
 
 
 @attrs.frozen(slots=True)
@@ -83,7 +85,7 @@ class Workflow:
         transitions: Sequence[Transition],
         initial: str,
         name: str = "workflow",
-        automatic: Mapping[str, Sequence[str]] | None = None,
+        automatic: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
         self.name = name
         self.statuses: dict[str, StatusCategory] = {}
@@ -99,7 +101,12 @@ class Workflow:
         self.transitions = tuple(transitions)
         self._check_transitions()
         self._check_reachable()
-        self.automatic = {k: tuple(v) for k, v in (automatic or {}).items()}
+        self.automatic: dict[str, tuple[str, ...]] = {}
+        for happening, listed in (automatic or {}).items():
+            # A typo here would silently switch the automation off: only known happenings.
+            if happening not in HAPPENINGS:
+                raise ValidationError("automatic", happening, f"one of {', '.join(HAPPENINGS)}")
+            self.automatic[happening] = _sources(listed)  # a lone trigger is one trigger
         for happening, triggers in self.automatic.items():
             for trigger in triggers:
                 if trigger not in self.triggers:

@@ -1,0 +1,201 @@
+"""Benchmark: Desk commands per second and memory per stored ticket, on the memory store.
+
+Run with ``python benchmarks/bench_core.py`` (from the repository root; ``--profile`` adds a
+cProfile of the command path). Each ticket goes through a whole life of seven commands — open,
+assign, agent reply, wait on customer, customer reply, resolve, close — on a ``MemoryStore``
+driven by a ``ManualClock``, once with the default SLA policies and once with ``sla=[]``.
+Beside it, measured in the same run, the rate of bare ``transitions`` triggers on one shared
+``Machine(model=None, ...)``: the floor the workflow part of a command is built on.
+
+Memory: ``tracemalloc`` before and after storing 20,000 tickets through the same life, minus
+the bytes of their subject, body and message strings, per ticket. Makes no assertions.
+
+Targets (DESIGN.md budget, for reading the figures): at least 25,000 commands/s, at most
+2 KB per stored ticket beyond its text.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import io
+import pstats
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from transitions import Machine
+
+from supportflow import Customer, Desk, ManualClock, default_workflow
+from supportflow.storage import MemoryStore, TicketQuery
+
+TICKETS = 2_000  # per timed run: 14,000 commands
+MEMORY_TICKETS = 20_000
+COMMANDS_PER_LIFE = 7
+LIFE_TRIGGERS = ("triage", "start", "wait_on_customer", "customer_replied", "resolve", "close")
+MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+CUSTOMER = Customer(id="c-17", name="Wang Fang", contacts={"email": "wang.fang@example.com"})
+
+
+def make_desk(sla: list[Any] | None) -> tuple[Desk, ManualClock]:
+    clock = ManualClock(MONDAY)
+    return Desk(store=MemoryStore(), clock=clock, sla=sla), clock
+
+
+def life(desk: Desk, clock: ManualClock, n: int) -> int:
+    """One ticket's whole life; returns the bytes of the text it stored."""
+    subject = f"Password reset mail #{n} never arrives"
+    body = f"I asked for a reset link three times (request {n}) and got nothing."
+    answer = f"Could you look in your spam folder? (ref {n})"
+    thanks = f"Found it, thanks! ({n})"
+    ticket = desk.open_ticket(subject=subject, body=body, customer=CUSTOMER, channel="email")
+    desk.assign(ticket.id, "agent_li", by="lead_zhao")
+    clock.advance(seconds=30)
+    desk.reply(ticket.id, answer, by="agent_li")
+    desk.fire(ticket.id, "wait_on_customer", by="agent_li")
+    desk.reply(ticket.id, thanks, by="c-17", role="customer")
+    desk.resolve(ticket.id, by="agent_li", resolution="Mail was filtered as spam")
+    desk.close(ticket.id, by="c-17", reason="customer confirmed")
+    return sum(sys.getsizeof(text) for text in (subject, body, answer, thanks))
+
+
+def command_rate(sla: list[Any] | None, runs: int = 3) -> float:
+    """Best of ``runs`` fresh desks, in commands per second."""
+    best = float("inf")
+    for _ in range(runs):
+        desk, clock = make_desk(sla)
+        gc.collect()
+        started = time.perf_counter()
+        for n in range(TICKETS):
+            life(desk, clock, n)
+        best = min(best, time.perf_counter() - started)
+    return TICKETS * COMMANDS_PER_LIFE / best
+
+
+class _Holder:
+    __slots__ = ("state",)
+
+    def __init__(self) -> None:
+        self.state = "new"
+
+
+def bare_transitions_rate(runs: int = 3) -> float:
+    """Triggers per second on one shared ``Machine(model=None)`` of the default workflow."""
+    workflow = default_workflow()
+    machine = Machine(
+        model=None,
+        states=list(workflow.statuses),
+        initial=workflow.initial,
+        transitions=[
+            {"trigger": t.trigger, "source": list(t.sources), "dest": t.dest}
+            for t in workflow.transitions
+        ],
+        auto_transitions=False,
+        send_event=True,
+    )
+    events = [machine.events[trigger] for trigger in LIFE_TRIGGERS]
+    holder = _Holder()
+    lives = TICKETS * 5
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        for _ in range(lives):
+            holder.state = "new"
+            for event in events:
+                event.trigger(holder)
+        best = min(best, time.perf_counter() - started)
+    assert holder.state == "closed"
+    return lives * len(events) / best
+
+
+def next_status_rate(runs: int = 3) -> float:
+    """Triggers per second through :meth:`Workflow.next_status` (what a command calls)."""
+    workflow = default_workflow()
+    lives = TICKETS * 5
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        for _ in range(lives):
+            status = "new"
+            for trigger in LIFE_TRIGGERS:
+                status = workflow.next_status(status, trigger)
+        best = min(best, time.perf_counter() - started)
+    return lives * len(LIFE_TRIGGERS) / best
+
+
+def memory_per_ticket() -> tuple[float, list[tuple[str, float]]]:
+    """Bytes per stored ticket beyond its text, and the top allocation sites per ticket."""
+    desk, clock = make_desk(None)
+    life(desk, clock, -1)  # warm caches (calendar, machine, interned names) before measuring
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    baseline = tracemalloc.get_traced_memory()[0]
+    text = 0
+    for n in range(MEMORY_TICKETS):
+        text += life(desk, clock, n)
+    gc.collect()
+    stored = tracemalloc.get_traced_memory()[0] - baseline
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    sites = [
+        (f"{stat.traceback[0].filename.split('/src/')[-1]}:{stat.traceback[0].lineno}",
+         stat.size_diff / MEMORY_TICKETS)
+        for stat in after.compare_to(before, "lineno")[:8]
+    ]  # fmt: skip
+    with desk.store.transaction() as uow:
+        assert len(uow.find_tickets(TicketQuery())) == MEMORY_TICKETS + 1
+    return (stored - text) / MEMORY_TICKETS, sites
+
+
+def profile(sla: list[Any] | None, top: int = 25) -> str:
+    desk, clock = make_desk(sla)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for n in range(TICKETS):
+        life(desk, clock, n)
+    profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(top)
+    return out.getvalue()
+
+
+def report(label: str, value: float, unit: str, target: str, ok: Callable[[float], bool]) -> None:
+    verdict = "meets" if ok(value) else "MISSES"
+    print(f"{label:<44} {value:>12,.0f} {unit:<12} ({verdict} target {target})")
+
+
+def main() -> None:
+    print(f"{TICKETS:,} ticket lives x {COMMANDS_PER_LIFE} commands on MemoryStore, best of 3")
+    with_sla = command_rate(None)
+    without_sla = command_rate([])
+    bare = bare_transitions_rate()
+    through_workflow = next_status_rate()
+    report("Desk commands/s, default SLA policies", with_sla, "commands/s", ">= 25,000",
+           lambda v: v >= 25_000)  # fmt: skip
+    report("Desk commands/s, sla=[]", without_sla, "commands/s", ">= 25,000",
+           lambda v: v >= 25_000)  # fmt: skip
+    print(f"{'bare transitions triggers/s, shared Machine':<44} {bare:>12,.0f} triggers/s")
+    print(f"{'Workflow.next_status triggers/s':<44} {through_workflow:>12,.0f} triggers/s")
+    print(f"{'ratio bare triggers : commands (default SLA)':<44} {bare / with_sla:>12.1f} x")
+    print(f"{'ratio bare triggers : commands (sla=[])':<44} {bare / without_sla:>12.1f} x")
+    per_ticket, sites = memory_per_ticket()
+    report(f"memory per stored ticket ({MEMORY_TICKETS:,}) beyond text", per_ticket,
+           "bytes/ticket", "<= 2,048", lambda v: v <= 2_048)  # fmt: skip
+    print("  largest allocation sites, bytes per ticket:")
+    for site, size in sites:
+        print(f"    {size:>8,.0f}  {site}")
+    if "--profile" in sys.argv:
+        for sla, label in ((None, "default SLA"), ([], "sla=[]")):
+            print(f"\ncProfile, {label}, by own time:")
+            print(profile(sla))
+
+
+if __name__ == "__main__":
+    main()
