@@ -590,7 +590,9 @@ class Change:
             )
             change.link("follows", old.id, by)
             change.commit(uow, insert=True)
-            self.result = change.ticket
+            for follow_up in change.follow_ups:  # the extensions' writes for the new ticket
+                follow_up(uow)
+            self.result = change.result or change.ticket
 
         self.follow_ups.append(open_follow_up)
 

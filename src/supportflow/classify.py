@@ -20,16 +20,44 @@ is described in ``docs/classification.md``.
 
 from __future__ import annotations
 
-import json
-import re
 import typing as t
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import attrs
 
+from supportflow._conditions import (
+    DEFAULT_FIELDS,
+    SENSITIVE_FIELDS,
+    All,
+    Any,
+    CategoryIs,
+    ChannelIs,
+    Condition,
+    FieldEquals,
+    HasTag,
+    IsVip,
+    Keywords,
+    MatchContext,
+    Not,
+    Regex,
+    RuleIndex,
+    TierIs,
+    check_texts,
+    non_empty,
+)
+from supportflow._conditions import (
+    Evidence as Evidence,  # re-exported: what Condition.evaluate returns
+)
+from supportflow._rules_document import (
+    Vocabulary,
+    load_json,
+    parse_document,
+    parse_matrix,
+    then_document,
+)
 from supportflow._textmatch import Automaton, normalize
 from supportflow.errors import ValidationError
-from supportflow.model import Channel, Priority, Role, Ticket, coerce_enum
+from supportflow.model import Priority, Ticket, coerce_enum
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -68,7 +96,6 @@ __all__ = [
 ]
 
 EARLY_WARNING_TAG: t.Final = "early-warning"
-DEFAULT_FIELDS: t.Final = ("subject", "description")
 #: Words that mean a complaint may reach the media, a regulator or a court. Bare "press" is left
 #: out on purpose: "press the reset button" is everyday support language.
 DEFAULT_SENSITIVE_WORDS: t.Final[tuple[str, ...]] = (
@@ -79,8 +106,6 @@ DEFAULT_SENSITIVE_WORDS: t.Final[tuple[str, ...]] = (
     *("court", "your manager", "your boss", "your supervisor", "consumer protection"),
     *("trading standards", "better business bureau"),
 )
-_SENSITIVE_FIELDS = ("subject", "description", "messages")
-_ORDERED = frozenset({"raise_priority", "cap_priority"})  # the actions whose order matters
 _LEVELS = ("high", "medium", "low")
 _DEFAULT_TABLE = dict(
     zip(
@@ -95,25 +120,6 @@ def _level(value: object, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(field, value, "a level name such as high, medium or low")
     return value.strip().casefold()
-
-
-def _text(value: object, field: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(field, value, "a non-empty string")
-    return value
-
-
-def _non_empty(_: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
-    _text(value, attribute.name)
-
-
-def _texts(values: Iterable[object], field: str, what: str = "value") -> tuple[str, ...]:
-    if isinstance(values, str):
-        raise ValidationError(field, values, f"a list of {what}s, not a single string")
-    items = tuple(_text(value, f"{field}[{index}]") for index, value in enumerate(values))
-    if not items:
-        raise ValidationError(field, items, f"at least one {what}")
-    return items
 
 
 class PriorityMatrix:
@@ -164,15 +170,7 @@ class PriorityMatrix:
     @classmethod
     def from_dict(cls, doc: object, path: str = "matrix") -> PriorityMatrix:
         """The inverse of :meth:`to_dict`; errors name the path of the bad entry."""
-        if not isinstance(doc, Mapping) or not doc:
-            raise ValidationError(path, doc, "an object {impact: {urgency: priority}}")
-        table: dict[tuple[str, str], str] = {}
-        for impact, row in doc.items():
-            if not isinstance(row, Mapping) or not row:
-                raise ValidationError(f"{path}.{impact}", row, "an object {urgency: priority}")
-            for urgency, priority in row.items():
-                coerce_enum(Priority, priority, f"{path}.{impact}.{urgency}")
-                table[impact, urgency] = priority
+        table = parse_matrix(doc, path)
         try:
             return cls(table)
         except ValidationError as error:
@@ -189,372 +187,6 @@ class PriorityMatrix:
 
 
 _DEFAULT_MATRIX = PriorityMatrix()
-_T = t.TypeVar("_T")
-
-# ---------------------------------------------------------------------------------- conditions
-
-#: What a matching condition found: (words, fields) for the :class:`Reason`.
-Evidence = tuple[tuple[str, ...], tuple[str, ...]]
-
-
-class MatchContext:
-    """What conditions see while one ticket is classified: the ticket, its normalised text and
-    keyword hits per field, and the category and tags as earlier rules left them."""
-
-    __slots__ = ("_automaton", "_hits", "_texts", "category", "tags", "ticket")
-
-    def __init__(self, ticket: Ticket, automaton: Automaton, scan: Sequence[str] = ()) -> None:
-        self.ticket = ticket
-        self.category = ticket.category
-        self.tags: set[str] = set(ticket.tags)
-        self._automaton = automaton
-        self._texts = {field: normalize(_field_text(ticket, field)) for field in scan}
-        # One pass over all the fields the rules read, rather than one per field.
-        found = automaton.find_each([self._texts[field] for field in scan])
-        self._hits: dict[str, set[str]] = dict(zip(scan, found, strict=True))
-
-    def text(self, field: str) -> str:
-        """The normalised text of ``field`` (``subject``, ``description``, ``messages``, or
-        ``fields.<name>`` for a custom text field)."""
-        if field not in self._texts:
-            self._texts[field] = normalize(_field_text(self.ticket, field))
-        return self._texts[field]
-
-    def hits(self, field: str) -> set[str]:
-        """The normalised keywords (of every rule) found in ``field``."""
-        if field not in self._hits:
-            text = self.text(field)
-            self._hits[field] = self._automaton.find(text) if text else set()
-        return self._hits[field]
-
-
-def _field_text(ticket: Ticket, field: str) -> str:
-    if field in ("subject", "description"):
-        return ticket.subject if field == "subject" else ticket.description
-    if field == "messages":  # customer messages only: an agent quoting "lawyer" is no threat
-        return "\n".join(m.body for m in ticket.messages if m.role is Role.CUSTOMER)
-    value = ticket.fields.get(field.removeprefix("fields."))
-    return value if isinstance(value, str) else ""
-
-
-def _check_fields(fields: Iterable[object], path: str = "fields") -> tuple[str, ...]:
-    checked = _texts(fields, path, "field")
-    for index, field in enumerate(checked):
-        if field not in _SENSITIVE_FIELDS and not field.startswith("fields."):
-            expected = "subject, description, messages or fields.<name>"
-            raise ValidationError(f"{path}[{index}]", field, expected)
-    return checked
-
-
-class Condition:
-    """A test on a ticket. Combine with ``&`` (:class:`All`), ``|`` (:class:`Any`) and ``~``
-    (:class:`Not`).
-
-    >>> ChannelIs("chat") & ~IsVip()
-    All(conditions=(ChannelIs(channels=(<Channel.CHAT: 'chat'>,)), Not(condition=IsVip())))
-    """
-
-    __slots__ = ()
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        """``None`` if the ticket does not match, else the words and fields that made it match."""
-        raise NotImplementedError
-
-    def to_dict(self) -> dict[str, t.Any]:
-        """The condition in the document schema."""
-        raise NotImplementedError
-
-    def __and__(self, other: Condition) -> All:
-        return All(self, other)
-
-    def __or__(self, other: Condition) -> Any:
-        return Any(self, other)
-
-    def __invert__(self) -> Not:
-        return Not(self)
-
-
-@attrs.frozen(init=False)
-class Keywords(Condition):
-    """Any of ``words`` occurs in ``fields``: CJK words as substrings, others as whole words.
-
-    ``index`` maps each normalised word to the position of its first spelling in ``words``.
-
-    >>> Keywords(["VPN", "断网", "vpn"]).index
-    {'vpn': 0, '断网': 1}
-    """
-
-    words: tuple[str, ...]
-    fields: tuple[str, ...]
-    index: dict[str, int] = attrs.field(init=False, eq=False, repr=False)
-
-    def __init__(self, words: Iterable[str], fields: Iterable[str] = DEFAULT_FIELDS) -> None:
-        words = _texts(words, "words", "keyword")
-        index: dict[str, int] = {}
-        for position, word in enumerate(words):
-            index.setdefault(normalize(word), position)
-        self.__attrs_init__(words, _check_fields(fields))
-        object.__setattr__(self, "index", index)  # derived, so attrs.evolve recomputes it
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        found = {f: hits for f in self.fields if (hits := ctx.hits(f).intersection(self.index))}
-        if not found:
-            return None
-        every = set().union(*found.values())
-        words = tuple(self.words[i] for i in sorted(self.index[word] for word in every))
-        return words, tuple(found)
-
-    def to_dict(self) -> dict[str, t.Any]:
-        fields = {} if self.fields == DEFAULT_FIELDS else {"fields": list(self.fields)}
-        return {"keywords": list(self.words), **fields}
-
-
-@attrs.frozen(init=False)
-class Regex(Condition):
-    """``pattern`` (case-insensitive) is found in the normalised text of ``fields``.
-
-    The text is normalised first (half-width, lower case, single spaces), so write patterns
-    for that form. Reports the matched text.
-
-    >>> Regex(r"order\\s*#?\\d{6}").pattern
-    'order\\\\s*#?\\\\d{6}'
-    """
-
-    pattern: str
-    fields: tuple[str, ...]
-    compiled: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
-
-    def __init__(self, pattern: str, fields: Iterable[str] = DEFAULT_FIELDS) -> None:
-        try:
-            compiled = re.compile(_text(pattern, "pattern"), re.IGNORECASE)
-        except re.error as error:
-            expected = f"a valid regular expression ({error})"
-            raise ValidationError("pattern", pattern, expected) from None
-        self.__attrs_init__(pattern, _check_fields(fields))
-        object.__setattr__(self, "compiled", compiled)
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        found = [(m.group(), f) for f in self.fields if (m := self.compiled.search(ctx.text(f)))]
-        return (tuple(w for w, _ in found), tuple(f for _, f in found)) if found else None
-
-    def to_dict(self) -> dict[str, t.Any]:
-        fields = {} if self.fields == DEFAULT_FIELDS else {"fields": list(self.fields)}
-        return {"regex": self.pattern, **fields}
-
-
-@attrs.frozen(init=False)
-class ChannelIs(Condition):
-    """The ticket came in on one of ``channels``.
-
-    >>> ChannelIs("chat", "phone").channels
-    (<Channel.CHAT: 'chat'>, <Channel.PHONE: 'phone'>)
-    """
-
-    channels: tuple[Channel, ...]
-
-    def __init__(self, *channels: Channel | str) -> None:
-        checked = _texts((c.value if isinstance(c, Channel) else c for c in channels), "channels")
-        self.__attrs_init__(tuple(coerce_enum(Channel, c, "channels") for c in checked))
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        channel = ctx.ticket.channel
-        return ((), (f"channel={channel.value}",)) if channel in self.channels else None
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {"channel": [channel.value for channel in self.channels]}
-
-
-@attrs.frozen(init=False)
-class _OneOf(Condition):
-    """Some string of the ticket equals (casefolded) one of ``values``."""
-
-    values: tuple[str, ...]
-    folded: frozenset[str] = attrs.field(eq=False, repr=False)
-    key: t.ClassVar[str]
-
-    def __init__(self, *values: str) -> None:
-        values = _texts(values, self.key)
-        self.__attrs_init__(values, frozenset(value.casefold() for value in values))
-
-    def actual(self, ctx: MatchContext) -> Iterable[str]:
-        raise NotImplementedError
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        seen = tuple(
-            f"{self.key}={v}" for v in sorted(self.actual(ctx)) if v.casefold() in self.folded
-        )
-        return ((), seen) if seen else None
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {self.key: list(self.values)}
-
-
-@attrs.frozen(init=False)
-class TierIs(_OneOf):
-    """The customer's tier is one of the given tiers (any case). ``TierIs("vip", "gold")``."""
-
-    key = "tier"
-
-    def actual(self, ctx: MatchContext) -> Iterable[str]:
-        return (ctx.ticket.customer.tier,)
-
-
-@attrs.frozen(init=False)
-class CategoryIs(_OneOf):
-    """The category, as the ticket and earlier rules left it, is one of ``categories``."""
-
-    key = "category"
-
-    def actual(self, ctx: MatchContext) -> Iterable[str]:
-        return (ctx.category,) if ctx.category else ()
-
-
-@attrs.frozen(init=False)
-class HasTag(_OneOf):
-    """The ticket, or an earlier rule, has one of ``tags``."""
-
-    key = "tag"
-
-    def actual(self, ctx: MatchContext) -> Iterable[str]:
-        return ctx.tags
-
-
-@attrs.frozen
-class IsVip(Condition):
-    """The customer is a VIP (``Customer.is_vip``)."""
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        return ((), ("tier=vip",)) if ctx.ticket.customer.is_vip else None
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {"vip": True}
-
-
-_TICKET_ATTRS = ("kind", "status", "channel", "priority", "group", "assignee", "impact", "urgency")
-
-
-@attrs.frozen
-class FieldEquals(Condition):
-    """A field equals ``value``: ``customer.<attr>``, a ticket attribute (``kind``, ``status``,
-    ``channel``, ``priority``, ``category`` as earlier rules left it, ...), else the custom
-    field ``name`` (``ticket.fields[name]``; a ``fields.`` prefix is allowed).
-
-    >>> FieldEquals("customer.language", "zh").to_dict()
-    {'field': {'name': 'customer.language', 'equals': 'zh'}}
-    """
-
-    name: str = attrs.field(validator=_non_empty)
-    value: t.Any
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        ticket, name, missing = ctx.ticket, self.name, object()
-        if name.startswith("customer."):
-            actual = getattr(ticket.customer, name.removeprefix("customer."), missing)
-        elif name == "category":
-            actual = ctx.category
-        elif name in _TICKET_ATTRS:
-            actual = getattr(ticket, name)
-        else:
-            actual = ticket.fields.get(name.removeprefix("fields."), missing)
-        return ((), (f"{name}={self.value}",)) if actual == self.value else None
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {"field": {"name": self.name, "equals": self.value}}
-
-
-def _conditions(values: tuple[Condition, ...], field: str) -> tuple[Condition, ...]:
-    for index, value in enumerate(values):
-        if not isinstance(value, Condition):
-            raise ValidationError(f"{field}[{index}]", value, "a Condition")
-    if not values:
-        raise ValidationError(field, values, "at least one condition")
-    return values
-
-
-@attrs.frozen(init=False)
-class All(Condition):
-    """Every one of ``conditions`` matches. ``All(IsVip(), ChannelIs("phone"))``."""
-
-    conditions: tuple[Condition, ...]
-
-    def __init__(self, *conditions: Condition) -> None:
-        self.__attrs_init__(_conditions(conditions, "all"))
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        found = [condition.evaluate(ctx) for condition in self.conditions]
-        return None if None in found else _merge(found)
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {"all": [condition.to_dict() for condition in self.conditions]}
-
-
-@attrs.frozen(init=False)
-class Any(Condition):
-    """At least one of ``conditions`` matches; evidence comes from every one that does."""
-
-    conditions: tuple[Condition, ...]
-
-    def __init__(self, *conditions: Condition) -> None:
-        self.__attrs_init__(_conditions(conditions, "any"))
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        found = [e for e in (condition.evaluate(ctx) for condition in self.conditions) if e]
-        return _merge(found) if found else None
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {"any": [condition.to_dict() for condition in self.conditions]}
-
-
-@attrs.frozen
-class Not(Condition):
-    """``condition`` does not match. ``Not(TierIs("internal"))``."""
-
-    condition: Condition = attrs.field(validator=attrs.validators.instance_of(Condition))
-
-    def evaluate(self, ctx: MatchContext) -> Evidence | None:
-        return ((), ()) if self.condition.evaluate(ctx) is None else None
-
-    def to_dict(self) -> dict[str, t.Any]:
-        return {"not": self.condition.to_dict()}
-
-
-def _merge(found: Iterable[Evidence | None]) -> Evidence:
-    words: dict[str, None] = {}
-    fields: dict[str, None] = {}
-    for evidence in found:
-        if evidence:
-            words.update(dict.fromkeys(evidence[0]))
-            fields.update(dict.fromkeys(evidence[1]))
-    return tuple(words), tuple(fields)
-
-
-def _walk(condition: Condition) -> Iterable[Condition]:
-    yield condition
-    if isinstance(condition, (All, Any)):
-        for child in condition.conditions:
-            yield from _walk(child)
-    elif isinstance(condition, Not):
-        yield from _walk(condition.condition)
-
-
-def _required(condition: Condition) -> frozenset[str] | None:
-    """Normalised words of which at least one must be found for ``condition`` to match, or None
-    if it can match without any. Lets the classifier skip rules whose keywords are absent."""
-    if isinstance(condition, Keywords):
-        return frozenset(condition.index)
-    if isinstance(condition, All):
-        options = [r for r in map(_required, condition.conditions) if r is not None]
-        return min(options, key=len) if options else None
-    if isinstance(condition, Any):
-        union: set[str] = set()
-        for child in condition.conditions:
-            required = _required(child)
-            if required is None:
-                return None
-            union |= required
-        return frozenset(union)
-    return None
-
 
 # ------------------------------------------------------------------------------------- actions
 
@@ -562,8 +194,9 @@ def _required(condition: Condition) -> frozenset[str] | None:
 class _Draft:
     """The classification being built while the rules run."""
 
-    def __init__(self, ctx: MatchContext) -> None:
+    def __init__(self, ctx: MatchContext, kept: frozenset[str] = frozenset()) -> None:
         self.ctx = ctx
+        self.kept = kept  # ticket attributes a person set: rules do not replace them
         self.impact: str | None = None
         self.urgency: str | None = None
         self.priority_steps: list[tuple[str, Priority, str]] = []  # (raise|cap, to, rule)
@@ -592,10 +225,12 @@ class Action:
 class SetCategory(Action):
     """Set the category; a later rule's category replaces an earlier one's."""
 
-    name: str = attrs.field(validator=_non_empty)
+    name: str = attrs.field(validator=non_empty)
     kind = "set_category"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        if "category" in draft.kept:
+            return f"{self.name} (the ticket keeps {draft.ctx.category})"
         draft.ctx.category = self.name
         return self.name
 
@@ -628,9 +263,14 @@ class SetImpactUrgency(Action):
             raise ValidationError("impact", None, "an impact or an urgency level")
 
     def apply(self, draft: _Draft, rule: str) -> str:
-        draft.impact = self.impact or draft.impact
-        draft.urgency = self.urgency or draft.urgency
-        return " ".join(f"{k}={v}" for k, v in self.to_dict().items())
+        done = []
+        for name, value in self.to_dict().items():
+            if name in draft.kept:
+                done.append(f"{name}={value} (the ticket keeps {getattr(draft.ctx.ticket, name)})")
+            else:
+                setattr(draft, name, value)
+                done.append(f"{name}={value}")
+        return " ".join(done)
 
     def to_dict(self) -> dict[str, t.Any]:
         return {k: v for k, v in (("impact", self.impact), ("urgency", self.urgency)) if v}
@@ -679,7 +319,7 @@ class AddTags(Action):
     kind = "add_tags"
 
     def __init__(self, *tags: str) -> None:
-        self.__attrs_init__(_texts(tags, "tags", "tag"))
+        self.__attrs_init__(check_texts(tags, "tags", "tag"))
 
     def apply(self, draft: _Draft, rule: str) -> str:
         draft.added_tags.update(dict.fromkeys(self.tags))
@@ -694,7 +334,7 @@ class AddTags(Action):
 class RouteTo(Action):
     """Put the ticket in a group's queue."""
 
-    group: str = attrs.field(validator=_non_empty)
+    group: str = attrs.field(validator=non_empty)
     kind = "route_to"
 
     def apply(self, draft: _Draft, rule: str) -> str:
@@ -709,7 +349,7 @@ class RouteTo(Action):
 class AssignTo(Action):
     """Assign the ticket to an agent."""
 
-    assignee: str = attrs.field(validator=_non_empty)
+    assignee: str = attrs.field(validator=non_empty)
     kind = "assign_to"
 
     def apply(self, draft: _Draft, rule: str) -> str:
@@ -739,7 +379,7 @@ class FlagTeamLead(Action):
 class SetFingerprint(Action):
     """Give the ticket a mass-incident key, e.g. ``"outage-0311-vpn"`` (see :func:`fingerprint`)."""
 
-    key: str = attrs.field(validator=_non_empty)
+    key: str = attrs.field(validator=non_empty)
     kind = "set_fingerprint"
 
     def apply(self, draft: _Draft, rule: str) -> str:
@@ -766,7 +406,7 @@ class Rule:
     'vip'
     """
 
-    name: str = attrs.field(validator=_non_empty)
+    name: str = attrs.field(validator=non_empty)
     when: Condition = attrs.field(validator=attrs.validators.instance_of(Condition))
     then: tuple[Action, ...] = attrs.field(default=(), converter=_actions)
     stop: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
@@ -774,16 +414,9 @@ class Rule:
     def to_dict(self) -> dict[str, t.Any]:
         """The rule in the document schema; ``then`` is a list only if one object can't say it
         (an action twice, or both a raise and a cap, whose order matters)."""
-        then: t.Any = {}
-        for action in self.then:
-            entries = action.to_dict()
-            if then.keys() & entries.keys() or (then.keys() | entries.keys()) >= _ORDERED:
-                then = [action.to_dict() for action in self.then]
-                break
-            then.update(entries)
-        return {"name": self.name, "when": self.when.to_dict(), "then": then} | (
-            {"stop": True} if self.stop else {}
-        )
+        then = then_document(self.then)
+        stop = {"stop": True} if self.stop else {}
+        return {"name": self.name, "when": self.when.to_dict(), "then": then} | stop
 
 
 @attrs.frozen
@@ -868,10 +501,9 @@ class Classifier:
     """
 
     __slots__ = (
-        "_always",
         "_automaton",
-        "_by_word",
         "_fields",
+        "_index",
         "_sensitive",
         "_sensitive_set",
         "_warn",
@@ -889,32 +521,19 @@ class Classifier:
         if not isinstance(matrix, PriorityMatrix):
             raise ValidationError("matrix", matrix, "a PriorityMatrix")
         self.rules, self.matrix = tuple(rules), matrix
-        words: set[str] = set()
-        fields: dict[str, None] = {}
-        by_word: dict[str, list[int]] = {}
-        always: list[int] = []
         for index, rule in enumerate(self.rules):
             self._check(index, rule)
-            for condition in _walk(rule.when):
-                if isinstance(condition, Keywords):
-                    words.update(condition.index)
-                    fields.update(dict.fromkeys(condition.fields))
-            required = _required(rule.when)
-            if required is None:
-                always.append(index)
-            for word in required or ():
-                by_word.setdefault(word, []).append(index)
+        self._index = RuleIndex(rule.when for rule in self.rules)
+        words, fields = set(self._index.words), dict.fromkeys(self._index.fields)
         self._warn = sensitive_words is not None
-        checked = _texts(sensitive_words, "sensitive_words", "word") if sensitive_words else ()
+        checked = check_texts(sensitive_words, "sensitive_words", "word") if sensitive_words else ()
         self._sensitive = tuple((word, normalize(word)) for word in checked)
         self._sensitive_set = frozenset(normal for _, normal in self._sensitive)
         if self._sensitive:
             words.update(self._sensitive_set)
-            fields.update(dict.fromkeys(_SENSITIVE_FIELDS))
+            fields.update(dict.fromkeys(SENSITIVE_FIELDS))
         self._automaton = Automaton(words)
         self._fields = tuple(fields)
-        self._always = frozenset(always)
-        self._by_word = {word: tuple(indexes) for word, indexes in by_word.items()}
 
     def _check(self, index: int, rule: Rule) -> None:
         path = f"rules[{index}]"
@@ -933,15 +552,22 @@ class Classifier:
         """The early-warning words, or ``None`` when early warning is off."""
         return tuple(word for word, _ in self._sensitive) if self._warn else None
 
-    def classify(self, ticket: Ticket) -> Classification:
-        """Run the rules, the matrix and the early warning on ``ticket``."""
+    def classify(self, ticket: Ticket, *, keep: Collection[str] = ()) -> Classification:
+        """Run the rules, the matrix and the early warning on ``ticket``.
+
+        ``keep`` names attributes a person set (``category``, ``impact``, ``urgency``): where
+        the ticket has a value, rules and the matrix see that value and a rule that would
+        replace it only says so in its reason.
+        """
+        kept: frozenset[str] = frozenset()
+        if keep:
+            if unknown := set(keep) - {"category", "impact", "urgency"}:
+                raise ValidationError("keep", sorted(unknown), "category, impact or urgency")
+            kept = frozenset(name for name in keep if getattr(ticket, name) is not None)
         ctx = MatchContext(ticket, self._automaton, self._fields)
-        draft = _Draft(ctx)
+        draft = _Draft(ctx, kept)
         found: set[str] = set().union(*(ctx.hits(field) for field in self._fields))
-        candidates = set(self._always)
-        for word in found:
-            candidates.update(self._by_word.get(word, ()))
-        for index in sorted(candidates):  # rule order, whatever order the words were found in
+        for index in self._index.candidates(found):
             rule = self.rules[index]
             evidence = rule.when.evaluate(ctx)
             if evidence is None:
@@ -973,7 +599,7 @@ class Classifier:
         """The sensitive words found, as spelled in the list; tags, flags and notes them."""
         if not self._sensitive_set:
             return ()
-        where = {f: hit for f in _SENSITIVE_FIELDS if (hit := ctx.hits(f) & self._sensitive_set)}
+        where = {f: hit for f in SENSITIVE_FIELDS if (hit := ctx.hits(f) & self._sensitive_set)}
         if not where:
             return ()
         found = set().union(*where.values())
@@ -1033,18 +659,9 @@ class Classifier:
         ...     print(error.field, "|", error.expected)
         rules[0].when.keywords | a list of keywords
         """
-        if not isinstance(doc, Mapping):
-            raise ValidationError("document", doc, 'an object {"rules": [...]}')
-        _known(doc, "", ("rules", "sensitive_words", "matrix"))
-        rules = doc.get("rules")
-        if not isinstance(rules, list):
-            raise ValidationError("rules", rules, "a list of rules")
-        words = doc.get("sensitive_words", DEFAULT_SENSITIVE_WORDS)
-        if words is not None and not isinstance(words, (list, tuple)):
-            raise ValidationError("sensitive_words", words, "a list of words, or null for none")
-        matrix = doc.get("matrix")
+        rules, words, matrix = parse_document(doc, _VOCABULARY, DEFAULT_SENSITIVE_WORDS)
         return cls(
-            [_parse_rule(rule, f"rules[{index}]") for index, rule in enumerate(rules)],
+            rules,
             matrix=_DEFAULT_MATRIX if matrix is None else PriorityMatrix.from_dict(matrix),
             sensitive_words=words,
         )
@@ -1052,134 +669,23 @@ class Classifier:
     @classmethod
     def from_json(cls, text: str) -> Classifier:
         """:meth:`from_dict` on a JSON text."""
-        try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as error:
-            where = f"line {error.lineno} column {error.colno}"
-            expected = f"valid JSON ({error.msg} at {where})"
-            raise ValidationError("json", text[:60], expected) from None
-        return cls.from_dict(doc)
+        return cls.from_dict(t.cast(Mapping[str, t.Any], load_json(text)))
 
     def __repr__(self) -> str:
         return f"<Classifier {len(self.rules)} rules, {len(self._automaton.words)} words>"
 
 
-def _known(doc: Mapping[str, t.Any], path: str, keys: Sequence[str]) -> None:
-    for key in doc:
-        if key not in keys:
-            where = f"{path}.{key}" if path else str(key)
-            raise ValidationError(where, doc[key], f"no such key; known keys: {', '.join(keys)}")
-
-
-def _build(path: str, factory: t.Callable[..., _T], *args: t.Any) -> _T:
-    """``factory(*args)``, with a ``ValidationError`` re-raised under ``path``."""
-    try:
-        return factory(*args)
-    except ValidationError as error:
-        index = error.field[error.field.index("[") :] if "[" in error.field else ""
-        raise ValidationError(path + index, error.value, error.expected) from None
-
-
-def _list(value: object, path: str, of: str) -> list[t.Any]:
-    if not isinstance(value, list):
-        raise ValidationError(path, value, f"a list of {of}")
-    return value
-
-
-_ONE_OF: dict[str, type[_OneOf]] = {"tier": TierIs, "category": CategoryIs, "tag": HasTag}
-_CONDITION_KEYS = ("keywords", "regex", "channel", "vip", "field", "all", "any", "not", *_ONE_OF)
-
-
-def _parse_condition(doc: object, path: str) -> Condition:
-    if not isinstance(doc, Mapping):
-        raise ValidationError(path, doc, 'a condition object such as {"keywords": [...]}')
-    keys = [key for key in doc if key != "fields"]
-    if len(keys) != 1 or keys[0] not in _CONDITION_KEYS:
-        raise ValidationError(path, doc, f"exactly one of {', '.join(_CONDITION_KEYS)}")
-    key = keys[0]
-    value, where = doc[key], f"{path}.{key}"
-    fields: tuple[t.Any, ...] = ()
-    if "fields" in doc:
-        at = f"{path}.fields"
-        if key not in ("keywords", "regex"):
-            raise ValidationError(at, doc["fields"], "no fields beside " + key)
-        fields = (_build(at, _check_fields, _list(doc["fields"], at, "fields")),)
-    if key in ("all", "any"):
-        children = [
-            _parse_condition(c, f"{where}[{i}]")
-            for i, c in enumerate(_list(value, where, "conditions"))
-        ]
-        return _build(where, All if key == "all" else Any, *children)
-    if key == "not":
-        return Not(_parse_condition(value, where))
-    if key == "vip":
-        if value is not True:
-            raise ValidationError(where, value, "true")
-        return IsVip()
-    if key == "field":
-        if not isinstance(value, Mapping) or set(value) != {"name", "equals"}:
-            raise ValidationError(where, value, 'an object {"name": ..., "equals": ...}')
-        return _build(f"{where}.name", FieldEquals, value["name"], value["equals"])
-    if key == "regex":
-        return _build(where, Regex, value, *fields)
-    if key == "keywords":
-        return _build(where, Keywords, _list(value, where, "keywords"), *fields)
-    plural = {"channel": "channels", "tier": "tiers", "category": "categories", "tag": "tags"}
-    return _build(where, _ONE_OF.get(key, ChannelIs), *_list(value, where, plural[key]))
-
-
-_SIMPLE_ACTIONS: dict[str, t.Callable[[t.Any], Action]] = {
-    "category": SetCategory,
-    "raise_priority": RaisePriority,
-    "cap_priority": CapPriority,
-    "route_to": RouteTo,
-    "assign_to": AssignTo,
-    "fingerprint": SetFingerprint,
-}
-_ACTION_KEYS = ("impact", "urgency", "tags", "flag_team_lead", *_SIMPLE_ACTIONS)
-
-
-def _parse_then(doc: object, path: str) -> list[Action]:
-    if isinstance(doc, list):  # a list of action objects, run in order
-        return [a for i, item in enumerate(doc) for a in _parse_then(item, f"{path}[{i}]")]
-    if not isinstance(doc, Mapping):
-        raise ValidationError(path, doc, "an object of actions, or a list of them")
-    _known(doc, path, _ACTION_KEYS)
-    actions: list[Action] = []
-    if doc.keys() >= _ORDERED:  # object key order is lost by some stores (e.g. jsonb)
-        expected = "a list of action objects when a rule both raises and caps, to fix the order"
-        raise ValidationError(f"{path}.cap_priority", doc["cap_priority"], expected)
-    for key, value in doc.items():
-        where = f"{path}.{key}"
-        if key in _SIMPLE_ACTIONS:
-            actions.append(_build(where, _SIMPLE_ACTIONS[key], value))
-        elif key == "tags":
-            actions.append(_build(where, AddTags, *_list(value, where, "tags")))
-        elif key == "flag_team_lead":
-            if not isinstance(value, (bool, str)):
-                raise ValidationError(where, value, "true, false or a reason for the team lead")
-            actions.extend([FlagTeamLead(value if isinstance(value, str) else "")] if value else [])
-        elif not any(isinstance(action, SetImpactUrgency) for action in actions):
-            impact, urgency = doc.get("impact"), doc.get("urgency")
-            try:
-                actions.append(SetImpactUrgency(impact, urgency))
-            except ValidationError as error:
-                raise ValidationError(
-                    f"{path}.{error.field}", error.value, error.expected
-                ) from None
-    return actions
-
-
-def _parse_rule(doc: object, path: str) -> Rule:
-    if not isinstance(doc, Mapping):
-        raise ValidationError(path, doc, "a rule object with name, when and then")
-    _known(doc, path, ("name", "when", "then", "stop"))
-    for key in ("name", "when"):
-        if key not in doc:
-            raise ValidationError(f"{path}.{key}", None, f"a {key} (it is required)")
-    stop = doc.get("stop", False)
-    if not isinstance(stop, bool):
-        raise ValidationError(f"{path}.stop", stop, "true or false")
-    name = _build(f"{path}.name", _text, doc["name"], "name")
-    when = _parse_condition(doc["when"], f"{path}.when")
-    return Rule(name, when, _parse_then(doc.get("then", {}), f"{path}.then"), stop)
+_VOCABULARY: Vocabulary[Rule, Action] = Vocabulary(
+    rule=Rule,
+    simple={
+        "category": SetCategory,
+        "raise_priority": RaisePriority,
+        "cap_priority": CapPriority,
+        "route_to": RouteTo,
+        "assign_to": AssignTo,
+        "fingerprint": SetFingerprint,
+    },
+    tags=AddTags,
+    flag_team_lead=FlagTeamLead,
+    impact_urgency=SetImpactUrgency,
+)

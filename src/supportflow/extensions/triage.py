@@ -6,8 +6,14 @@ priority, tags, group, assignee), records why (``Classified``), warns the team l
 on sensitive words (``EarlyWarning`` and a ``team_lead`` notification), and opens one parent
 incident when many tickets with the same fingerprint arrive together (``IncidentDetected``).
 
+Later passes never undo what a person set: the category, impact and urgency a ticket has are
+kept (rules only fill gaps), a tag an agent removed is not added back, and the priority is only
+raised, except that when a person changes impact or urgency the matrix decides it again. An
+explicit priority is never lowered.
+
 Detection keeps windowed counts per fingerprint in the store
-(``record_occurrence``/``occurrences``), so a new ticket never scans the open ones.
+(``record_occurrence``/``occurrences``), so a new ticket never scans the open ones. Tickets
+already linked to an incident do not count towards the next one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from supportflow.classify import (
     EARLY_WARNING_TAG,
     Classification,
     Classifier,
+    FlagTeamLead,
+    Reason,
     fingerprint,
 )
 from supportflow.errors import ValidationError
@@ -36,6 +44,7 @@ from supportflow.model import (
     RecipientRole,
     Role,
     StatusCategory,
+    Ticket,
 )
 from supportflow.storage import Record, UnitOfWork
 
@@ -43,6 +52,8 @@ __all__ = ["IncidentPolicy", "Triage"]
 
 INCIDENT_KIND = "incident"
 _HOOK = "triage"
+_KEPT = ("category", "impact", "urgency")  # what a later pass never replaces
+_DONE = (StatusCategory.RESOLVED, StatusCategory.CLOSED)
 
 
 @attrs.frozen(slots=True)
@@ -69,7 +80,7 @@ class IncidentPolicy:
 class Triage(DeskExtension):
     """Classification, early warning and mass-incident detection for a desk.
 
-    >>> desk = Desk(extensions=[Triage(Classifier(rules), IncidentPolicy(threshold=5))])
+    >>> desk = Desk(triage=Triage(Classifier(rules), IncidentPolicy(threshold=5)))
     ...                                                          # doctest: +SKIP
     """
 
@@ -92,31 +103,39 @@ class Triage(DeskExtension):
                 self._watch_incident(change, key)
 
     def message_added(self, change: Change, message: Message) -> None:
-        if message.role is Role.CUSTOMER and message.public and _HOOK not in change.active_hooks:
-            self._apply(change, first=False)
+        if not (message.role is Role.CUSTOMER and message.public) or self._skip(change):
+            return
+        self._apply(change, first=False)
 
     def fields_changed(self, change: Change, changed: frozenset[str]) -> None:
-        if _HOOK not in change.active_hooks:
-            self._apply(change, first=False)
+        if self._skip(change):
+            return
+        # A person re-rating impact or urgency asks the matrix again, downwards too.
+        self._apply(change, first=False, reprioritize=bool(changed & {"impact", "urgency"}))
 
     def status_changed(
         self, change: Change, before: StatusCategory, after: StatusCategory, trigger: str
     ) -> None:
         ticket = change.ticket
-        if ticket.kind != INCIDENT_KIND or after is not StatusCategory.RESOLVED:
-            return
-        if self.incidents is None:
+        if (
+            ticket.kind != INCIDENT_KIND
+            or self.incidents is None
+            or (before in _DONE) == (after in _DONE)
+        ):
             return
         policy, resolution = self.incidents, ticket.resolution or "resolved with the incident"
-        incident_id, key = ticket.id, str(ticket.fields.get("fingerprint", ""))
-        children = ticket.linked("child")
+        incident_id, key = ticket.id, str(ticket.fields.get("fingerprint") or "")
+        children = ticket.linked("child") if after is StatusCategory.RESOLVED else ()
+        # Resolved or closed (a cancelled false alarm too): later reports start a new count.
+        # Reopened: later reports join it again.
+        status = "open" if after not in _DONE else after.value
         rules, new_id, now = change.rules, change.new_id, change.now
 
         def settle_children(uow: UnitOfWork) -> None:
             for child_id in children:
                 child = Change(rules, uow.get_ticket(child_id), now, "system", new_id)
                 child.uow = uow
-                child.catch_up()
+                child.catch_up(before_command=True)
                 category = child.category()
                 if policy.on_resolve == "resolve" and "resolve" in rules.workflow.allowed(
                     child.ticket.status
@@ -127,52 +146,62 @@ class Triage(DeskExtension):
                         {"resolution": resolution, "incident_id": incident_id},
                         system=True,
                     )
-                elif category not in (StatusCategory.RESOLVED, StatusCategory.CLOSED):
+                elif category not in _DONE:
                     child.message(
                         f"Incident {incident_id} was resolved: {resolution}",
                         "system",
                         Role.AGENT,
                         public=False,
                     )
-                child.commit(uow, insert=False)
+                _commit(child, uow, insert=False)
             record = uow.get_record(INCIDENT_KIND, key) if key else None
-            if record is not None and record.status == "open":
+            # The record may already belong to a newer incident with the same fingerprint.
+            if record is not None and record.ticket_id == incident_id and record.status != status:
                 uow.put_record(
-                    attrs.evolve(
-                        record, status="resolved", updated_at=now, version=record.version + 1
-                    ),
+                    attrs.evolve(record, status=status, updated_at=now, version=record.version + 1),
                     expected_version=record.version,
                 )
 
         change.follow_ups.append(settle_children)
 
+    def _skip(self, change: Change) -> bool:
+        return change.ticket.kind == INCIDENT_KIND or _HOOK in change.active_hooks
+
     # -- classification --------------------------------------------------------------------
-    def _apply(self, change: Change, *, first: bool) -> Classification:
+    def _apply(self, change: Change, *, first: bool, reprioritize: bool = False) -> Classification:
         change.active_hooks.add(_HOOK)
         try:
-            return self._apply_classification(change, first=first)
+            return self._apply_classification(change, first=first, reprioritize=reprioritize)
         finally:
             change.active_hooks.discard(_HOOK)
 
-    def _apply_classification(self, change: Change, *, first: bool) -> Classification:
+    def _apply_classification(
+        self, change: Change, *, first: bool, reprioritize: bool
+    ) -> Classification:
         ticket = change.ticket
-        result = self.classifier.classify(ticket)
-        updates: dict[str, Any] = {}
         # Later passes never undo what a person set: they fill gaps, add tags, raise priority.
-        for name in ("category", "impact", "urgency"):
+        result = self.classifier.classify(ticket, keep=() if first else _KEPT)
+        updates: dict[str, Any] = {}
+        for name in _KEPT:
             value, current = getattr(result, name), getattr(ticket, name)
             if value is not None and value != current and (first or current is None):
                 updates[name] = value
-        new_tags = result.tags - ticket.tags
+        # A tag given once is not given again: an agent who removed it meant it.
+        given = frozenset(ticket.state.get("triage_tags") or ())
+        new_tags = result.tags - ticket.tags - given
+        if result.tags - given:
+            change.set_state(triage_tags=sorted(given | result.tags))
         if updates or new_tags:
             change.update("system", updates, frozenset(new_tags), frozenset(), {})
         routed = (result.group, result.assignee)
         if first and any(routed) and routed != (ticket.group, ticket.assignee):
             change.assign(result.assignee, result.group, "system")
-        priority = result.priority
-        if priority != change.ticket.priority and (first or priority > change.ticket.priority):
+        priority, current = result.priority, change.ticket.priority
+        moved = priority != current and (first or reprioritize or priority > current)
+        if moved:
             change.set_priority(priority, "system", "classification", explicit=False)
-        if result.reasons and (first or updates or new_tags or priority > ticket.priority):
+        flags = self._fresh_flags(change.ticket, result.reasons)
+        if result.reasons and (first or updates or new_tags or moved or flags):
             change.record(
                 EventType.CLASSIFIED,
                 {
@@ -195,16 +224,17 @@ class Triage(DeskExtension):
                 },
                 actor="system",
             )
-        self._early_warning(change, result.early_warning_words, result.flag_team_lead)
+        self._flag_team_lead(change, flags)
+        self._early_warning(change, result.early_warning_words)
         return result
 
-    def _early_warning(self, change: Change, words: Iterable[str], flagged: bool) -> None:
+    def _early_warning(self, change: Change, words: Iterable[str]) -> None:
         ticket = change.ticket
         known = set(ticket.state.get("early_warning_words") or ())
         fresh = [word for word in words if word not in known]
         if not fresh:
             return
-        change._state(early_warning_words=sorted(known | set(fresh)))
+        change.set_state(early_warning_words=sorted(known | set(fresh)))
         if EARLY_WARNING_TAG not in change.ticket.tags:
             change.update("system", {}, frozenset({EARLY_WARNING_TAG}), frozenset(), {})
         change.record(EventType.EARLY_WARNING, {"words": fresh}, actor="system")
@@ -215,6 +245,33 @@ class Triage(DeskExtension):
             f"{ticket.subject}\n\nSensitive words: {', '.join(fresh)}. "
             f"Customer: {ticket.customer.name or ticket.customer.id}.",
             words=fresh,
+        )
+
+    @staticmethod
+    def _fresh_flags(ticket: Ticket, reasons: Iterable[Reason]) -> dict[str, str]:
+        """Rules whose ``FlagTeamLead`` has not yet reached the team lead: {rule: reason}."""
+        known = set(ticket.state.get("team_lead_flags") or ())
+        return {
+            reason.rule: reason.detail
+            for reason in reasons
+            if reason.action == FlagTeamLead.kind and reason.rule not in known
+        }
+
+    def _flag_team_lead(self, change: Change, flags: dict[str, str]) -> None:
+        """Tell the team lead once per rule that flagged the ticket."""
+        if not flags:
+            return
+        ticket = change.ticket
+        known = set(ticket.state.get("team_lead_flags") or ())
+        change.set_state(team_lead_flags=sorted(known | set(flags)))
+        why = "; ".join(detail or f"flagged by rule {rule}" for rule, detail in flags.items())
+        change.notify(
+            "team_lead_flag",
+            [Recipient(RecipientRole.TEAM_LEAD, change.rules.team_lead)],
+            f"[#{ticket.number}] For the team lead: {why}",
+            f"{ticket.subject}\n\nFlagged by {', '.join(flags)}: {why}. "
+            f"Customer: {ticket.customer.name or ticket.customer.id}.",
+            rules=list(flags),
         )
 
     # -- mass incidents --------------------------------------------------------------------
@@ -233,24 +290,30 @@ class Triage(DeskExtension):
                 linked = Change(rules, uow.get_ticket(one), now, "system", new_id)
                 linked.uow = uow
                 linked.link(kind, other, "system")
-                linked.commit(uow, insert=False)
+                _commit(linked, uow, insert=False)
 
         def detect(uow: UnitOfWork) -> None:
             uow.record_occurrence(key, ticket_id, at)
             record = uow.get_record(INCIDENT_KIND, key)
             if record is not None and record.status == "open":
                 link(uow, ticket_id, str(record.data["incident_id"]))
+                change.result = uow.get_ticket(ticket_id)  # the command returns it linked
                 return
-            seen = list(dict.fromkeys(uow.occurrences(key, at - policy.window)))
+            since = at - policy.window
+            if record is not None:  # reports from before the last incident ended had their turn
+                since = max(since, record.updated_at)
+            seen = list(dict.fromkeys(uow.occurrences(key, since)))
             if len(seen) < policy.threshold:
                 return
-            tickets = [uow.get_ticket(one) for one in seen]
+            tickets = [t for t in map(uow.get_ticket, seen) if not t.linked("parent")]
+            if len(tickets) < policy.threshold:
+                return
             incident = Change.new(rules, now, new_id, uow.next_ticket_number())
             incident.uow = uow
             incident.active_hooks.add(_HOOK)
             incident.open(
                 ticket_id=new_id(),
-                subject=f"Mass incident: {category} ({len(seen)} reports)",
+                subject=f"Mass incident: {category} ({len(tickets)} reports)",
                 body="\n".join(f"#{t.number}: {t.subject}" for t in tickets[: policy.examples]),
                 customer=Customer(id="internal", name="Mass incident"),
                 channel=Channel.API,
@@ -267,11 +330,12 @@ class Triage(DeskExtension):
                 actor="system",
             )
             examples = [t.id for t in tickets[: policy.examples]]
+            minutes = policy.window.total_seconds() / 60
             incident.record(
                 EventType.INCIDENT_DETECTED,
                 {
                     "fingerprint": key,
-                    "count": len(seen),
+                    "count": len(tickets),
                     "window_seconds": policy.window.total_seconds(),
                     "examples": examples,
                     "incident_id": incident.ticket.id,
@@ -280,11 +344,11 @@ class Triage(DeskExtension):
             incident.notify(
                 "incident",
                 [Recipient(RecipientRole.TEAM_LEAD, rules.team_lead)],
-                f"Mass incident: {category}, {len(seen)} reports in {policy.window}",
+                f"Mass incident: {category}, {len(tickets)} reports in {minutes:g} minutes",
                 "\n".join(f"#{t.number} {t.subject}" for t in tickets[: policy.examples]),
                 examples=examples,
             )
-            incident.commit(uow, insert=True)
+            _commit(incident, uow, insert=True)
             incident_id = incident.ticket.id
             data = {"incident_id": incident_id, "fingerprint": key}
             if record is None:
@@ -297,7 +361,16 @@ class Triage(DeskExtension):
                     ),
                     expected_version=record.version,
                 )  # fmt: skip
-            for child in seen:
-                link(uow, child, incident_id)
+            for child in tickets:
+                link(uow, child.id, incident_id)
+            change.result = uow.get_ticket(ticket_id)
 
         change.follow_ups.append(detect)
+
+
+def _commit(change: Change, uow: UnitOfWork, *, insert: bool) -> None:
+    """Commit a change made inside a follow-up, then its own follow-ups (another extension's
+    survey for a resolved child, say), in the same unit of work."""
+    change.commit(uow, insert=insert)
+    for follow_up in change.follow_ups:
+        follow_up(uow)
