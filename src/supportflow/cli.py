@@ -31,7 +31,18 @@ def _desk_factory(spec: str | None) -> Callable[[Storage], Desk]:
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise ValidationError("--desk", spec, "'module:callable' taking a store")
-    factory = getattr(importlib.import_module(module_name), attribute)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if module_name != missing and not module_name.startswith(missing + "."):
+            raise  # the module exists; something it imports does not
+        raise ValidationError(
+            "--desk", spec, f"an importable module (no module {missing!r}; is it on PYTHONPATH?)"
+        ) from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ValidationError("--desk", spec, f"a callable named {attribute!r} in {module_name}")
     return cast(Callable[[Storage], Desk], factory)
 
 
@@ -63,10 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sqlite_store.close()
             print(f"schema at version {version}")
             return 0
-        desk = _desk_factory(args.desk)(open_store(args.store))
-        passes = Worker(
-            desk, batch_size=args.batch_size, max_sleep=timedelta(seconds=args.max_sleep)
-        ).run(max_passes=args.max_passes)
+        factory = _desk_factory(args.desk)
+        store = open_store(args.store)
+        try:
+            worker_ = Worker(
+                factory(store),
+                batch_size=args.batch_size,
+                max_sleep=timedelta(seconds=args.max_sleep),
+            )
+            passes = worker_.run(max_passes=args.max_passes)
+        finally:
+            store.close()  # connections go back before the process ends
         print(f"worker stopped after {passes} pass(es)")
         return 0
     except SupportflowError as error:
