@@ -675,3 +675,46 @@ def test_three_processes_commanding_one_ticket_on_postgres_lose_no_update(
     pg_url: str, tmp_path: Path
 ) -> None:
     _concurrent_commands(pg_url, tmp_path)
+
+
+def test_a_ticket_whose_handling_fails_does_not_stop_the_others() -> None:
+    from datetime import timezone
+
+    from supportflow import Customer, ManualClock
+    from supportflow.desk import Desk
+    from supportflow.extensions import Change, DeskExtension
+    from supportflow.model import Timer
+    from supportflow.storage import MemoryStore
+    from supportflow.worker import Worker
+
+    class Exploding(DeskExtension):
+        """A buggy extension: its deadline of one ticket always raises."""
+
+        timer_prefix = "boom"
+
+        def timers(self, change: Change) -> list[Timer]:
+            if change.ticket.subject != "bad":
+                return []
+            due = change.ticket.created_at + timedelta(days=1)
+            return [Timer(change.ticket.id, "boom:later", due, "boom")]
+
+        def fire(self, change: Change, timer: Timer) -> None:
+            raise RuntimeError("extension bug")
+
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    desk = Desk(store=MemoryStore(), clock=clock, extensions=[Exploding()], sla=[])
+    customer = Customer(id="c-1")
+    good = desk.open_ticket(subject="good", body="", customer=customer, channel="web")
+    desk.resolve(good.id, by="agent_li")
+    bad = desk.open_ticket(subject="bad", body="", customer=customer, channel="web")
+    clock.advance(days=8)
+
+    with pytest.raises(RuntimeError, match="extension bug"):
+        desk.run_due()  # a direct call raises by default ...
+    clock.advance(minutes=10)  # ... and the timers come back once their lease has expired
+    report = Worker(desk).run_once().due  # the worker reports and goes on
+    assert [timer.key for timer in report.fired] == ["autoclose"]
+    assert [(timer.ticket_id, text) for timer, text in report.failed] == [
+        (bad.id, "RuntimeError: extension bug")
+    ]
+    assert desk.get_ticket(good.id).status == "closed"

@@ -10,11 +10,12 @@ command on a fresh load a bounded number of times.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -45,18 +46,22 @@ from supportflow.workflow import Workflow, default_workflow
 
 __all__ = ["Desk", "DueReport"]
 
+log = logging.getLogger("supportflow.desk")
+
 # Sensitive-word early warning is on by default; mass-incident detection is opt-in.
 _DEFAULT_TRIAGE = Triage()
 
 
 @attrs.frozen(slots=True)
 class DueReport:
-    """What :meth:`Desk.run_due` did: timers that fired, timers dropped as stale, and the
-    events their handling recorded."""
+    """What :meth:`Desk.run_due` did: timers that fired, timers dropped as stale, the events
+    their handling recorded, and (with ``errors="continue"``) the timers whose handling failed
+    with the error's text — they stay leased and are tried again once the lease expires."""
 
     fired: tuple[Timer, ...] = ()
     dropped: tuple[Timer, ...] = ()
     events: tuple[Event, ...] = ()
+    failed: tuple[tuple[Timer, str], ...] = ()
 
 
 class Desk:
@@ -423,14 +428,25 @@ class Desk:
         return self._run(ticket_id, action)
 
     # -- due work --------------------------------------------------------------------------
-    def run_due(self, now: datetime | None = None, limit: int = 100) -> DueReport:
+    def run_due(
+        self,
+        now: datetime | None = None,
+        limit: int = 100,
+        *,
+        errors: Literal["raise", "continue"] = "raise",
+    ) -> DueReport:
         """Claim due timers (earliest first, at most ``limit``) and handle each ticket's.
 
         Handling goes through the normal command path, so it is idempotent: a second run at
         the same instant finds nothing due, and a timer whose ticket moved on is dropped.
+        With ``errors="continue"`` (what the worker uses) a ticket whose handling raises is
+        logged and reported in ``failed`` while the others go on; its timers stay leased and
+        are tried again when the lease expires.
         """
         if limit < 1:
             raise ValidationError("limit", limit, "at least 1")
+        if errors not in ("raise", "continue"):
+            raise ValidationError("errors", errors, "'raise' or 'continue'")
         instant = self._now(now, "now")
         with self.store.transaction() as uow:
             claimed = uow.claim_due_timers(instant, limit, self.worker_id, self.timer_lease)
@@ -440,12 +456,20 @@ class Desk:
         fired: list[Timer] = []
         dropped: list[Timer] = []
         events: list[Event] = []
+        failed: list[tuple[Timer, str]] = []
         for ticket_id, timers in by_ticket.items():
-            done, recorded = self._handle_due(ticket_id, timers, instant)
+            try:
+                done, recorded = self._handle_due(ticket_id, timers, instant)
+            except Exception as error:
+                if errors == "raise":
+                    raise
+                log.exception("handling due timers of ticket %s failed", ticket_id)
+                failed.extend((timer, f"{type(error).__name__}: {error}") for timer in timers)
+                continue
             fired.extend(t for t in timers if t.key in done)
             dropped.extend(t for t in timers if t.key not in done)
             events.extend(recorded)
-        return DueReport(tuple(fired), tuple(dropped), tuple(events))
+        return DueReport(tuple(fired), tuple(dropped), tuple(events), tuple(failed))
 
     # -- notifications ---------------------------------------------------------------------
     def deliver_pending(self, limit: int = 100) -> DispatchReport:

@@ -86,7 +86,7 @@ class Worker:
     def run_once(self) -> WorkerReport:
         """One batch of due timers, then one batch of notifications."""
         instant = to_utc(self.desk.clock.now(), "clock.now()")
-        due = self.desk.run_due(instant, limit=self.batch_size)
+        due = self.desk.run_due(instant, limit=self.batch_size, errors="continue")
         self._claimed_at = instant
         delivery = self.desk.deliver_pending(self.batch_size) if self.deliver else None
         self.passes += 1
