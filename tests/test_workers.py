@@ -244,11 +244,11 @@ class _GatedDesk(Desk):
         self.entered = threading.Event()
         self.gate = threading.Event()
 
-    def run_due(self, now: datetime | None = None, limit: int = 100) -> Any:
+    def run_due(self, now: datetime | None = None, limit: int = 100, **options: Any) -> Any:
         self.entered.set()
         if not self.gate.wait(timeout=10):
             raise AssertionError("the gate was never opened")
-        return super().run_due(now, limit)
+        return super().run_due(now, limit, **options)
 
 
 def test_stop_from_another_thread_ends_the_loop_after_the_batch_in_hand() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from supportflow.automation import AutoClosePolicy, CallbackPolicy, IdleChatPolicy, state_time
+from supportflow.automation import AutoClosePolicy, CallbackPolicy, IdleChatPolicy
 from supportflow.errors import InvalidTransition
 from supportflow.escalation import EscalationEngine, EscalationPolicy, EscalationStep
 from supportflow.events import Event, EventDraft, EventType
@@ -28,6 +28,8 @@ from supportflow.model import (
     Timer,
     Verification,
     VerificationMethod,
+    _maker,
+    _replacer,
 )
 from supportflow.notify.guard import ReplyGuard
 from supportflow.sla import SlaEngine
@@ -87,9 +89,13 @@ class DeskRules:
     extensions: tuple[DeskExtension, ...] = ()
     reply_guard: ReplyGuard | None = None
     escalations: EscalationEngine = attrs.field(init=False)
+    # The extensions with deadlines of their own (the others' ``timers`` is the no-op above).
+    timer_extensions: tuple[DeskExtension, ...] = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "escalations", EscalationEngine(self.escalation, self.sla))
+        timed = tuple(e for e in self.extensions if type(e).timers is not DeskExtension.timers)
+        object.__setattr__(self, "timer_extensions", timed)
 
 
 class Change:
@@ -119,9 +125,14 @@ class Change:
         self.number = 0
         self.uow: UnitOfWork | None = None  # the unit of work the command runs in
         self.active_hooks: set[str] = set()  # extensions mid-change, against re-entry
+        # Field changes not yet applied to ``_ticket`` (see ``ticket``); ``_edits`` counts
+        # every change to the ticket so that the timers computed for it can be reused.
         self._pending: dict[str, Any] = {}
+        self._edits = 0
+        self._own_state: dict[str, Any] | None = None  # the state dict ``_state`` made
+        self._own_state_pending = False  # ... and it is in ``_pending``, seen by nobody else
         self._timers: list[Timer] = []
-        self._timers_of: Ticket | None = None
+        self._timers_edits = -1
         self._timers_at: datetime | None = None
 
     @classmethod
@@ -143,6 +154,7 @@ class Change:
             assert self._ticket is not None
             self._ticket = _replace(self._ticket, self._pending)
             self._pending = {}
+            self._own_state_pending = False
         assert self._ticket is not None, "the change has no ticket yet"
         return self._ticket
 
@@ -150,8 +162,18 @@ class Change:
     def events(self) -> list[EventDraft]:
         return self.drafts
 
+    def _field(self, name: str) -> Any:
+        """One field of the ticket as changed so far, without applying the pending changes
+        (applying them builds a whole new ticket; most reads need one field)."""
+        pending = self._pending
+        if name in pending:
+            return pending[name]
+        assert self._ticket is not None, "the change has no ticket yet"
+        return getattr(self._ticket, name)
+
     def category(self, ticket: Ticket | None = None) -> StatusCategory:
-        return self.rules.workflow.category((ticket or self.ticket).status)
+        status = ticket.status if ticket is not None else self._field("status")
+        return self.rules.workflow.category(status)
 
     # -- recording -------------------------------------------------------------------------
     def record(self, kind: str, data: Mapping[str, Any], actor: str | None = None) -> None:
@@ -180,6 +202,9 @@ class Change:
     def _set(self, **changes: Any) -> None:
         # Gathered and applied on the next read: a command sets several fields in a row.
         self._pending.update(changes)
+        self._edits += 1
+        if "state" in changes:
+            self._own_state_pending = False  # until ``_state`` says it put its own copy there
 
     def set_state(self, **changes: Any) -> None:
         """Write the rules engines' bookkeeping in ``ticket.state`` (``None`` removes a key).
@@ -190,13 +215,17 @@ class Change:
 
     def _state(self, **changes: Any) -> None:
         current = self._pending.get("state")
-        state = dict(current if current is not None else self.ticket.state)
+        state = self._own_state
+        if state is None or not self._own_state_pending:
+            # Copied once; then edited in place while only ``_pending`` holds the copy.
+            state = self._own_state = dict(current if current is not None else self._field("state"))
         for key, value in changes.items():
             if value is None:
                 state.pop(key, None)
             else:
                 state[key] = value
         self._set(state=state)
+        self._own_state_pending = True
 
     # -- commands --------------------------------------------------------------------------
     def open(
@@ -468,18 +497,19 @@ class Change:
 
     # -- the workflow ----------------------------------------------------------------------
     def _verification_missing(self, trigger: str) -> str | None:
-        ticket = self.ticket
-        if ticket.channel not in self.rules.verify_channels or ticket.customer.verified:
+        channel: Channel = self._field("channel")
+        if channel not in self.rules.verify_channels or self._field("customer").verified:
             return None
         workflow = self.rules.workflow
-        if workflow.category(ticket.status) is not StatusCategory.NEW:
+        status = self._field("status")
+        if workflow.category(status) is not StatusCategory.NEW:
             return None
-        dest = workflow.destination(ticket.status, trigger)
+        dest = workflow.destination(status, trigger)
         if dest is None or workflow.category(dest) in (StatusCategory.NEW, StatusCategory.CLOSED):
             return None
         return (
             f"customer identity verification is missing (required on the "
-            f"{ticket.channel.value} channel; use verify_customer)"
+            f"{channel.value} channel; use verify_customer)"
         )
 
     def _transition(self, trigger: str, data: dict[str, Any], *, system: bool = False) -> None:
@@ -527,7 +557,7 @@ class Change:
         """Fire the first allowed automatic trigger for ``happening``, if any."""
         workflow = self.rules.workflow
         for trigger in workflow.automatic.get(happening, ()):
-            if trigger not in workflow.allowed(self.ticket.status):
+            if trigger not in workflow.allowed(self._field("status")):
                 continue
             if self._verification_missing(trigger) is not None:
                 return  # the agent can still talk to an unverified customer; the ticket waits
@@ -599,30 +629,33 @@ class Change:
     # -- deadlines -------------------------------------------------------------------------
     def timers(self) -> list[Timer]:
         """Every future deadline of the ticket, from every engine."""
-        ticket = self.ticket
-        if self._timers_of is ticket and self._timers_at == self.now:
-            return self._timers
-        self._timers = self._compute_timers(ticket)
-        self._timers_of, self._timers_at = ticket, self.now
+        if self._timers_edits == self._edits and self._timers_at == self.now:
+            return self._timers  # the ticket has not changed since they were worked out
+        self._timers = self._compute_timers()
+        self._timers_edits, self._timers_at = self._edits, self.now
         return self._timers
 
-    def _compute_timers(self, ticket: Ticket) -> list[Timer]:
+    def _compute_timers(self) -> list[Timer]:
+        # Reads the few fields it needs one by one: building the whole ticket costs more.
+        rules, field = self.rules, self._field
+        ticket_id: str = field("id")
         category = self.category()
-        timers = self.rules.sla.timers(ticket)
-        timers.extend(self.rules.escalations.timers(ticket, category, self.now))
-        state = ticket.state
-        if category is StatusCategory.RESOLVED and (due := state_time(ticket, "autoclose_at")):
-            timers.append(Timer(ticket.id, "autoclose", due, "autoclose"))
-        if (due := state_time(ticket, "idle_remind_at")) and not state.get("idle_reminded"):
-            timers.append(Timer(ticket.id, "idle:remind", due, "idle_chat"))
-        if due := state_time(ticket, "idle_close_at"):
-            timers.append(Timer(ticket.id, "idle:close", due, "idle_chat"))
-        if (due := state_time(ticket, "callback_due_at")) and not state.get("callback_notified"):
-            timers.append(Timer(ticket.id, "callback:due", due, "callback"))
-        due = state_time(ticket, "callback_escalate_at")
+        timers = rules.sla.timers_for(ticket_id, field("sla"))
+        if rules.escalation:
+            timers.extend(rules.escalations.timers(self.ticket, category, self.now))
+        state: Mapping[str, Any] = field("state")
+        if category is StatusCategory.RESOLVED and (due := _instant(state, "autoclose_at")):
+            timers.append(_timer(ticket_id, "autoclose", due, "autoclose"))
+        if (due := _instant(state, "idle_remind_at")) and not state.get("idle_reminded"):
+            timers.append(_timer(ticket_id, "idle:remind", due, "idle_chat"))
+        if due := _instant(state, "idle_close_at"):
+            timers.append(_timer(ticket_id, "idle:close", due, "idle_chat"))
+        if (due := _instant(state, "callback_due_at")) and not state.get("callback_notified"):
+            timers.append(_timer(ticket_id, "callback:due", due, "callback"))
+        due = _instant(state, "callback_escalate_at")
         if due and not state.get("callback_escalated"):
-            timers.append(Timer(ticket.id, "callback:escalate", due, "callback"))
-        for extension in self.rules.extensions:
+            timers.append(_timer(ticket_id, "callback:escalate", due, "callback"))
+        for extension in rules.timer_extensions:
             timers.extend(extension.timers(self))
         return timers
 
@@ -653,8 +686,9 @@ class Change:
             timer = min(due, key=lambda t: (t.due_at, not t.key.startswith("sla:"), t.key))
             # Never before what this change already recorded: a deadline the command itself
             # made due (a reopen brings back an overdue escalation) happens after it, now.
-            recorded = self.drafts[-1].at if self.drafts else self.ticket.updated_at
-            self.at = max(timer.due_at, self.ticket.updated_at, recorded)
+            updated_at = self._field("updated_at")
+            recorded = self.drafts[-1].at if self.drafts else updated_at
+            self.at = max(timer.due_at, updated_at, recorded)
             actor = self.actor
             self.actor = "system"
             self._fire_timer(timer)
@@ -812,23 +846,33 @@ class Change:
     def commit(self, uow: UnitOfWork, *, insert: bool) -> None:
         """Write the ticket, its events, timers and notifications in ``uow``."""
         self.catch_up()  # what this command made due at once (urgent escalation, call-back)
-        ticket = self.ticket
         if not self.drafts and not insert:
             return
+        field = self._field
+        ticket_id: str = field("id")
+        sequence: int = field("sequence")
+        # The drafts' data dicts are the change's own copies (``EventDraft`` copies what it is
+        # given), so the events take them as they are.
         events = [
-            Event(ticket.id, ticket.sequence + index, draft.type, draft.at, draft.actor, draft.data)
+            _event(ticket_id, sequence + index, draft.type, draft.at, draft.actor, draft.data)
             for index, draft in enumerate(self.drafts, start=1)
         ]
         timers = self.timers()
+        assert self._ticket is not None
+        # One new ticket from the last stored one: the command's pending changes and the
+        # bookkeeping of the save together.
         saved = _replace(
-            ticket,
+            self._ticket,
             {
-                "sequence": ticket.sequence + len(events),
-                "version": 1 if insert else ticket.version + 1,
-                "updated_at": max(self.now, ticket.updated_at),
+                **self._pending,
+                "sequence": sequence + len(events),
+                "version": 1 if insert else field("version") + 1,
+                "updated_at": max(self.now, field("updated_at")),
                 "next_deadline": min((timer.due_at for timer in timers), default=None),
             },
         )
+        self._pending = {}
+        self._own_state_pending = False
         if insert:
             uow.insert_ticket(saved)
         else:
@@ -836,36 +880,26 @@ class Change:
             uow.update_ticket(saved, self.original.version)
         uow.append_events(events)
         self._ticket = saved
+        self._edits += 1
         uow.replace_timers(saved.id, timers)
         if self.notifications:
             uow.enqueue(self.notifications)
         self.stored_events = events
 
 
-def _build_replace() -> Callable[[Ticket, Mapping[str, Any]], Ticket]:
-    """Generate ``attrs.evolve`` for tickets without converters and validators.
-
-    A change only sets values it built itself (already converted), and a command evolves its
-    ticket several times, so skipping the checks matters on the hot path.
-    """
-    names = [field.name for field in attrs.fields(Ticket)]
-    lines = ["def replace(ticket, changes):", "    new = new_ticket(Ticket)"]
-    lines += [
-        f"    set_slot(new, {name!r}, changes[{name!r}] if {name!r} in changes else ticket.{name})"
-        for name in names
-    ]
-    lines.append("    return new")
-    namespace: dict[str, Any] = {
-        "Ticket": Ticket,
-        "new_ticket": object.__new__,
-        "set_slot": object.__setattr__,
-    }
-    exec("\n".join(lines), namespace)  # generated from the class's own fields
-    replace: Callable[[Ticket, Mapping[str, Any]], Ticket] = namespace["replace"]
-    return replace
+# ``attrs.evolve`` and ``__init__`` without converters and validators: a change only sets
+# values it built itself (already converted), and a command evolves its ticket several times,
+# so skipping the checks matters on the hot path.
+_replace = _replacer(Ticket)
+_event = _maker(Event)
+_timer = _maker(Timer)
 
 
-_replace = _build_replace()
+def _instant(state: Mapping[str, Any], key: str) -> datetime | None:
+    """An instant stored in ``ticket.state`` (ISO 8601), as ``automation.state_time`` reads
+    it from a ticket."""
+    value = state.get(key)
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def _customer_recipient(customer: Customer) -> Recipient:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
 from supportflow.model import Channel, Ticket, coerce_enum
 
@@ -69,7 +70,7 @@ class AutoClosePolicy:
     enabled: bool = True
 
     def due(self, resolved_at: datetime) -> datetime:
-        return self.calendar.add(resolved_at, self.after)
+        return to_utc(self.calendar.add(resolved_at, self.after))
 
 
 @attrs.frozen(slots=True)

@@ -29,6 +29,7 @@ from typing import Any
 import attrs
 
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
 from supportflow.model import Priority, StatusCategory, Ticket, Timer, coerce_enum
 from supportflow.sla import CLOCKS, SlaCondition, SlaEngine
@@ -264,7 +265,7 @@ class EscalationEngine:
             if level.since == "updated":
                 last = ticket.state.get("last_public_at")
                 start = datetime.fromisoformat(last) if isinstance(last, str) else start
-            return policy.calendar.add(start, level.after)
+            return to_utc(policy.calendar.add(start, level.after))
         clock = ticket.sla.clock(level.sla_clock or "") if ticket.sla else None
         sla_policy = self.sla.policy(ticket.sla.policy) if ticket.sla else None
         if clock is None or sla_policy is None or not clock.running or clock.target is None:
@@ -272,7 +273,9 @@ class EscalationEngine:
         if clock.since is None:
             return None
         left = clock.target * (level.fraction or 1) - clock.elapsed
-        return sla_policy.calendar.add(clock.since, left) if left > timedelta(0) else clock.since
+        if left <= timedelta(0):
+            return clock.since
+        return to_utc(sla_policy.calendar.add(clock.since, left))
 
     @staticmethod
     def _reason(ticket: Ticket, level: EscalationLevel) -> str:
@@ -298,8 +301,8 @@ def _next_repeat(
     Missed repeats (the worker was down, or the ticket was resolved and is back in work) are
     not sent one per missed period: the latest one due by ``now`` stands for all of them.
     """
-    due = calendar.add(last, every)
+    due = to_utc(calendar.add(last, every))
     if due >= now:
         return due
     periods = calendar.between(last, now) // every
-    return calendar.add(last, every * periods) if periods > 1 else due
+    return to_utc(calendar.add(last, every * periods)) if periods > 1 else due

@@ -8,7 +8,7 @@ as their plain names (``Priority.HIGH == "high"``).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -378,3 +378,43 @@ class Notification:
     created_at: datetime = attrs.field(validator=_aware)
     ticket_id: str | None = None
     data: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
+
+
+A = TypeVar("A")
+
+
+def _replacer(cls: type[A]) -> Callable[[A, Mapping[str, Any]], A]:
+    """Generate a fast ``attrs.evolve`` for a frozen slotted class, without its converters and
+    validators (private: the engines only pass values they built themselves, already checked).
+
+    ``attrs.evolve`` inspects the class and runs ``__init__`` on every call; the rules engines
+    evolve tickets and SLA clocks several times per command, so this sets each slot directly
+    through its descriptor (faster than ``object.__setattr__``, which looks the descriptor up).
+    """
+    names = [field.name for field in attrs.fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {"cls": cls, "new_object": object.__new__}
+    lines = ["def replace(old, changes):", "    new = new_object(cls)"]
+    for index, name in enumerate(names):
+        namespace[f"set_{index}"] = getattr(cls, name).__set__  # the slot's member descriptor
+        lines.append(
+            f"    set_{index}(new, changes[{name!r}] if {name!r} in changes else old.{name})"
+        )
+    lines.append("    return new")
+    exec("\n".join(lines), namespace)  # generated from the class's own fields
+    replace: Callable[[A, Mapping[str, Any]], A] = namespace["replace"]
+    return replace
+
+
+def _maker(cls: type[A]) -> Callable[..., A]:
+    """Generate a constructor taking every field positionally, without converters and
+    validators (private, like :func:`_replacer`: for values the engines built themselves)."""
+    names = [field.name for field in attrs.fields(cls)]  # type: ignore[arg-type]
+    namespace: dict[str, Any] = {"cls": cls, "new_object": object.__new__}
+    lines = [f"def make({', '.join(names)}):", "    new = new_object(cls)"]
+    for index, name in enumerate(names):
+        namespace[f"set_{index}"] = getattr(cls, name).__set__
+        lines.append(f"    set_{index}(new, {name})")
+    lines.append("    return new")
+    exec("\n".join(lines), namespace)  # generated from the class's own fields
+    make: Callable[..., A] = namespace["make"]
+    return make

@@ -17,12 +17,14 @@ them into timers without recomputing business time.
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import attrs
 
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
 from supportflow.events import EventDraft, EventType
 from supportflow.model import (
@@ -35,6 +37,8 @@ from supportflow.model import (
     StatusCategory,
     Ticket,
     Timer,
+    _maker,
+    _replacer,
     coerce_enum,
 )
 
@@ -217,6 +221,13 @@ def default_sla_policies(business: BusinessCalendar | None = None) -> list[SlaPo
 
 
 _Result = tuple[SlaState | None, list[EventDraft]]
+_Selection = tuple[SlaPolicy, str] | None
+
+# The engine evolves clocks several times per command: a generated replace skips the
+# converters and validators of ``attrs.evolve`` (every value here is built by the engine).
+_evolve = _replacer(SlaClock)
+_timer = _maker(Timer)
+_SELECTIONS_KEPT = 4096  # distinct (priority, channel, tier, category, tags) remembered
 
 
 class SlaEngine:
@@ -229,14 +240,27 @@ class SlaEngine:
         if duplicates:
             raise ValidationError("sla", duplicates, "policies with distinct names")
         self._by_name = {policy.name: policy for policy in self.policies}
+        # Every command asks which policy applies; the answer depends on these five values
+        # only (see ``SlaCondition.explain``), and few combinations occur, so it is remembered.
+        self._selections: dict[tuple[object, ...], _Selection] = {}
 
     def select(self, ticket: Ticket) -> tuple[SlaPolicy, str] | None:
         """The first policy whose condition matches, with the reason."""
+        key = (ticket.priority, ticket.channel, ticket.customer.tier, ticket.category, ticket.tags)
+        try:
+            return self._selections[key]
+        except KeyError:
+            pass
+        chosen: _Selection = None
         for policy in self.policies:
             reason = policy.condition.explain(ticket)
             if reason is not None:
-                return policy, reason
-        return None
+                chosen = policy, reason
+                break
+        if len(self._selections) >= _SELECTIONS_KEPT:
+            self._selections.clear()  # unusual data (many tag sets): start over, stay bounded
+        self._selections[key] = chosen
+        return chosen
 
     def policy(self, name: str) -> SlaPolicy | None:
         return self._by_name.get(name)
@@ -253,7 +277,7 @@ class SlaEngine:
             target = policy.target(ticket.priority, name)
             clock = SlaClock(name, target)
             if target is not None and name != NEXT_RESPONSE:
-                clock = attrs.evolve(clock, state=SlaClockState.RUNNING, since=now, cycle=1)
+                clock = _evolve(clock, {"state": SlaClockState.RUNNING, "since": now, "cycle": 1})
             clocks.append(_schedule(clock, policy))
         events = [_applied(policy, reason, ticket.priority, now)]
         return SlaState(policy.name, reason, tuple(clocks)), events
@@ -290,9 +314,12 @@ class SlaEngine:
             elif reason != state.reason:
                 state = attrs.evolve(state, reason=reason)  # same policy, matched for a new reason
         clocks = {clock.name: clock for clock in state.clocks}
+        changed = False
 
         def change(name: str, clock: SlaClock) -> None:
+            nonlocal changed
             clocks[name] = _schedule(clock, policy)
+            changed = True
 
         finished = category_after in (StatusCategory.RESOLVED, StatusCategory.CLOSED)
 
@@ -305,7 +332,9 @@ class SlaEngine:
                     continue
                 if name == FIRST_RESPONSE and _answered(after):
                     continue
-                change(name, attrs.evolve(idle, state=SlaClockState.RUNNING, since=now, cycle=1))
+                change(
+                    name, _evolve(idle, {"state": SlaClockState.RUNNING, "since": now, "cycle": 1})
+                )
 
         first = clocks.get(FIRST_RESPONSE)
         if first is not None and first.running:
@@ -340,13 +369,17 @@ class SlaEngine:
                 change(RESOLUTION, _stop(res, policy, now))
             elif category_after is StatusCategory.WAITING and res.running:
                 paused = _settle(res, policy.calendar, now)
-                change(RESOLUTION, attrs.evolve(paused, state=SlaClockState.PAUSED))
+                change(RESOLUTION, _evolve(paused, {"state": SlaClockState.PAUSED}))
             elif category_after in (StatusCategory.ACTIVE, StatusCategory.NEW) and (
                 res.state in (SlaClockState.PAUSED, SlaClockState.MET)
                 or (res.state is SlaClockState.STOPPED and res.cycle)  # reopened after closing
             ):
                 change(RESOLUTION, _resume(res, now))
-        return attrs.evolve(state, clocks=tuple(clocks[n] for n in CLOCKS if n in clocks)), events
+        if not changed:
+            return state, events  # the same object: the desk then leaves the ticket's SLA be
+        return SlaState(
+            state.policy, state.reason, tuple(clocks[n] for n in CLOCKS if n in clocks)
+        ), events
 
     def _retarget(
         self,
@@ -365,26 +398,29 @@ class SlaEngine:
             if old is not None:
                 clock = _settle(clock, old.calendar, now)
             target = new.target(priority, clock.name)
-            clock = attrs.evolve(clock, target=target, pending_warnings=(), due_at=None)
+            clock = _evolve(clock, {"target": target, "pending_warnings": (), "due_at": None})
             clocks.append(_schedule(clock, new))
         return SlaState(new.name, reason, tuple(clocks))
 
     # -- timers ----------------------------------------------------------------------------
     def timers(self, ticket: Ticket) -> list[Timer]:
         """The ticket's SLA deadlines: pending warnings, and the breach of each running clock."""
-        if ticket.sla is None:
+        return self.timers_for(ticket.id, ticket.sla)
+
+    def timers_for(self, ticket_id: str, sla: SlaState | None) -> list[Timer]:
+        """:meth:`timers` for a ticket given by its id and SLA state."""
+        if sla is None:
             return []
         timers: list[Timer] = []
-        for clock in ticket.sla.clocks:
-            if not clock.running:
+        for clock in sla.clocks:
+            if clock.state is not _RUNNING and clock.state is not _BREACHED:  # not running
                 continue
             for percent, at in clock.pending_warnings:
-                key = f"sla:{clock.name}:warning:{percent}"
-                timers.append(Timer(ticket.id, key, at, "sla_warning"))
-            if clock.due_at is not None and not clock.breached:
-                timers.append(
-                    Timer(ticket.id, f"sla:{clock.name}:breach", clock.due_at, "sla_breach")
-                )
+                key = _timer_key(clock.name, percent)
+                timers.append(_timer(ticket_id, key, at, "sla_warning"))
+            if clock.due_at is not None and clock.breached_at is None:
+                key = _timer_key(clock.name, None)
+                timers.append(_timer(ticket_id, key, clock.due_at, "sla_breach"))
         return timers
 
     def fire(self, ticket: Ticket, timer: Timer) -> _Result:
@@ -405,12 +441,14 @@ class SlaEngine:
                 if what == "warning":
                     clock = _warn(clock, state.policy, calendar, int(rest[0]), timer.due_at, events)
                 elif what == "breach" and not clock.breached:
-                    clock = attrs.evolve(
+                    clock = _evolve(
                         clock,
-                        state=SlaClockState.BREACHED,
-                        breached_at=timer.due_at,
-                        due_at=None,
-                        pending_warnings=(),
+                        {
+                            "state": SlaClockState.BREACHED,
+                            "breached_at": timer.due_at,
+                            "due_at": None,
+                            "pending_warnings": (),
+                        },
                     )
                     events.append(
                         EventDraft(
@@ -426,7 +464,7 @@ class SlaEngine:
                         )
                     )
             clocks.append(clock)
-        return attrs.evolve(state, clocks=tuple(clocks)), events
+        return SlaState(state.policy, state.reason, tuple(clocks)), events
 
     # -- reading ---------------------------------------------------------------------------
     def read(self, ticket: Ticket, now: datetime) -> list[ClockReading]:
@@ -464,20 +502,37 @@ class SlaEngine:
         return readings
 
 
+_RUNNING, _BREACHED = SlaClockState.RUNNING, SlaClockState.BREACHED
+_TIMER_KEYS: dict[tuple[str, int | None], str] = {}
+
+
+def _timer_key(clock: str, percent: int | None) -> str:
+    """``sla:<clock>:warning:<percent>``, or ``sla:<clock>:breach`` for ``None``: built once
+    and shared by every timer (tickets keep timers for weeks; one string serves them all)."""
+    try:
+        return _TIMER_KEYS[clock, percent]
+    except KeyError:
+        key = f"sla:{clock}:breach" if percent is None else f"sla:{clock}:warning:{percent}"
+        if len(_TIMER_KEYS) < 10_000:  # clock names and percentages are few; stay bounded
+            _TIMER_KEYS[clock, percent] = key = sys.intern(key)
+        return key
+
+
 # -- clock arithmetic (pure) ------------------------------------------------------------------
 def _settle(clock: SlaClock, calendar: BusinessCalendar, now: datetime) -> SlaClock:
     """Count the business time since ``clock.since`` into ``elapsed``."""
     if not clock.running or clock.since is None or now <= clock.since:
         return clock
-    return attrs.evolve(
-        clock, elapsed=clock.elapsed + calendar.between(clock.since, now), since=now
-    )
+    elapsed = clock.elapsed + calendar.between(clock.since, now)
+    return _evolve(clock, {"elapsed": elapsed, "since": now})
 
 
 def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
     """Work out the due instants of a running clock (breach and pending warnings)."""
     if not clock.running or clock.target is None or clock.since is None:
-        return attrs.evolve(clock, due_at=None, pending_warnings=())
+        if clock.due_at is None and not clock.pending_warnings:
+            return clock  # nothing due already
+        return _evolve(clock, {"due_at": None, "pending_warnings": ()})
     calendar, target, since = policy.calendar, clock.target, clock.since
     pending = []
     for percent in policy.warnings:
@@ -485,19 +540,21 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
             continue  # a clock already past its target is due for its breach, not a warning
         mark = target * percent / 100
         left = mark - clock.elapsed
-        pending.append((percent, calendar.add(since, left) if left > timedelta(0) else since))
+        pending.append(
+            (percent, to_utc(calendar.add(since, left)) if left > timedelta(0) else since)
+        )
     due_at = None
     if not clock.breached:
         left = target - clock.elapsed
-        due_at = calendar.add(since, left) if left > timedelta(0) else since
-    return attrs.evolve(clock, due_at=due_at, pending_warnings=tuple(pending))
+        due_at = to_utc(calendar.add(since, left)) if left > timedelta(0) else since
+    return _evolve(clock, {"due_at": due_at, "pending_warnings": tuple(pending)})
 
 
 def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDraft]) -> SlaClock:
     """The clock done at ``now``; ``SlaMet`` is recorded when a promise was kept or broken."""
     settled = _settle(clock, policy.calendar, now)
     if settled.target is None:  # counting without a promise: nothing to report
-        return attrs.evolve(settled, state=SlaClockState.MET, met_at=now)
+        return _evolve(settled, {"state": SlaClockState.MET, "met_at": now})
     events.append(
         EventDraft(
             EventType.SLA_MET,
@@ -512,28 +569,30 @@ def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDr
             },
         )
     )
-    return attrs.evolve(settled, state=SlaClockState.MET, met_at=now)
+    return _evolve(settled, {"state": SlaClockState.MET, "met_at": now})
 
 
 def _stop(clock: SlaClock, policy: SlaPolicy, now: datetime) -> SlaClock:
-    return attrs.evolve(_settle(clock, policy.calendar, now), state=SlaClockState.STOPPED)
+    return _evolve(_settle(clock, policy.calendar, now), {"state": SlaClockState.STOPPED})
 
 
 def _resume(clock: SlaClock, now: datetime) -> SlaClock:
     state = SlaClockState.BREACHED if clock.breached else SlaClockState.RUNNING
-    return attrs.evolve(clock, state=state, since=now, met_at=None)
+    return _evolve(clock, {"state": state, "since": now, "met_at": None})
 
 
 def _restart(clock: SlaClock, now: datetime) -> SlaClock:
-    return attrs.evolve(
+    return _evolve(
         clock,
-        state=SlaClockState.RUNNING,
-        elapsed=timedelta(0),
-        since=now,
-        met_at=None,
-        breached_at=None,
-        warnings_fired=(),
-        cycle=clock.cycle + 1,
+        {
+            "state": SlaClockState.RUNNING,
+            "elapsed": timedelta(0),
+            "since": now,
+            "met_at": None,
+            "breached_at": None,
+            "warnings_fired": (),
+            "cycle": clock.cycle + 1,
+        },
     )
 
 
@@ -564,10 +623,8 @@ def _warn(
             },
         )
     )
-    return attrs.evolve(
-        clock,
-        warnings_fired=(*clock.warnings_fired, percent),
-        pending_warnings=pending,
+    return _evolve(
+        clock, {"warnings_fired": (*clock.warnings_fired, percent), "pending_warnings": pending}
     )
 
 

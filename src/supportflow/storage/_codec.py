@@ -136,9 +136,7 @@ def _unstructure_enum(value: Any) -> Any:
 def _make_converter() -> cattrs.Converter:
     # Documents were validated when they were written: skip cattrs' detailed error trees,
     # which double the cost of reading a ticket.
-    made = cattrs.Converter(
-        unstruct_collection_overrides={tuple: list}, detailed_validation=False
-    )
+    made = cattrs.Converter(unstruct_collection_overrides={tuple: list}, detailed_validation=False)
     # ``str`` enums dispatch on ``str`` before ``Enum`` (MRO order), so hook both.
     made.register_unstructure_hook(enum.Enum, _unstructure_enum)
     made.register_unstructure_hook(str, _unstructure_enum)

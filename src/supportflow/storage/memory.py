@@ -2,7 +2,14 @@
 
 Units of work are serialised by one re-entrant lock and undone from a log when they raise,
 so the store keeps the same all-or-nothing promise as a database. Timers sit in a queue keyed
-by due time (entries are invalidated lazily), so claiming the next due ones never scans.
+by due time (entries are invalidated lazily, and the queue is rebuilt from the live timers
+when stale entries outnumber them), so claiming the next due ones never scans.
+
+Events are kept compactly, since a desk stores a dozen or more per ticket: a ticket's stream
+is one flat list of ``(schema, at, values)`` triples, where ``schema`` is a shared
+``(type, actor, keys)`` tuple and ``values`` holds the data's values in that order (shared too
+when it is only strings and ``None``, as most status changes are). ``Event`` objects are built
+again on reading.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import attrs
 
@@ -32,6 +40,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _BUCKET = timedelta(minutes=10)
 
 _Entry = tuple[datetime, int, str, str]  # (due_at, generation, ticket_id, key)
+_Schema = tuple[str, str, tuple[str, ...]]  # an event's (type, actor, data keys)
+_STRIDE = 3  # an event is three items of its ticket's flat stream: schema, at, values
+_SHARED_LIMIT = 100_000  # entries of each sharing table before it starts over
+_COMPACT_ABOVE = 1_024  # queue entries below which stale ones are not worth a rebuild
 
 
 class _DueQueue:
@@ -42,16 +54,18 @@ class _DueQueue:
     only when a bucket empties.
     """
 
-    __slots__ = ("_buckets", "_keys")
+    __slots__ = ("_buckets", "_keys", "size")
 
     def __init__(self) -> None:
         self._buckets: dict[int, list[_Entry]] = {}
         self._keys: list[int] = []
+        self.size = 0  # entries held, live and stale
 
     def __bool__(self) -> bool:
         return bool(self._keys)
 
     def push(self, entry: _Entry) -> None:
+        self.size += 1
         key = (entry[0] - _EPOCH) // _BUCKET
         bucket = self._buckets.get(key)
         if bucket is None:
@@ -64,6 +78,7 @@ class _DueQueue:
         return self._buckets[self._keys[0]][0]
 
     def pop(self) -> _Entry:
+        self.size -= 1
         key = self._keys[0]
         bucket = self._buckets[key]
         entry = heapq.heappop(bucket)
@@ -71,6 +86,16 @@ class _DueQueue:
             del self._buckets[key]
             heapq.heappop(self._keys)
         return entry
+
+    def rebuild(self, entries: list[_Entry]) -> None:
+        """Hold exactly ``entries`` (the stale ones are dropped)."""
+        buckets: dict[int, list[_Entry]] = {}
+        for entry in entries:
+            buckets.setdefault((entry[0] - _EPOCH) // _BUCKET, []).append(entry)
+        for bucket in buckets.values():
+            heapq.heapify(bucket)
+        self._buckets, self._keys, self.size = buckets, list(buckets), len(entries)
+        heapq.heapify(self._keys)
 
 
 @attrs.define(slots=True)
@@ -101,9 +126,12 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._tickets: dict[str, Ticket] = {}
         self._numbers = itertools.count(1)
-        self._events: dict[str, list[Event]] = {}
-        self._event_log: list[Event] = []
+        self._events: dict[str, list[Any]] = {}  # ticket id -> flat (schema, at, values)*
+        self._event_log: list[str] = []  # the ticket id of every event, in insertion order
+        self._schemas: dict[_Schema, _Schema] = {}
+        self._shared_values: dict[tuple[object, ...], tuple[object, ...]] = {}
         self._timers: dict[str, dict[str, _TimerRow]] = {}
+        self._live_timers = 0  # rows in ``_timers``; the due queue holds these and stale ones
         self._due = _DueQueue()
         self._generations = itertools.count(1)
         self._outbox: dict[str, _OutboxRow] = {}
@@ -126,6 +154,8 @@ class MemoryStore:
                 for undo in reversed(self._undo):
                     undo()
                 raise
+            else:
+                self._compact_due()
             finally:
                 self._undo = None
 
@@ -135,6 +165,41 @@ class MemoryStore:
     def _log(self, undo: Callable[[], object]) -> None:
         assert self._undo is not None, "MemoryStore used outside a transaction"
         self._undo.append(undo)
+
+    def _compact_due(self) -> None:
+        """Rebuild the due queue from the live timers once stale entries outnumber them.
+
+        Every change of a deadline leaves its old entry behind until it comes up; a closed
+        ticket's entries could stay for weeks. Done only after a commit (never undone), with
+        each row's one live entry: its lease expiry while leased, else its due time.
+        """
+        due = self._due
+        if due.size <= _COMPACT_ABOVE or due.size <= 2 * self._live_timers:
+            return
+        due.rebuild(
+            [
+                (row.lease_until or row.timer.due_at, row.generation, ticket_id, key)
+                for ticket_id, rows in self._timers.items()
+                for key, row in rows.items()
+            ]
+        )
+
+    def _schema(self, schema: _Schema) -> _Schema:
+        shared = self._schemas.setdefault(schema, schema)
+        if len(self._schemas) > _SHARED_LIMIT:
+            self._schemas.clear()  # bounded: already stored events keep theirs
+        return shared
+
+    def _values(self, values: tuple[object, ...]) -> tuple[object, ...]:
+        # Only strings and None are shared: equal numbers may differ in type (1, 1.0, True)
+        # or sign (0.0, -0.0), and a shared value must read back exactly as written.
+        for value in values:
+            if value is not None and type(value) is not str:
+                return values
+        shared = self._shared_values.setdefault(values, values)
+        if len(self._shared_values) > _SHARED_LIMIT:
+            self._shared_values.clear()
+        return shared
 
 
 class _MemoryUnitOfWork:
@@ -179,34 +244,51 @@ class _MemoryUnitOfWork:
     # -- events ----------------------------------------------------------------------------
     def append_events(self, events: Sequence[Event]) -> None:
         store = self._s
+        streams, log = store._events, store._event_log
+        # Logged first: a conflict half-way leaves nothing of the batch.
+        store._log(functools.partial(_unappend, streams, log, len(log)))
         for event in events:
-            stream = store._events.setdefault(event.ticket_id, [])
-            if event.sequence != len(stream) + 1:
-                raise ConcurrencyConflict(event.ticket_id, len(stream) + 1, event.sequence)
-            stream.append(event)
-            store._event_log.append(event)
-            store._log(stream.pop)
-            store._log(store._event_log.pop)
+            ticket_id = event.ticket_id
+            stream = streams.get(ticket_id)
+            if stream is None:
+                stream = streams[ticket_id] = []
+            if event.sequence != len(stream) // _STRIDE + 1:
+                expected = len(stream) // _STRIDE + 1
+                raise ConcurrencyConflict(ticket_id, expected, event.sequence)
+            data = event.data
+            schema = store._schema((event.type, event.actor, tuple(data)))
+            stream += (schema, event.at, store._values(tuple(data.values())))
+            log.append(ticket_id)
 
     def history(self, ticket_id: str) -> list[Event]:
-        return list(self._s._events.get(ticket_id, ()))
+        stream = self._s._events.get(ticket_id, [])
+        return [_event(ticket_id, stream, index) for index in range(len(stream) // _STRIDE)]
 
     def iter_events(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> Iterator[Event]:
-        selected = [
-            e
-            for e in self._s._event_log
-            if (start is None or e.at >= start) and (end is None or e.at < end)
-        ]
+        streams = self._s._events
+        seen: dict[str, int] = {}  # events of each ticket met so far in the log
+        selected: list[tuple[datetime, str, int]] = []
+        for ticket_id in self._s._event_log:
+            index = seen.get(ticket_id, 0)
+            seen[ticket_id] = index + 1
+            at: datetime = streams[ticket_id][index * _STRIDE + 1]
+            if (start is None or at >= start) and (end is None or at < end):
+                selected.append((at, ticket_id, index))
         # Stable sort: ties keep insertion order.
-        selected.sort(key=lambda e: e.at)
-        return iter(selected)
+        selected.sort(key=lambda item: item[0])
+        return (_event(ticket_id, streams[ticket_id], index) for _, ticket_id, index in selected)
 
     # -- timers ----------------------------------------------------------------------------
     def replace_timers(self, ticket_id: str, timers: Sequence[Timer]) -> None:
         store = self._s
         old = store._timers.get(ticket_id, {})
+        if len(old) == len(timers) and all(
+            (row := old.get(timer.key)) is not None and row.timer.due_at == timer.due_at
+            for timer in timers
+        ):
+            return  # the same deadlines (most commands move none): rows and leases stay
         new: dict[str, _TimerRow] = {}
         for timer in timers:
             previous = old.get(timer.key)
@@ -220,8 +302,9 @@ class _MemoryUnitOfWork:
             store._timers[ticket_id] = new
         else:
             store._timers.pop(ticket_id, None)
+        store._live_timers += len(new) - len(old)
         # Heap entries of replaced rows turn stale and are skipped; restoring the dict suffices.
-        store._log(lambda: _restore(store._timers, ticket_id, old))
+        store._log(functools.partial(_restore, store, ticket_id, old, len(new)))
 
     def timers(self, ticket_id: str) -> list[Timer]:
         rows = self._s._timers.get(ticket_id, {})
@@ -263,9 +346,13 @@ class _MemoryUnitOfWork:
         del rows[timer.key]
         if not rows:
             del store._timers[timer.ticket_id]
-        store._log(
-            lambda: store._timers.setdefault(timer.ticket_id, {}).__setitem__(timer.key, row)
-        )
+        store._live_timers -= 1
+
+        def undo() -> None:
+            store._timers.setdefault(timer.ticket_id, {})[timer.key] = row
+            store._live_timers += 1
+
+        store._log(undo)
 
     def next_timer_due(self) -> datetime | None:
         store = self._s
@@ -427,13 +514,33 @@ def _matches(ticket: Ticket, q: TicketQuery) -> bool:
     )
 
 
-def _restore(
-    timers: dict[str, dict[str, _TimerRow]], ticket_id: str, old: dict[str, _TimerRow]
-) -> None:
+def _restore(store: MemoryStore, ticket_id: str, old: dict[str, _TimerRow], new: int) -> None:
     if old:
-        timers[ticket_id] = old
+        store._timers[ticket_id] = old
     else:
-        timers.pop(ticket_id, None)
+        store._timers.pop(ticket_id, None)
+    store._live_timers += len(old) - new
+
+
+def _event(ticket_id: str, stream: list[Any], index: int) -> Event:
+    """The ``index``-th event of a ticket's flat stream, as an ``Event`` again."""
+    at = index * _STRIDE
+    schema: _Schema = stream[at]
+    values: tuple[object, ...] = stream[at + 2]
+    kind, actor, keys = schema
+    return Event(
+        ticket_id, index + 1, kind, stream[at + 1], actor, dict(zip(keys, values, strict=True))
+    )
+
+
+def _unappend(streams: dict[str, list[Any]], log: list[str], start: int) -> None:
+    """Undo ``append_events``: drop the events logged from position ``start`` on."""
+    for ticket_id in reversed(log[start:]):
+        stream = streams[ticket_id]
+        del stream[-_STRIDE:]
+        if not stream:
+            del streams[ticket_id]
+    del log[start:]
 
 
 def _unlease(row: _TimerRow, previous: tuple[str | None, datetime | None]) -> None:
