@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import enum
 import json
+import threading
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, get_origin
 
 import cattrs
+from cattrs.gen import make_dict_unstructure_fn
 
 from supportflow.clock import ensure_aware
 from supportflow.errors import ValidationError
 from supportflow.events import Event
-from supportflow.model import Notification, Ticket, Timer
+from supportflow.model import Message, Notification, Ticket, Timer
 from supportflow.storage._port import OutboxEntry, Record
 
 __all__ = [
@@ -133,6 +135,35 @@ def _unstructure_enum(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
+class _MessageDocs:
+    """Messages' documents by message object: a ticket is re-encoded at every save, and all but
+    its newest messages are the very objects encoded the time before (they are frozen values).
+    """
+
+    def __init__(self, encode: Any, size: int = 10_000, longest: int = 20_000) -> None:
+        self._encode = encode
+        self._size = size
+        self._longest = longest  # longer bodies are not kept: memory stays bounded
+        # id -> (message, doc); holding the message keeps its id from being reused.
+        self._docs: dict[int, tuple[Message, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Message) -> dict[str, Any]:
+        hit = self._docs.get(id(message))
+        if hit is not None and hit[0] is message:
+            return dict(hit[1])  # a copy: the caller owns what it gets
+        doc: dict[str, Any] = self._encode(message)
+        body: Any = message.body
+        if not isinstance(body, str) or len(body) > self._longest:
+            return doc
+        with self._lock:
+            docs = self._docs
+            docs[id(message)] = (message, dict(doc))
+            if len(docs) > self._size:
+                del docs[next(iter(docs))]
+        return doc
+
+
 def _make_converter() -> cattrs.Converter:
     # Documents were validated when they were written: skip cattrs' detailed error trees,
     # which double the cost of reading a ticket.
@@ -148,6 +179,7 @@ def _make_converter() -> cattrs.Converter:
     made.register_unstructure_hook_func(_is_mapping, _unstructure_mapping)
     # Mapping[str, Any] fields hold plain JSON values: keep them as they are, in a dict.
     made.register_structure_hook_func(_is_mapping, _structure_mapping)
+    made.register_unstructure_hook(Message, _MessageDocs(make_dict_unstructure_fn(Message, made)))
     return made
 
 

@@ -13,6 +13,9 @@
 * Instants are stored as integer microseconds since the epoch (UTC), so SQL comparisons and
   ``ORDER BY`` are chronological; they come back as aware UTC datetimes (the same instants).
   Documents (tickets, notifications, event and record data) are JSON text.
+* Decoded tickets are kept (bounded) with the JSON text they came from: a ticket whose stored
+  text is unchanged is not decoded again. An update writes only the columns and tag rows that
+  differ from the version this unit of work read.
 
 >>> store = SqliteStore()
 >>> with store.transaction() as uow:
@@ -58,6 +61,9 @@ from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQ
 __all__ = ["MIGRATIONS", "SqliteStore"]
 
 _EVENT_BATCH = 500
+# Bounds of the decoded-ticket cache: entries, and characters of JSON they may hold together.
+_DECODED_TICKETS = 2048
+_DECODED_CHARS = 32_000_000
 _OCCURRENCE_MEMORY = timedelta(days=1)
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -177,6 +183,12 @@ class SqliteStore:
         self._registry_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        # Decoded tickets by id, with the JSON text they were decoded from (or encoded to).
+        # A hit needs the stored text to be identical, so an entry left by a rolled-back unit
+        # of work or by another process never passes for the stored ticket.
+        self._decoded: dict[str, tuple[str, Ticket]] = {}
+        self._decoded_chars = 0
+        self._decoded_lock = threading.Lock()
         # The shared in-memory connection is used by one unit of work at a time.
         self._shared_lock: threading.RLock | None = threading.RLock() if self._memory else None
         self._shared: sqlite3.Connection | None = None
@@ -235,6 +247,9 @@ class SqliteStore:
             connection.close()
         self._shared = None
         self._local = threading.local()
+        with self._decoded_lock:
+            self._decoded = {}
+            self._decoded_chars = 0
 
     # -- connections -----------------------------------------------------------------------
     def _guard(self) -> AbstractContextManager[Any]:
@@ -271,6 +286,29 @@ class SqliteStore:
                 raise sqlite3.ProgrammingError("SqliteStore is closed")
             self._connections.append(connection)
         return connection
+
+    # -- decoded tickets -------------------------------------------------------------------
+    def _ticket_of(self, ticket_id: str, doc: str) -> Ticket:
+        """The ticket stored as ``doc``: decoding it is the costliest step of a command."""
+        cached = self._decoded.get(ticket_id)
+        if cached is not None and cached[0] == doc:
+            return cached[1]
+        ticket = ticket_from_doc(load_json(doc))
+        self._remember(ticket_id, doc, ticket)
+        return ticket
+
+    def _remember(self, ticket_id: str, doc: str, ticket: Ticket) -> None:
+        with self._decoded_lock:
+            decoded = self._decoded
+            old = decoded.pop(ticket_id, None)  # re-inserted last: the oldest go first
+            if old is not None:
+                self._decoded_chars -= len(old[0])
+            if len(doc) > _DECODED_CHARS // 8:
+                return  # huge tickets would crowd out all others
+            decoded[ticket_id] = (doc, ticket)
+            self._decoded_chars += len(doc)
+            while len(decoded) > _DECODED_TICKETS or self._decoded_chars > _DECODED_CHARS:
+                self._decoded_chars -= len(decoded.pop(next(iter(decoded)))[0])
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query on this thread's connection (used by event streams between batches)."""
@@ -336,7 +374,27 @@ _TICKET_COLUMNS = (
 )
 
 
+# The columns of ``_TICKET_COLUMNS`` an update may set, in order (all but ``id``).
+_UPDATABLE_COLUMNS = (
+    "number",
+    "version",
+    "status",
+    "assignee",
+    '"group"',
+    "customer_id",
+    "channel",
+    "priority",
+    "created_at",
+    "doc",
+)
+
+
 def _ticket_row(ticket: Ticket) -> tuple[Any, ...]:
+    return (*_ticket_columns(ticket), dump_json(ticket_to_doc(ticket)))
+
+
+def _ticket_columns(ticket: Ticket) -> tuple[Any, ...]:
+    """The ticket's row without its document."""
     if not isinstance(ticket, Ticket):
         raise ValidationError("ticket", ticket, "a Ticket")
     return (
@@ -350,7 +408,6 @@ def _ticket_row(ticket: Ticket) -> tuple[Any, ...]:
         ticket.channel.value,
         ticket.priority.value,
         _utc(ticket.created_at, "ticket.created_at"),
-        dump_json(ticket_to_doc(ticket)),
     )
 
 
@@ -394,11 +451,13 @@ def _record_of(row: tuple[Any, ...]) -> Record:
 class _SqliteUnitOfWork:
     """The port's calls on one connection inside ``BEGIN IMMEDIATE``."""
 
-    __slots__ = ("_c", "_store")
+    __slots__ = ("_c", "_seen", "_store")
 
     def __init__(self, store: SqliteStore, connection: sqlite3.Connection) -> None:
         self._store = store
         self._c = connection
+        # Tickets as stored in this transaction (read or written by it), to tell what changed.
+        self._seen: dict[str, Ticket] = {}
 
     # -- tickets ---------------------------------------------------------------------------
     def next_ticket_number(self) -> int:
@@ -411,7 +470,8 @@ class _SqliteUnitOfWork:
         row = self._c.execute("SELECT doc FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
         if row is None:
             raise TicketNotFound(ticket_id)
-        return ticket_from_doc(load_json(row[0]))
+        ticket = self._seen[ticket_id] = self._store._ticket_of(ticket_id, row[0])
+        return ticket
 
     def insert_ticket(self, ticket: Ticket) -> None:
         row = _ticket_row(ticket)
@@ -420,16 +480,29 @@ class _SqliteUnitOfWork:
         except sqlite3.IntegrityError:
             raise ConcurrencyConflict(ticket.id, 0, self._version(ticket.id)) from None
         self._write_tags(ticket)
+        self._written(ticket, row[-1])
 
     def update_ticket(self, ticket: Ticket, expected_version: int) -> None:
         row = _ticket_row(ticket)
         check_new_version(ticket.version, expected_version, "ticket.version")
+        # If the version check passes, a ticket this transaction saw at ``expected_version`` is
+        # what the row and its tag rows hold: write only what changed, since SQLite rewrites
+        # the index entries of every column an UPDATE sets, changed or not.
+        before = self._seen.get(ticket.id)
+        if before is not None and before.version != expected_version:
+            before = None
+        # (``old`` has no document, so the new one is always written.)
+        old = _ticket_columns(before) if before is not None else ()
+        names: list[str] = []
+        values: list[Any] = []
+        for index, name in enumerate(_UPDATABLE_COLUMNS, start=1):
+            if index >= len(old) or old[index] != row[index]:
+                names.append(f"{name} = ?")
+                values.append(row[index])
         try:
             cursor = self._c.execute(
-                'UPDATE tickets SET number = ?, version = ?, status = ?, assignee = ?, "group" = ?,'
-                " customer_id = ?, channel = ?, priority = ?, created_at = ?, doc = ?"
-                " WHERE id = ? AND version = ?",
-                (*row[1:], ticket.id, expected_version),
+                f"UPDATE tickets SET {', '.join(names)} WHERE id = ? AND version = ?",
+                (*values, ticket.id, expected_version),
             )
         except sqlite3.IntegrityError:  # the new number is another ticket's
             raise ConcurrencyConflict(ticket.id, expected_version, None) from None
@@ -438,8 +511,10 @@ class _SqliteUnitOfWork:
             if actual is None:
                 raise TicketNotFound(ticket.id)
             raise ConcurrencyConflict(ticket.id, expected_version, actual)
-        self._c.execute("DELETE FROM ticket_tags WHERE ticket_id = ?", (ticket.id,))
-        self._write_tags(ticket)
+        if before is None or before.tags != ticket.tags:
+            self._c.execute("DELETE FROM ticket_tags WHERE ticket_id = ?", (ticket.id,))
+            self._write_tags(ticket)
+        self._written(ticket, row[-1])
 
     def find_tickets(self, query: TicketQuery) -> list[Ticket]:
         if not isinstance(query, TicketQuery):
@@ -471,14 +546,20 @@ class _SqliteUnitOfWork:
         if query.created_to is not None:
             clauses.append("created_at < ?")
             params.append(_utc(query.created_to, "created_to"))
-        sql = "SELECT doc FROM tickets"
+        sql = "SELECT id, doc FROM tickets"
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
         sql += " ORDER BY number"
         if query.limit is not None:
             sql += " LIMIT ?"
             params.append(check_limit(query.limit))
-        return [ticket_from_doc(load_json(doc)) for (doc,) in self._c.execute(sql, params)]
+        ticket_of = self._store._ticket_of
+        return [ticket_of(id_, doc) for id_, doc in self._c.execute(sql, params)]
+
+    def _written(self, ticket: Ticket, doc: str) -> None:
+        self._seen[ticket.id] = ticket
+        # Kept even if this unit of work rolls back: a hit needs the stored text to match.
+        self._store._remember(ticket.id, doc, ticket)
 
     def _version(self, ticket_id: str) -> int | None:
         row = self._c.execute("SELECT version FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
