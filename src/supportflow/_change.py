@@ -902,6 +902,18 @@ def _instant(state: Mapping[str, Any], key: str) -> datetime | None:
     return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
+_RECIPIENTS: dict[tuple[str, str], Recipient] = {}
+
+
 def _customer_recipient(customer: Customer) -> Recipient:
+    """The customer as a recipient; one shared (immutable) object per address and name, as
+    every stored notification to them holds one."""
     address = customer.contacts.get("email") or customer.contacts.get("phone") or customer.id
-    return Recipient(RecipientRole.CUSTOMER, address, customer.name)
+    key = (address, customer.name)
+    recipient = _RECIPIENTS.get(key)
+    if recipient is None:
+        recipient = Recipient(RecipientRole.CUSTOMER, address, customer.name)
+        if len(_RECIPIENTS) >= 10_000:
+            _RECIPIENTS.clear()  # bounded: a desk has many customers
+        _RECIPIENTS[key] = recipient
+    return recipient

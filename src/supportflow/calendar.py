@@ -349,6 +349,42 @@ class BusinessCalendar:
             except OverflowError:
                 raise ValidationError("start", start, "an opening before the year 9999") from None
         target = (rec.before[i] + t - starts[i] if inside else rec.before[i + 1]) + d
+        return self._at(rec, w, target, duration)
+
+    def add_many(self, start: datetime, durations: Iterable[timedelta]) -> list[datetime]:
+        """``[add(start, d) for d in durations]``, finding where ``start`` falls only once
+        (an SLA clock works out its warnings and its breach from the same start).
+
+        >>> office = BusinessCalendar("UTC", {"mon": [("09:00", "12:00"), ("13:00", "18:00")]})
+        >>> monday = datetime(2026, 3, 2, 11, 30, tzinfo=_dt.timezone.utc)
+        >>> [at.isoformat() for at in office.add_many(monday, [timedelta(0), timedelta(hours=1)])]
+        ['2026-03-02T11:30:00+00:00', '2026-03-02T13:30:00+00:00']
+        """
+        t = self._to_us(start, "start")
+        located: tuple[_Week, int, int] | None = None  # (week, its index, start's position)
+        found: list[datetime] = []
+        for duration in durations:
+            d = self._duration_us(duration)
+            if t + d > _MAX_US:
+                raise ValidationError("duration", duration, "a result before the year 9999")
+            if self._always:
+                found.append(self._from_us(t + d))
+                continue
+            if d == 0:
+                found.append(self.add(start, duration))  # the next opening: rare, add knows
+                continue
+            if located is None:
+                rec, w = self._locate(t)
+                starts = rec.starts
+                i = bisect_right(starts, t) - 1
+                inside = i >= 0 and t < rec.ends[i]
+                located = rec, w, rec.before[i] + t - starts[i] if inside else rec.before[i + 1]
+            rec, w, position = located
+            found.append(self._at(rec, w, position + d, duration))
+        return found
+
+    def _at(self, rec: _Week, w: int, target: int, duration: timedelta) -> datetime:
+        """The instant at business position ``target`` of week ``w`` (or a later week)."""
         if target > rec.total:
             try:
                 rec, target = self._walk(w, target - rec.total, "duration", duration)

@@ -552,6 +552,17 @@ class Classifier:
         """The early-warning words, or ``None`` when early warning is off."""
         return tuple(word for word, _ in self._sensitive) if self._warn else None
 
+    def finds_sensitive(self, text: str) -> bool:
+        """Whether ``text`` holds one of the sensitive words (as early warning matches them:
+        normalised, on word boundaries).
+
+        >>> Classifier([], sensitive_words=["lawyer"]).finds_sensitive("My LAWYER will call")
+        True
+        """
+        if not self._sensitive_set or not text:
+            return False
+        return not self._automaton.find(normalize(text)).isdisjoint(self._sensitive_set)
+
     def classify(self, ticket: Ticket, *, keep: Collection[str] = ()) -> Classification:
         """Run the rules, the matrix and the early warning on ``ticket``.
 

@@ -171,7 +171,11 @@ def _recipient_role(value: Any) -> RecipientRole:
 
 
 def _tags(value: Any) -> frozenset[str]:
-    return frozenset(value)
+    # Most tickets have no tag; one shared empty set (each new one is 216 bytes).
+    return frozenset(value) if value else _NO_TAGS
+
+
+_NO_TAGS: frozenset[str] = frozenset()
 
 
 def _aware(instance: Any, attribute: attrs.Attribute[Any], value: datetime | None) -> None:
@@ -315,7 +319,7 @@ class Ticket:
     kind: str = "request"
     assignee: str | None = None
     group: str | None = None
-    tags: frozenset[str] = attrs.field(default=frozenset(), converter=_tags)
+    tags: frozenset[str] = attrs.field(default=_NO_TAGS, converter=_tags)
     fields: Mapping[str, Any] = attrs.field(factory=dict, converter=_frozen_mapping)
     messages: tuple[Message, ...] = ()
     links: tuple[Link, ...] = ()

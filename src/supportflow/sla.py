@@ -503,6 +503,7 @@ class SlaEngine:
 
 
 _RUNNING, _BREACHED = SlaClockState.RUNNING, SlaClockState.BREACHED
+_ZERO = timedelta(0)  # shared: most clocks are met at once, and each stores its elapsed time
 _TIMER_KEYS: dict[tuple[str, int | None], str] = {}
 
 
@@ -524,7 +525,7 @@ def _settle(clock: SlaClock, calendar: BusinessCalendar, now: datetime) -> SlaCl
     if not clock.running or clock.since is None or now <= clock.since:
         return clock
     elapsed = clock.elapsed + calendar.between(clock.since, now)
-    return _evolve(clock, {"elapsed": elapsed, "since": now})
+    return _evolve(clock, {"elapsed": elapsed or _ZERO, "since": now})
 
 
 def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
@@ -533,20 +534,25 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
         if clock.due_at is None and not clock.pending_warnings:
             return clock  # nothing due already
         return _evolve(clock, {"due_at": None, "pending_warnings": ()})
-    calendar, target, since = policy.calendar, clock.target, clock.since
+    target, since, elapsed, breached = clock.target, clock.since, clock.elapsed, clock.breached
+    # Business time left to each pending warning, then to the breach (``None``: none due).
+    lefts: list[tuple[int | None, timedelta]] = []
+    if not breached and elapsed < target:  # past its target it is due for its breach only
+        fired = clock.warnings_fired
+        lefts = [(p, target * p / 100 - elapsed) for p in policy.warnings if p not in fired]
+    if not breached:
+        lefts.append((None, target - elapsed))
+    # One calendar lookup for all of them: they share the start.
+    ahead = [left for _, left in lefts if left > _ZERO]
+    instants = iter(policy.calendar.add_many(since, ahead) if ahead else ())
     pending = []
-    for percent in policy.warnings:
-        if percent in clock.warnings_fired or clock.breached or clock.elapsed >= target:
-            continue  # a clock already past its target is due for its breach, not a warning
-        mark = target * percent / 100
-        left = mark - clock.elapsed
-        pending.append(
-            (percent, to_utc(calendar.add(since, left)) if left > timedelta(0) else since)
-        )
     due_at = None
-    if not clock.breached:
-        left = target - clock.elapsed
-        due_at = to_utc(calendar.add(since, left)) if left > timedelta(0) else since
+    for percent, left in lefts:
+        at = to_utc(next(instants)) if left > _ZERO else since
+        if percent is None:
+            due_at = at
+        else:
+            pending.append((percent, at))
     return _evolve(clock, {"due_at": due_at, "pending_warnings": tuple(pending)})
 
 
@@ -586,7 +592,7 @@ def _restart(clock: SlaClock, now: datetime) -> SlaClock:
         clock,
         {
             "state": SlaClockState.RUNNING,
-            "elapsed": timedelta(0),
+            "elapsed": _ZERO,
             "since": now,
             "met_at": None,
             "breached_at": None,
@@ -642,5 +648,18 @@ def _applied(policy: SlaPolicy, reason: str, priority: Priority, now: datetime) 
     )
 
 
+_SECONDS: dict[timedelta, float] = {}
+
+
 def _seconds(value: timedelta | None) -> float | None:
-    return value.total_seconds() if value is not None else None
+    """``value.total_seconds()``, one shared float per duration: events of every ticket store
+    the same few targets (and mostly zero elapsed), 24 bytes each otherwise."""
+    if value is None:
+        return None
+    try:
+        return _SECONDS[value]
+    except KeyError:
+        seconds = value.total_seconds()
+        if len(_SECONDS) < 10_000:  # targets are few; elapsed times vary: stay bounded
+            _SECONDS[value] = seconds
+        return seconds

@@ -103,7 +103,19 @@ class Triage(DeskExtension):
                 self._watch_incident(change, key)
 
     def message_added(self, change: Change, message: Message) -> None:
-        if not (message.role is Role.CUSTOMER and message.public) or self._skip(change):
+        """Classify again on a public customer message.
+
+        Without rules, only a sensitive word can change the outcome (the matrix reads impact
+        and urgency, which a message does not change), so a message without one is skipped
+        rather than re-reading the whole thread. A sensitive word split across two messages
+        is then not caught; one within a message always is.
+        """
+        if not (message.role is Role.CUSTOMER and message.public):
+            return
+        classifier = self.classifier
+        if not classifier.rules and not classifier.finds_sensitive(message.body):
+            return
+        if self._skip(change):
             return
         self._apply(change, first=False)
 
@@ -116,12 +128,10 @@ class Triage(DeskExtension):
     def status_changed(
         self, change: Change, before: StatusCategory, after: StatusCategory, trigger: str
     ) -> None:
+        if self.incidents is None or (before in _DONE) == (after in _DONE):
+            return  # before reading ``change.ticket``, which builds the ticket
         ticket = change.ticket
-        if (
-            ticket.kind != INCIDENT_KIND
-            or self.incidents is None
-            or (before in _DONE) == (after in _DONE)
-        ):
+        if ticket.kind != INCIDENT_KIND:
             return
         policy, resolution = self.incidents, ticket.resolution or "resolved with the incident"
         incident_id, key = ticket.id, str(ticket.fields.get("fingerprint") or "")

@@ -43,6 +43,7 @@ _Entry = tuple[datetime, int, str, str]  # (due_at, generation, ticket_id, key)
 _Schema = tuple[str, str, tuple[str, ...]]  # an event's (type, actor, data keys)
 _STRIDE = 3  # an event is three items of its ticket's flat stream: schema, at, values
 _SHARED_LIMIT = 100_000  # entries of each sharing table before it starts over
+_SHARING_TRIAL = 64  # events of one schema tried before sharing may stop for it
 _COMPACT_ABOVE = 1_024  # queue entries below which stale ones are not worth a rebuild
 
 
@@ -109,7 +110,6 @@ class _TimerRow:
 @attrs.define(slots=True)
 class _OutboxRow:
     entry: OutboxEntry
-    order: int
     lease_until: datetime | None = None
 
 
@@ -130,12 +130,14 @@ class MemoryStore:
         self._event_log: list[str] = []  # the ticket id of every event, in insertion order
         self._schemas: dict[_Schema, _Schema] = {}
         self._shared_values: dict[tuple[object, ...], tuple[object, ...]] = {}
+        self._sharing: dict[_Schema, list[int]] = {}  # schema -> [values tried, found shared]
         self._timers: dict[str, dict[str, _TimerRow]] = {}
         self._live_timers = 0  # rows in ``_timers``; the due queue holds these and stale ones
         self._due = _DueQueue()
         self._generations = itertools.count(1)
-        self._outbox: dict[str, _OutboxRow] = {}
-        self._outbox_order = itertools.count(1)
+        # In enqueue order (keys are never inserted again). A notification nobody has claimed
+        # yet is kept as it is: its row and entry are made when a worker first touches it.
+        self._outbox: dict[str, _OutboxRow | Notification] = {}
         self._records: dict[tuple[str, str], Record] = {}
         self._occurrences: dict[str, deque[tuple[datetime, str]]] = defaultdict(deque)
         self._undo: list[Callable[[], object]] | None = None
@@ -190,15 +192,35 @@ class MemoryStore:
             self._schemas.clear()  # bounded: already stored events keep theirs
         return shared
 
-    def _values(self, values: tuple[object, ...]) -> tuple[object, ...]:
-        # Only strings and None are shared: equal numbers may differ in type (1, 1.0, True)
-        # or sign (0.0, -0.0), and a shared value must read back exactly as written.
+    def _values(self, schema: _Schema, values: tuple[object, ...]) -> tuple[object, ...]:
+        """``values``, or an equal tuple stored before (one object serves many events).
+
+        Tuples of strings, None and numbers are shared. Equal numbers may differ in type
+        (1, 1.0, True) or sign (0.0, -0.0), and a shared value must read back exactly as
+        written: with numbers the key spells each one exactly. Kinds of event whose values
+        hardly ever repeat (a ticket's number, a message id) stop being tried, since each
+        try keeps a table entry.
+        """
+        exact = False
         for value in values:
-            if value is not None and type(value) is not str:
-                return values
-        shared = self._shared_values.setdefault(values, values)
+            kind = type(value)
+            if value is None or kind is str:
+                continue
+            if kind is not int and kind is not float and kind is not bool:
+                return values  # lists, dicts, ...: not shared
+            exact = True
+        stats = self._sharing.get(schema)
+        if stats is None:
+            stats = self._sharing[schema] = [0, 0]
+        tries, hits = stats
+        if tries >= _SHARING_TRIAL and hits * 4 < tries:
+            return values  # this kind of event rarely repeats its values
+        key = tuple(map(_exact, values)) if exact else values
+        shared = self._shared_values.setdefault(key, values)
+        stats[0], stats[1] = tries + 1, hits + (shared is not values)
         if len(self._shared_values) > _SHARED_LIMIT:
             self._shared_values.clear()
+            self._sharing.clear()  # and every kind gets a new trial
         return shared
 
 
@@ -257,7 +279,7 @@ class _MemoryUnitOfWork:
                 raise ConcurrencyConflict(ticket_id, expected, event.sequence)
             data = event.data
             schema = store._schema((event.type, event.actor, tuple(data)))
-            stream += (schema, event.at, store._values(tuple(data.values())))
+            stream += (schema, event.at, store._values(schema, tuple(data.values())))
             log.append(ticket_id)
 
     def history(self, ticket_id: str) -> list[Event]:
@@ -372,28 +394,48 @@ class _MemoryUnitOfWork:
             key = notification.idempotency_key
             if key in store._outbox:
                 continue
-            entry = OutboxEntry(notification, next_attempt_at=notification.created_at)
-            store._outbox[key] = _OutboxRow(entry, next(store._outbox_order))
+            store._outbox[key] = notification
             store._log(functools.partial(store._outbox.pop, key, None))
 
     def claim_notifications(
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[OutboxEntry]:
         store = self._s
-        due = [
-            row
-            for row in store._outbox.values()
-            if row.entry.status is OutboxStatus.PENDING
-            and (row.entry.next_attempt_at is None or row.entry.next_attempt_at <= now)
-            and (row.lease_until is None or row.lease_until <= now)
-        ]
-        due.sort(key=lambda row: (row.entry.next_attempt_at or now, row.order))
-        claimed = due[:limit]
-        for row in claimed:
-            previous = row.lease_until
-            row.lease_until = now + lease
-            store._log(functools.partial(setattr, row, "lease_until", previous))
-        return [row.entry for row in claimed]
+        due: list[tuple[datetime, int, str]] = []  # (when, enqueue order, key)
+        for order, (key, row) in enumerate(store._outbox.items()):
+            if type(row) is Notification:  # pending, never tried, not leased
+                if row.created_at <= now:
+                    due.append((row.created_at, order, key))
+                continue
+            assert isinstance(row, _OutboxRow)
+            entry = row.entry
+            if (
+                entry.status is OutboxStatus.PENDING
+                and (entry.next_attempt_at is None or entry.next_attempt_at <= now)
+                and (row.lease_until is None or row.lease_until <= now)
+            ):
+                due.append((entry.next_attempt_at or now, order, key))
+        due.sort(key=lambda item: item[:2])
+        claimed = []
+        for _, _, key in due[:limit]:
+            claimed_row = self._row(key)
+            assert claimed_row is not None
+            previous = claimed_row.lease_until
+            claimed_row.lease_until = now + lease
+            store._log(functools.partial(setattr, claimed_row, "lease_until", previous))
+            claimed.append(claimed_row.entry)
+        return claimed
+
+    def _row(self, key: str) -> _OutboxRow | None:
+        """The outbox row of ``key``, made from its notification the first time."""
+        outbox = self._s._outbox
+        row = outbox.get(key)
+        if row is None or type(row) is _OutboxRow:
+            return row
+        assert isinstance(row, Notification)
+        made = outbox[key] = _OutboxRow(_fresh_entry(row))
+        self._s._log(functools.partial(outbox.__setitem__, key, row))
+        return made
 
     def mark_delivered(self, key: str, at: datetime) -> None:
         self._update_outbox(
@@ -416,14 +458,17 @@ class _MemoryUnitOfWork:
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         row = self._s._outbox.get(key)
-        return row.entry if row is not None else None
+        return _entry(row) if row is not None else None
 
     def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxEntry]:
-        rows = sorted(
-            (row for row in self._s._outbox.values() if row.entry.status is status),
-            key=lambda row: row.order,
-        )
-        return [row.entry for row in rows[:limit]]
+        found: list[OutboxEntry] = []
+        for row in self._s._outbox.values():  # in enqueue order
+            if len(found) >= limit:
+                break
+            entry = _entry(row)
+            if entry.status is status:
+                found.append(entry)
+        return found
 
     def requeue(self, key: str, at: datetime) -> None:
         self._update_outbox(
@@ -432,7 +477,7 @@ class _MemoryUnitOfWork:
         )
 
     def _update_outbox(self, key: str, change: Callable[[OutboxEntry], OutboxEntry]) -> None:
-        row = self._s._outbox.get(key)
+        row = self._row(key)
         if row is None:
             return
         previous = (row.entry, row.lease_until)
@@ -531,6 +576,23 @@ def _event(ticket_id: str, stream: list[Any], index: int) -> Event:
     return Event(
         ticket_id, index + 1, kind, stream[at + 1], actor, dict(zip(keys, values, strict=True))
     )
+
+
+def _fresh_entry(notification: Notification) -> OutboxEntry:
+    return OutboxEntry(notification, next_attempt_at=notification.created_at)
+
+
+def _entry(row: _OutboxRow | Notification) -> OutboxEntry:
+    return row.entry if isinstance(row, _OutboxRow) else _fresh_entry(row)
+
+
+def _exact(value: object) -> object:
+    """A key telling apart values that compare equal but read back differently."""
+    if value is None or type(value) is str:
+        return value
+    if type(value) is float:
+        return (float, value.hex())  # -0.0 and nan as well
+    return (type(value), value)
 
 
 def _unappend(streams: dict[str, list[Any]], log: list[str], start: int) -> None:
