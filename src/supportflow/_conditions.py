@@ -6,6 +6,7 @@ import them from. Only the model, the errors and the text matcher are imported h
 
 from __future__ import annotations
 
+import abc
 import re
 import typing as t
 from collections.abc import Iterable, Sequence
@@ -98,7 +99,7 @@ def check_fields(fields: Iterable[object], path: str = "fields") -> tuple[str, .
     return checked
 
 
-class Condition:
+class Condition(abc.ABC):
     """A test on a ticket. Combine with ``&`` (:class:`All`), ``|`` (:class:`Any`) and ``~``
     (:class:`Not`).
 
@@ -108,13 +109,13 @@ class Condition:
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
         """``None`` if the ticket does not match, else the words and fields that made it match."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def to_dict(self) -> dict[str, t.Any]:
         """The condition in the document schema."""
-        raise NotImplementedError
 
     def __and__(self, other: Condition) -> All:
         return All(self, other)
@@ -229,8 +230,9 @@ class _OneOf(Condition):
         values = check_texts(values, self.key)
         self.__attrs_init__(values, frozenset(value.casefold() for value in values))
 
+    @abc.abstractmethod
     def actual(self, ctx: MatchContext) -> Iterable[str]:
-        raise NotImplementedError
+        """The ticket's values this condition compares (tiers, categories, tags)."""
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
         seen = tuple(
@@ -358,11 +360,18 @@ class Any(Condition):
         return {"any": [condition.to_dict() for condition in self.conditions]}
 
 
+def is_condition(instance: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
+    """attrs validator: ``value`` must be a :class:`Condition` (an abstract class, which
+    ``attrs.validators.instance_of`` cannot be typed with)."""
+    if not isinstance(value, Condition):
+        raise TypeError(f"{attribute.name} must be a Condition, not {value!r}")
+
+
 @attrs.frozen
 class Not(Condition):
     """``condition`` does not match. ``Not(TierIs("internal"))``."""
 
-    condition: Condition = attrs.field(validator=attrs.validators.instance_of(Condition))
+    condition: Condition = attrs.field(validator=is_condition)
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
         return ((), ()) if self.condition.evaluate(ctx) is None else None

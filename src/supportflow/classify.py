@@ -20,6 +20,7 @@ is described in ``docs/classification.md``.
 
 from __future__ import annotations
 
+import abc
 import typing as t
 from collections.abc import Collection, Iterable, Mapping, Sequence
 
@@ -43,6 +44,7 @@ from supportflow._conditions import (
     RuleIndex,
     TierIs,
     check_texts,
+    is_condition,
     non_empty,
 )
 from supportflow._conditions import (
@@ -207,18 +209,19 @@ class _Draft:
         self.reasons: list[Reason] = []
 
 
-class Action:
+class Action(abc.ABC):
     """Something a matching rule does. ``apply`` returns the detail for the :class:`Reason`."""
 
     __slots__ = ()
     kind: t.ClassVar[str]
 
+    @abc.abstractmethod
     def apply(self, draft: _Draft, rule: str) -> str:
-        raise NotImplementedError
+        """Apply the action to the classification being drafted."""
 
+    @abc.abstractmethod
     def to_dict(self) -> dict[str, t.Any]:
         """The action as entries of a rule's ``then`` object."""
-        raise NotImplementedError
 
 
 @attrs.frozen
@@ -407,7 +410,7 @@ class Rule:
     """
 
     name: str = attrs.field(validator=non_empty)
-    when: Condition = attrs.field(validator=attrs.validators.instance_of(Condition))
+    when: Condition = attrs.field(validator=is_condition)
     then: tuple[Action, ...] = attrs.field(default=(), converter=_actions)
     stop: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
