@@ -349,7 +349,7 @@ class Change:
             if self.rules.notify_customers:
                 self.notify(
                     "reply",
-                    [_customer_recipient(ticket.customer)],
+                    [customer_recipient(ticket.customer)],
                     f"Re: [#{ticket.number}] {ticket.subject}",
                     body,
                     message_id=message.id,
@@ -591,14 +591,24 @@ class Change:
 
     def _follow_up_ticket(self, body: str, by: str) -> None:
         """A customer writing on a closed ticket opens a new one that follows it."""
-        old = self.ticket
-        rules, new_id = self.rules, self.new_id
-        follow_id = new_id()
-        self._set(links=(*old.links, Link("followed_by", follow_id)))
-        self.record(EventType.LINKED, {"kind": "followed_by", "ticket_id": follow_id})
+        self.open_follow_up(body, by, fields=dict(self.ticket.fields), returned=True)
 
-        def open_follow_up(uow: UnitOfWork) -> None:
-            change = Change.new(rules, self.now, new_id, uow.next_ticket_number())
+    def open_follow_up(
+        self, body: str, by: str, *, fields: dict[str, Any], returned: bool = False
+    ) -> str:
+        """Open a new ticket that follows this one, in the same unit of work; its id.
+
+        The new ticket copies subject, customer, channel, priority, category and routing, and
+        gets ``fields``; both tickets record the link. With ``returned`` the command returns
+        the new ticket instead of this one.
+        """
+        old = self.ticket
+        rules, new_id, now = self.rules, self.new_id, self.now
+        follow_id = new_id()
+        self.link("followed_by", follow_id, by)
+
+        def open_ticket(uow: UnitOfWork) -> None:
+            change = Change.new(rules, now, new_id, uow.next_ticket_number())
             change.uow = uow
             change.open(
                 ticket_id=follow_id,
@@ -611,7 +621,7 @@ class Change:
                 category=old.category,
                 kind=old.kind,
                 tags=frozenset(),
-                fields=dict(old.fields),
+                fields=fields,
                 impact=old.impact,
                 urgency=old.urgency,
                 group=old.group,
@@ -622,9 +632,11 @@ class Change:
             change.commit(uow, insert=True)
             for follow_up in change.follow_ups:  # the extensions' writes for the new ticket
                 follow_up(uow)
-            self.result = change.result or change.ticket
+            if returned:
+                self.result = change.result or change.ticket
 
-        self.follow_ups.append(open_follow_up)
+        self.follow_ups.append(open_ticket)
+        return follow_id
 
     # -- deadlines -------------------------------------------------------------------------
     def timers(self) -> list[Timer]:
@@ -768,7 +780,7 @@ class Change:
         )
         self.record(EventType.REMINDER_SENT, {"reason": reason, "message_id": message.id})
         self.notify(
-            reason, [_customer_recipient(ticket.customer)], f"[#{ticket.number}] {ticket.subject}",
+            reason, [customer_recipient(ticket.customer)], f"[#{ticket.number}] {ticket.subject}",
             body,
         )  # fmt: skip
 
@@ -905,9 +917,9 @@ def _instant(state: Mapping[str, Any], key: str) -> datetime | None:
 _RECIPIENTS: dict[tuple[str, str], Recipient] = {}
 
 
-def _customer_recipient(customer: Customer) -> Recipient:
-    """The customer as a recipient; one shared (immutable) object per address and name, as
-    every stored notification to them holds one."""
+def customer_recipient(customer: Customer) -> Recipient:
+    """The customer as a recipient: e-mail, else phone, else the customer id. One shared
+    (immutable) object per address and name, as every stored notification to them holds one."""
     address = customer.contacts.get("email") or customer.contacts.get("phone") or customer.id
     key = (address, customer.name)
     recipient = _RECIPIENTS.get(key)

@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from supportflow._change import Change, DeskExtension
+from supportflow._change import Change, DeskExtension, customer_recipient
 from supportflow.automation import state_time
 from supportflow.errors import ValidationError
 from supportflow.events import EventType
@@ -59,7 +59,6 @@ from supportflow.feedback import (
     ticket_dimensions,
 )
 from supportflow.model import (
-    Customer,
     Recipient,
     RecipientRole,
     StatusCategory,
@@ -102,12 +101,6 @@ def upsert_record(
     )
     uow.put_record(record, current.version)
     return record
-
-
-def customer_recipient(customer: Customer) -> Recipient:
-    """Where a message to the customer goes: e-mail, else phone, else the customer id."""
-    address = customer.contacts.get("email") or customer.contacts.get("phone") or customer.id
-    return Recipient(RecipientRole.CUSTOMER, address, customer.name)
 
 
 def _set_state(change: Change, **values: Any) -> None:
@@ -465,37 +458,7 @@ class FeedbackExtension(DeskExtension):
 
     def _open_linked(self, change: Change, by: str, body: str) -> None:
         """Open a new ticket that follows this one, in the same unit of work."""
-        old = change.ticket
-        new_id = change.new_id()
-        change.link("followed_by", new_id, by)
-        rules, now, ids = change.rules, change.now, change.new_id
-
-        def open_ticket(uow: UnitOfWork) -> None:
-            follow = Change.new(rules, now, ids, uow.next_ticket_number())
-            follow.open(
-                ticket_id=new_id,
-                subject=old.subject,
-                body=body,
-                customer=old.customer,
-                channel=old.channel,
-                priority=old.priority,
-                priority_explicit=False,
-                category=old.category,
-                kind=old.kind,
-                tags=frozenset(),
-                fields={},
-                impact=old.impact,
-                urgency=old.urgency,
-                group=old.group,
-                assignee=old.assignee,
-                actor=by,
-            )
-            follow.link("follows", old.id, by)
-            follow.commit(uow, insert=True)
-            for write in follow.follow_ups:
-                write(uow)
-
-        change.follow_ups.append(open_ticket)
+        change.open_follow_up(body, by, fields={})
 
     # -- complaints ------------------------------------------------------------------------
     def record_complaint(
