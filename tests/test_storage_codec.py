@@ -113,3 +113,39 @@ def test_instants_as_micros_are_exact_and_ordered(at: datetime) -> None:
 @given(st.timedeltas())
 def test_timedeltas_are_exact(delta: timedelta) -> None:
     assert codec.converter.structure(codec.converter.unstructure(delta), timedelta) == delta
+
+
+def test_the_ticket_cache_decodes_only_text_it_has_not_seen() -> None:
+    cache = codec.TicketCache()
+    ticket = full_ticket()
+    text = codec.ticket_json(ticket)
+    assert text == codec.dump_json(codec.ticket_to_doc(ticket))
+    first = cache.ticket(ticket.id, text)
+    assert first == ticket
+    assert cache.ticket(ticket.id, text) is first  # same text: not decoded again
+    # Other text under the same id (another writer, or PostgreSQL's rendering) is decoded.
+    other = json.dumps(json.loads(text), sort_keys=True)
+    again = cache.ticket(ticket.id, other)
+    assert again == ticket
+    assert again is not first
+    cache.remember(ticket.id, "written", first)
+    assert cache.ticket(ticket.id, "written") is first
+
+
+def test_the_ticket_cache_stays_within_its_bounds() -> None:
+    ticket = full_ticket()
+    text = codec.ticket_json(ticket)
+    cache = codec.TicketCache(entries=3, chars=len(text) * 100)
+    for n in range(10):
+        cache.remember(f"t-{n}", text, ticket)
+    assert len(cache._docs) == 3
+    assert set(cache._docs) == {"t-7", "t-8", "t-9"}
+    small = codec.TicketCache(entries=100, chars=len(text) * 8)
+    for n in range(20):
+        small.remember(f"t-{n}", text, ticket)
+    assert small._held <= len(text) * 8
+    small.remember("huge", text * 2, ticket)  # over an eighth of the budget: not kept
+    assert "huge" not in small._docs
+    small.clear()
+    assert small._docs == {}
+    assert small._held == 0

@@ -33,6 +33,7 @@ from supportflow.model import Message, Notification, Ticket, Timer
 from supportflow.storage._port import OutboxEntry, Record
 
 __all__ = [
+    "TicketCache",
     "converter",
     "dump_json",
     "event_from_doc",
@@ -48,6 +49,7 @@ __all__ = [
     "record_from_doc",
     "record_to_doc",
     "ticket_from_doc",
+    "ticket_json",
     "ticket_to_doc",
     "timer_from_doc",
     "timer_to_doc",
@@ -224,6 +226,31 @@ def ticket_to_doc(ticket: Ticket) -> dict[str, Any]:
     return to_doc(ticket, Ticket)
 
 
+def ticket_columns(ticket: Ticket) -> tuple[Any, ...]:
+    """The ticket's indexed columns, as both SQL adapters lay them out: id, number, version,
+    status, assignee, group, customer id, channel, priority and ``created_at`` (which each
+    adapter turns into its own instant type)."""
+    if not isinstance(ticket, Ticket):
+        raise ValidationError("ticket", ticket, "a Ticket")
+    return (
+        ticket.id,
+        ticket.number,
+        ticket.version,
+        ticket.status,
+        ticket.assignee,
+        ticket.group,
+        ticket.customer.id,
+        ticket.channel.value,
+        ticket.priority.value,
+        ticket.created_at,
+    )
+
+
+def ticket_json(ticket: Ticket) -> str:
+    """The ticket's document as JSON text (what the SQL adapters store)."""
+    return dump_json(ticket_to_doc(ticket))
+
+
 def ticket_from_doc(doc: Any) -> Ticket:
     return from_doc(doc, Ticket)
 
@@ -266,6 +293,51 @@ def record_to_doc(record: Record) -> dict[str, Any]:
 
 def record_from_doc(doc: Any) -> Record:
     return from_doc(doc, Record)
+
+
+class TicketCache:
+    """Decoded tickets by id, each with the exact stored JSON text it was decoded from (or
+    encoded to): decoding is the costliest step of reading a ticket.
+
+    A hit needs the stored text to be identical, so an entry left by a rolled-back unit of
+    work or by another process never passes for the stored ticket. Bounded in entries and in
+    characters of JSON held; thread-safe.
+    """
+
+    def __init__(self, entries: int = 2048, chars: int = 32_000_000) -> None:
+        self._entries = entries
+        self._chars = chars
+        self._held = 0
+        self._docs: dict[str, tuple[str, Ticket]] = {}
+        self._lock = threading.Lock()
+
+    def ticket(self, ticket_id: str, text: str) -> Ticket:
+        """The ticket stored as ``text``, decoded only if it is not the remembered text."""
+        cached = self._docs.get(ticket_id)
+        if cached is not None and cached[0] == text:
+            return cached[1]
+        ticket = ticket_from_doc(load_json(text))
+        self.remember(ticket_id, text, ticket)
+        return ticket
+
+    def remember(self, ticket_id: str, text: str, ticket: Ticket) -> None:
+        """Note that ``text`` decodes to ``ticket``."""
+        with self._lock:
+            docs = self._docs
+            old = docs.pop(ticket_id, None)  # re-inserted last: the oldest go first
+            if old is not None:
+                self._held -= len(old[0])
+            if len(text) > self._chars // 8:
+                return  # huge tickets would crowd out all others
+            docs[ticket_id] = (text, ticket)
+            self._held += len(text)
+            while len(docs) > self._entries or self._held > self._chars:
+                self._held -= len(docs.pop(next(iter(docs)))[0])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._docs = {}
+            self._held = 0
 
 
 # -- input checks shared by the adapters --------------------------------------------------------

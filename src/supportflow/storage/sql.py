@@ -14,6 +14,10 @@ on SQLite URLs for quick local checks.
   is skipped by the others, and a leased row is not handed out again before its lease ends.
 * **Optimistic concurrency.** ``UPDATE tickets ... WHERE id = :id AND version = :expected``;
   no row updated means another writer won (``ConcurrencyConflict``).
+* **Hot path.** On PostgreSQL the calls every command makes are pre-written SQL run with
+  ``exec_driver_sql``, one round trip each (see ``_PgUnitOfWork``); decoded tickets are kept
+  with the exact JSON text they came from. Pooled connections are pinged only after sitting
+  idle (:func:`make_engine`).
 * **Types.** Documents are ``JSONB`` on PostgreSQL and ``JSON`` elsewhere. Instants are
   ``timestamptz`` on PostgreSQL (microsecond precision) and integer microseconds since the
   epoch elsewhere; both compare chronologically and come back as aware UTC datetimes.
@@ -41,6 +45,7 @@ from supportflow.errors import ConcurrencyConflict, TicketNotFound, ValidationEr
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer, coerce_enum
 from supportflow.storage._codec import (
+    TicketCache,
     check_event,
     check_lease,
     check_limit,
@@ -53,7 +58,9 @@ from supportflow.storage._codec import (
     micros_to_instant,
     notification_from_doc,
     notification_to_doc,
+    ticket_columns,
     ticket_from_doc,
+    ticket_json,
     ticket_to_doc,
 )
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery, UnitOfWork
@@ -64,6 +71,8 @@ _EVENT_BATCH = 500
 _OCCURRENCE_MEMORY = timedelta(days=1)
 # Any fixed 64-bit number; it names the advisory lock that serialises migrations.
 _MIGRATION_LOCK = 0x5F5F_5350_4F52_5446
+# Seconds a pooled connection may sit idle before it is pinged at checkout.
+_PING_AFTER_IDLE = 1.0
 
 
 # -- column types -------------------------------------------------------------------------------
@@ -314,12 +323,18 @@ def make_engine(url: str | sa.engine.URL, **kwargs: Any) -> Engine:
     On SQLite: every transaction starts with ``BEGIN IMMEDIATE`` (claims are write
     transactions), WAL mode, ``foreign_keys=ON``, a 30 s busy timeout; ``sqlite://`` (memory)
     shares one connection. JSON is written compactly and NaN is refused.
+
+    Elsewhere a pooled connection that sat idle for over a second is pinged before use and
+    replaced if it is dead (a restarted server, a dropped idle connection); pass
+    ``pool_pre_ping=True`` to ping at every checkout instead.
     """
     parsed = sa.make_url(url)
     kwargs.setdefault("json_serializer", dump_json)
     if parsed.get_backend_name() != "sqlite":
-        kwargs.setdefault("pool_pre_ping", True)
-        return sa.create_engine(parsed, **kwargs)
+        engine = sa.create_engine(parsed, **kwargs)
+        if not kwargs.get("pool_pre_ping"):
+            _ping_idle_connections(engine)
+        return engine
     if _is_memory_sqlite(parsed):
         kwargs.setdefault("poolclass", StaticPool)
         kwargs.setdefault("connect_args", {"check_same_thread": False})
@@ -343,6 +358,26 @@ def make_engine(url: str | sa.engine.URL, **kwargs: Any) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping a pooled connection at checkout only if it sat idle: a ping at every checkout
+    (``pool_pre_ping``) is one more round trip per unit of work, a third of a small command."""
+
+    @sa_event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa_event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= _PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool drops this connection and checks out another (a new one if need be).
+            raise sa_exc.DisconnectionError(str(exc)) from exc
 
 
 # -- the store ----------------------------------------------------------------------------------
@@ -373,6 +408,9 @@ class SqlStore:
         else:
             raise ValidationError("url_or_engine", url_or_engine, "a database URL or an Engine")
         self._postgres = self._engine.dialect.name == "postgresql"
+        self._uow_class = _PgUnitOfWork if self._postgres else _SqlUnitOfWork
+        # Decoded tickets with the exact JSON text PostgreSQL renders for them.
+        self._decoded = TicketCache()
         self._local = threading.local()
         memory = _is_memory_sqlite(self._engine.url)
         self._shared_lock: threading.RLock | None = threading.RLock() if memory else None
@@ -402,7 +440,7 @@ class SqlStore:
             yield current
             return
         with self._guard(), self._engine.connect() as connection, connection.begin():
-            uow = _SqlUnitOfWork(self, connection)
+            uow = self._uow_class(self, connection)
             self._local.uow = uow
             try:
                 yield uow
@@ -413,6 +451,7 @@ class SqlStore:
         """Dispose of the engine's pool if the store created the engine."""
         if self._owns_engine:
             self._engine.dispose()
+        self._decoded.clear()
 
     def _guard(self) -> AbstractContextManager[Any]:
         return self._shared_lock if self._shared_lock is not None else nullcontext()
@@ -448,6 +487,17 @@ def _ticket_values(ticket: Ticket) -> dict[str, Any]:
         "created_at": _utc(ticket.created_at, "ticket.created_at"),
         "doc": doc,
     }
+
+
+def _claim_window(
+    now: datetime, limit: int, owner: str, lease: timedelta
+) -> tuple[datetime, datetime] | None:
+    """A timer claim's checked arguments: ``now`` in UTC and the lease's end, or ``None`` when
+    ``limit`` is zero and there is nothing to claim."""
+    at = _utc(now, "now")
+    until = at + check_lease(lease)
+    check_text(owner, "owner")
+    return None if check_limit(limit) == 0 else (at, until)
 
 
 def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -750,12 +800,11 @@ class _SqlUnitOfWork:
     def claim_due_timers(
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[Timer]:
-        at = _utc(now, "now")
-        until = at + check_lease(lease)
-        check_text(owner, "owner")
-        if check_limit(limit) == 0:
+        window = _claim_window(now, limit, owner, lease)
+        if window is None:
             return []
-        # SKIP LOCKED: rows another worker is claiming right now are passed over, not waited on.
+        at, until = window
+        # (PostgreSQL claims in _PgUnitOfWork.)
         statement = (
             sa.select(*_TIMER_COLUMNS)
             .where(
@@ -766,20 +815,6 @@ class _SqlUnitOfWork:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        if self._store._postgres:
-            # One round trip: lease the selected rows and hand them back.
-            leased = (
-                sa.update(timers)
-                .where(
-                    sa.tuple_(timers.c.ticket_id, timers.c.key).in_(
-                        statement.with_only_columns(timers.c.ticket_id, timers.c.key)
-                    )
-                )
-                .values(lease_owner=owner, lease_until=until)
-                .returning(*_TIMER_COLUMNS)
-            )
-            rows = sorted(self._c.execute(leased), key=lambda row: row.due_at)
-            return [_timer_of(row) for row in rows]
         rows = list(self._c.execute(statement))
         if rows:
             self._c.execute(
@@ -1014,3 +1049,237 @@ class _SqlUnitOfWork:
 
 def _enum_value(value: Any) -> Any:
     return getattr(value, "value", value)
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+# The calls every command makes, written out once for PostgreSQL and run with
+# ``exec_driver_sql``: one round trip each, and no statement building or compiling per call
+# (which costs more than the round trip). psycopg prepares them server-side after five runs.
+# Documents travel as JSON text cast to ``jsonb``; instants as aware datetimes.
+
+_PG_GET_TICKET = "SELECT doc::text FROM tickets WHERE id = %s"
+
+# ``RETURNING doc::text``: the text PostgreSQL will hand back on the next read, so that read
+# can reuse the ticket instead of decoding it again.
+_PG_INSERT_TICKET = (
+    'INSERT INTO tickets (id, number, version, status, assignee, "group", customer_id, channel,'
+    " priority, created_at, doc) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+    " ON CONFLICT DO NOTHING RETURNING doc::text"
+)
+
+_PG_UPDATE_TICKET = (
+    'UPDATE tickets SET number = %s, version = %s, status = %s, assignee = %s, "group" = %s,'
+    " customer_id = %s, channel = %s, priority = %s, created_at = %s, doc = %s::jsonb"
+    " WHERE id = %s AND version = %s RETURNING doc::text"
+)
+
+_PG_SET_TAGS = (
+    "WITH gone AS (DELETE FROM ticket_tags"
+    " WHERE ticket_id = %(id)s AND tag <> ALL(%(tags)b::text[]))"
+    " INSERT INTO ticket_tags (ticket_id, tag) SELECT %(id)s, unnest(%(tags)b::text[])"
+    " ON CONFLICT DO NOTHING"
+)
+
+# Each ticket's first new event must follow its last stored one, else nothing is inserted (a
+# gap or a repeat); a writer that committed the same sequence meanwhile makes rows go missing.
+_PG_APPEND_EVENTS = (
+    "INSERT INTO events (ticket_id, sequence, type, at, actor, data)"
+    " SELECT e.ticket_id, e.sequence, e.type, e.at, e.actor, e.data::jsonb"
+    " FROM unnest(%(ticket_ids)b::text[], %(sequences)b::int[], %(types)b::text[],"
+    " %(ats)b::timestamptz[], %(actors)b::text[], %(datas)b::text[])"
+    " WITH ORDINALITY AS e(ticket_id, sequence, type, at, actor, data, n)"
+    " WHERE NOT EXISTS (SELECT FROM unnest(%(firsts)b::text[], %(first_sequences)b::int[])"
+    " AS f(ticket_id, sequence) WHERE f.sequence <> 1 + COALESCE("
+    "(SELECT max(s.sequence) FROM events s WHERE s.ticket_id = f.ticket_id), 0))"
+    " ORDER BY e.n ON CONFLICT DO NOTHING"
+)
+
+_PG_LAST_SEQUENCE = "SELECT max(sequence) FROM events WHERE ticket_id = %s"
+
+# One statement whatever changed. An unchanged timer is not rewritten and keeps its lease; a
+# new deadline drops the lease. ON CONFLICT waits for a claimer's row lock, then sees its lease.
+_PG_REPLACE_TIMERS = (
+    "WITH gone AS (DELETE FROM timers WHERE ticket_id = %(id)s AND key <> ALL(%(keys)b::text[]))"
+    " INSERT INTO timers (ticket_id, key, due_at, kind)"
+    " SELECT %(id)s, w.key, w.due_at, w.kind"
+    " FROM unnest(%(keys)b::text[], %(dues)b::timestamptz[], %(kinds)b::text[])"
+    " AS w(key, due_at, kind)"
+    " ON CONFLICT (ticket_id, key) DO UPDATE SET due_at = excluded.due_at, kind = excluded.kind,"
+    " lease_owner = CASE WHEN timers.due_at = excluded.due_at THEN timers.lease_owner END,"
+    " lease_until = CASE WHEN timers.due_at = excluded.due_at THEN timers.lease_until END"
+    " WHERE (timers.due_at, timers.kind) IS DISTINCT FROM (excluded.due_at, excluded.kind)"
+)
+
+# Walks the timers_due index from the earliest, skipping rows others are claiming, and leases
+# what it found in the same statement.
+_PG_CLAIM_TIMERS = (
+    "UPDATE timers AS t SET lease_owner = %(owner)s, lease_until = %(until)s"
+    " FROM (SELECT ticket_id, key FROM timers"
+    " WHERE due_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
+    " ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
+    " WHERE t.ticket_id = due.ticket_id AND t.key = due.key"
+    " RETURNING t.ticket_id, t.key, t.due_at, t.kind"
+)
+
+_PG_ENQUEUE = (
+    "INSERT INTO outbox (key, status, next_attempt_at, attempts, doc, created_at)"
+    " SELECT n.key, 'pending', n.created_at, 0, n.doc::jsonb, n.created_at"
+    " FROM unnest(%(keys)b::text[], %(created)b::timestamptz[], %(docs)b::text[])"
+    " WITH ORDINALITY AS n(key, created_at, doc, i)"
+    " ORDER BY n.i ON CONFLICT (key) DO NOTHING"
+)
+
+
+def _ticket_params(ticket: Ticket) -> tuple[tuple[Any, ...], str]:
+    """The ticket's columns (``id`` first, no document) and its document as JSON text."""
+    *columns, created_at = ticket_columns(ticket)
+    return (*columns, _utc(created_at, "ticket.created_at")), ticket_json(ticket)
+
+
+def _from_pg(value: datetime) -> datetime:
+    # psycopg hands back the session's zone; astimezone is the cheap exact path to UTC.
+    return value.astimezone(timezone.utc)
+
+
+class _PgUnitOfWork(_SqlUnitOfWork):
+    """The port's calls on PostgreSQL: the hot ones as pre-written SQL (see above)."""
+
+    __slots__ = ("_seen",)
+
+    def __init__(self, store: SqlStore, connection: Connection) -> None:
+        super().__init__(store, connection)
+        # Tickets as stored in this transaction (read or written by it), to tell what changed.
+        self._seen: dict[str, Ticket] = {}
+
+    # -- tickets ---------------------------------------------------------------------------
+    def get_ticket(self, ticket_id: str) -> Ticket:
+        text = self._c.exec_driver_sql(_PG_GET_TICKET, (ticket_id,)).scalar()
+        if text is None:
+            raise TicketNotFound(ticket_id)
+        ticket = self._seen[ticket_id] = self._store._decoded.ticket(ticket_id, text)
+        return ticket
+
+    def insert_ticket(self, ticket: Ticket) -> None:
+        columns, doc = _ticket_params(ticket)
+        text = self._c.exec_driver_sql(_PG_INSERT_TICKET, (*columns, doc)).scalar()
+        if text is None:
+            raise ConcurrencyConflict(ticket.id, 0, self._version(ticket.id))
+        if ticket.tags:
+            self._set_tags(ticket)
+        self._written(ticket, text)
+
+    def update_ticket(self, ticket: Ticket, expected_version: int) -> None:
+        columns, doc = _ticket_params(ticket)
+        check_new_version(ticket.version, expected_version, "ticket.version")
+        try:
+            text = self._c.exec_driver_sql(
+                _PG_UPDATE_TICKET, (*columns[1:], doc, ticket.id, expected_version)
+            ).scalar()
+        except sa_exc.IntegrityError:  # the new number is another ticket's
+            raise ConcurrencyConflict(ticket.id, expected_version, None) from None
+        if text is None:
+            actual = self._version(ticket.id)
+            if actual is None:
+                raise TicketNotFound(ticket.id)
+            raise ConcurrencyConflict(ticket.id, expected_version, actual)
+        # The version check passed: a ticket this transaction saw at ``expected_version`` is
+        # what the row held, tag rows included.
+        before = self._seen.get(ticket.id)
+        if before is None or before.version != expected_version or before.tags != ticket.tags:
+            self._set_tags(ticket)
+        self._written(ticket, text)
+
+    def _set_tags(self, ticket: Ticket) -> None:
+        self._c.exec_driver_sql(_PG_SET_TAGS, {"id": ticket.id, "tags": sorted(ticket.tags)})
+
+    def _written(self, ticket: Ticket, text: str) -> None:
+        self._seen[ticket.id] = ticket
+        # Kept even if this unit of work rolls back: a hit needs the stored text to match.
+        self._store._decoded.remember(ticket.id, text, ticket)
+
+    # -- events ----------------------------------------------------------------------------
+    def append_events(self, events_: Sequence[Event]) -> None:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        ticket_ids, sequences, types, ats, actors, datas = columns
+        last: dict[str, int] = {}  # the sequence of each ticket's previous event in the batch
+        firsts: list[str] = []
+        first_sequences: list[int] = []
+        for event in events_:
+            check_event(event)
+            previous = last.get(event.ticket_id)
+            if previous is None:
+                firsts.append(event.ticket_id)
+                first_sequences.append(event.sequence)
+            elif event.sequence != previous + 1:
+                raise ConcurrencyConflict(event.ticket_id, previous + 1, event.sequence)
+            last[event.ticket_id] = event.sequence
+            ticket_ids.append(event.ticket_id)
+            sequences.append(event.sequence)
+            types.append(event.type)
+            ats.append(_utc(event.at, "event.at"))
+            actors.append(event.actor)
+            datas.append(dump_json(dict(event.data)))
+        if not ticket_ids:
+            return
+        inserted = self._c.exec_driver_sql(
+            _PG_APPEND_EVENTS,
+            {
+                "ticket_ids": ticket_ids,
+                "sequences": sequences,
+                "types": types,
+                "ats": ats,
+                "actors": actors,
+                "datas": datas,
+                "firsts": firsts,
+                "first_sequences": first_sequences,
+            },
+        ).rowcount
+        if inserted == len(ticket_ids):
+            return
+        for ticket_id, sequence in zip(firsts, first_sequences, strict=True):
+            stored = self._c.exec_driver_sql(_PG_LAST_SEQUENCE, (ticket_id,)).scalar()
+            expected = int(stored or 0) + 1
+            if sequence != expected:
+                raise ConcurrencyConflict(ticket_id, expected, sequence)
+        raise ConcurrencyConflict(firsts[0], first_sequences[0], None)
+
+    # -- timers ----------------------------------------------------------------------------
+    def replace_timers(self, ticket_id: str, timers_: Sequence[Timer]) -> None:
+        wanted = check_timers(ticket_id, timers_)
+        self._c.exec_driver_sql(
+            _PG_REPLACE_TIMERS,
+            {
+                "id": ticket_id,
+                "keys": list(wanted),
+                "dues": [_utc(timer.due_at, "timer.due_at") for timer in wanted.values()],
+                "kinds": [timer.kind for timer in wanted.values()],
+            },
+        )
+
+    def claim_due_timers(
+        self, now: datetime, limit: int, owner: str, lease: timedelta
+    ) -> list[Timer]:
+        window = _claim_window(now, limit, owner, lease)
+        if window is None:
+            return []
+        at, until = window
+        rows = self._c.exec_driver_sql(
+            _PG_CLAIM_TIMERS, {"owner": owner, "until": until, "now": at, "limit": limit}
+        ).all()
+        timers_ = [Timer(t, key, _from_pg(due), kind) for t, key, due, kind in rows]
+        timers_.sort(key=lambda timer: timer.due_at)  # RETURNING keeps no order
+        return timers_
+
+    # -- outbox ----------------------------------------------------------------------------
+    def enqueue(self, notifications: Sequence[Notification]) -> None:
+        keys: list[str] = []
+        created: list[datetime] = []
+        docs: list[str] = []
+        for notification in notifications:
+            if not isinstance(notification, Notification):
+                raise ValidationError("notifications", notification, "Notification instances")
+            created.append(_utc(notification.created_at, "notification.created_at"))
+            keys.append(notification.idempotency_key)
+            docs.append(dump_json(notification_to_doc(notification)))
+        if keys:
+            self._c.exec_driver_sql(_PG_ENQUEUE, {"keys": keys, "created": created, "docs": docs})

@@ -40,6 +40,7 @@ from supportflow.errors import ConcurrencyConflict, TicketNotFound, ValidationEr
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer, coerce_enum
 from supportflow.storage._codec import (
+    TicketCache,
     check_event,
     check_lease,
     check_limit,
@@ -53,8 +54,8 @@ from supportflow.storage._codec import (
     micros_to_instant,
     notification_from_doc,
     notification_to_doc,
-    ticket_from_doc,
-    ticket_to_doc,
+    ticket_columns,
+    ticket_json,
 )
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery, UnitOfWork
 
@@ -183,12 +184,8 @@ class SqliteStore:
         self._registry_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
-        # Decoded tickets by id, with the JSON text they were decoded from (or encoded to).
-        # A hit needs the stored text to be identical, so an entry left by a rolled-back unit
-        # of work or by another process never passes for the stored ticket.
-        self._decoded: dict[str, tuple[str, Ticket]] = {}
-        self._decoded_chars = 0
-        self._decoded_lock = threading.Lock()
+        # Decoded tickets, each with the exact JSON text it came from (or was written as).
+        self._decoded = TicketCache(_DECODED_TICKETS, _DECODED_CHARS)
         # The shared in-memory connection is used by one unit of work at a time.
         self._shared_lock: threading.RLock | None = threading.RLock() if self._memory else None
         self._shared: sqlite3.Connection | None = None
@@ -247,9 +244,7 @@ class SqliteStore:
             connection.close()
         self._shared = None
         self._local = threading.local()
-        with self._decoded_lock:
-            self._decoded = {}
-            self._decoded_chars = 0
+        self._decoded.clear()
 
     # -- connections -----------------------------------------------------------------------
     def _guard(self) -> AbstractContextManager[Any]:
@@ -290,25 +285,10 @@ class SqliteStore:
     # -- decoded tickets -------------------------------------------------------------------
     def _ticket_of(self, ticket_id: str, doc: str) -> Ticket:
         """The ticket stored as ``doc``: decoding it is the costliest step of a command."""
-        cached = self._decoded.get(ticket_id)
-        if cached is not None and cached[0] == doc:
-            return cached[1]
-        ticket = ticket_from_doc(load_json(doc))
-        self._remember(ticket_id, doc, ticket)
-        return ticket
+        return self._decoded.ticket(ticket_id, doc)
 
     def _remember(self, ticket_id: str, doc: str, ticket: Ticket) -> None:
-        with self._decoded_lock:
-            decoded = self._decoded
-            old = decoded.pop(ticket_id, None)  # re-inserted last: the oldest go first
-            if old is not None:
-                self._decoded_chars -= len(old[0])
-            if len(doc) > _DECODED_CHARS // 8:
-                return  # huge tickets would crowd out all others
-            decoded[ticket_id] = (doc, ticket)
-            self._decoded_chars += len(doc)
-            while len(decoded) > _DECODED_TICKETS or self._decoded_chars > _DECODED_CHARS:
-                self._decoded_chars -= len(decoded.pop(next(iter(decoded)))[0])
+        self._decoded.remember(ticket_id, doc, ticket)
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         """Run one query on this thread's connection (used by event streams between batches)."""
@@ -390,25 +370,13 @@ _UPDATABLE_COLUMNS = (
 
 
 def _ticket_row(ticket: Ticket) -> tuple[Any, ...]:
-    return (*_ticket_columns(ticket), dump_json(ticket_to_doc(ticket)))
+    return (*_ticket_columns(ticket), ticket_json(ticket))
 
 
 def _ticket_columns(ticket: Ticket) -> tuple[Any, ...]:
     """The ticket's row without its document."""
-    if not isinstance(ticket, Ticket):
-        raise ValidationError("ticket", ticket, "a Ticket")
-    return (
-        ticket.id,
-        ticket.number,
-        ticket.version,
-        ticket.status,
-        ticket.assignee,
-        ticket.group,
-        ticket.customer.id,
-        ticket.channel.value,
-        ticket.priority.value,
-        _utc(ticket.created_at, "ticket.created_at"),
-    )
+    *columns, created_at = ticket_columns(ticket)
+    return (*columns, _utc(created_at, "ticket.created_at"))
 
 
 def _event_of(row: sqlite3.Row | tuple[Any, ...]) -> Event:
