@@ -3,6 +3,7 @@ gathered, and the deadlines that fell due handled in order. Used only by the Des
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,7 @@ from supportflow.errors import InvalidTransition
 from supportflow.escalation import EscalationEngine, EscalationPolicy, EscalationStep
 from supportflow.events import Event, EventDraft, EventType
 from supportflow.model import (
+    _EMPTY,  # the shared empty mapping of tickets without state
     Channel,
     Customer,
     Link,
@@ -177,26 +179,20 @@ class Change:
 
     # -- recording -------------------------------------------------------------------------
     def record(self, kind: str, data: Mapping[str, Any], actor: str | None = None) -> None:
-        self.drafts.append(EventDraft(kind, self.at, data, actor or self.actor))
+        # A copy of ``data``: the caller may go on changing its dict.
+        self.drafts.append(_draft(kind, self.at, dict(data), actor or self.actor))
 
     def notify(
         self, kind: str, recipients: list[Recipient], subject: str, body: str, **data: Any
     ) -> None:
         if not recipients:
             return
-        ticket = self.ticket
-        key = f"{ticket.id}:{ticket.sequence + len(self.drafts)}:{kind}:{len(self.notifications)}"
+        ticket_id: str = self._field("id")
+        sequence = self._field("sequence") + len(self.drafts)
+        key = f"{ticket_id}:{sequence}:{kind}:{len(self.notifications)}"
+        shared = _shared_recipients(recipients)
         self.notifications.append(
-            Notification(
-                idempotency_key=key,
-                kind=kind,
-                recipients=tuple(recipients),
-                subject=subject,
-                body=body,
-                created_at=self.at,
-                ticket_id=ticket.id,
-                data=data,
-            )
+            _notification(key, kind, shared, subject, body, self.at, ticket_id, _shared_data(data))
         )
 
     def _set(self, **changes: Any) -> None:
@@ -215,15 +211,22 @@ class Change:
 
     def _state(self, **changes: Any) -> None:
         current = self._pending.get("state")
+        base = current if current is not None else self._field("state")
+        if all(value is None and key not in base for key, value in changes.items()):
+            return  # removing keys that are not there: the ticket's state stays as it is
         state = self._own_state
         if state is None or not self._own_state_pending:
             # Copied once; then edited in place while only ``_pending`` holds the copy.
-            state = self._own_state = dict(current if current is not None else self._field("state"))
+            state = self._own_state = dict(base)
         for key, value in changes.items():
             if value is None:
                 state.pop(key, None)
             else:
                 state[key] = value
+        if not state:  # one shared empty mapping, as new tickets have
+            self._own_state = None
+            self._set(state=_EMPTY)
+            return
         self._set(state=state)
         self._own_state_pending = True
 
@@ -270,7 +273,6 @@ class Change:
             urgency=urgency,
             group=group,
             assignee=assignee,
-            state={"last_public_at": self.now.isoformat()},
         )
         self.record(
             EventType.TICKET_OPENED,
@@ -318,9 +320,7 @@ class Change:
         if role is Role.CUSTOMER and self.category() is StatusCategory.CLOSED:
             self._follow_up_ticket(body, by)
             return
-        message = Message(
-            f"{ticket.id}-m{len(ticket.messages) + 1}", by, role, body, self.at, public
-        )
+        message = Message(message_id(len(ticket.messages) + 1), by, role, body, self.at, public)
         before, category = ticket, self.category()
         self._set(messages=(*ticket.messages, message))
         if not public:
@@ -332,18 +332,22 @@ class Change:
             EventType.MESSAGE_ADDED,
             {"message_id": message.id, "role": role.value, "public": True, "author": by},
         )
-        self._state(last_public_at=self.at.isoformat())
         agent = role is Role.AGENT
         if agent:
             self._automatic("agent_reply")
-            if self.rules.idle_chat.applies(self.ticket) and self.category() in (
-                StatusCategory.ACTIVE,
-                StatusCategory.NEW,
+            idle = self.rules.idle_chat
+            if (
+                idle.enabled
+                and self._field("channel") in idle.channels
+                and self.category()
+                in (
+                    StatusCategory.ACTIVE,
+                    StatusCategory.NEW,
+                )
             ):
-                policy = self.rules.idle_chat
                 self._state(
-                    idle_remind_at=(self.at + policy.remind_after).isoformat(),
-                    idle_close_at=(self.at + policy.close_after).isoformat(),
+                    idle_remind_at=(self.at + idle.remind_after).isoformat(),
+                    idle_close_at=(self.at + idle.close_after).isoformat(),
                     idle_reminded=None,
                 )
             if self.rules.notify_customers:
@@ -513,19 +517,22 @@ class Change:
         )
 
     def _transition(self, trigger: str, data: dict[str, Any], *, system: bool = False) -> None:
-        ticket = self.ticket
         workflow = self.rules.workflow
+        previous: str = self._field("status")
         if not system:
             missing = self._verification_missing(trigger)
             if missing is not None:
                 allowed = [
                     other
-                    for other in workflow.allowed(ticket.status)
+                    for other in workflow.allowed(previous)
                     if self._verification_missing(other) is None
                 ]
-                raise InvalidTransition(ticket.id, ticket.status, trigger, allowed, missing)
-        status = workflow.next_status(ticket.status, trigger, ticket)
-        before_category = workflow.category(ticket.status)
+                raise InvalidTransition(self._field("id"), previous, trigger, allowed, missing)
+        # Guards read the whole ticket; most transitions have none and need only the status.
+        status = workflow.unguarded_next(previous, trigger) or workflow.next_status(
+            previous, trigger, self.ticket
+        )
+        before_category = workflow.category(previous)
         category = workflow.category(status)
         self._set(status=status)
         clean = {k: v for k, v in data.items() if v is not None}
@@ -533,7 +540,7 @@ class Change:
             EventType.STATUS_CHANGED,
             {
                 "trigger": trigger,
-                "from": ticket.status,
+                "from": previous,
                 "to": status,
                 "from_category": before_category.value,
                 "to_category": category.value,
@@ -542,7 +549,8 @@ class Change:
         )
         if category is StatusCategory.RESOLVED:
             resolution = data.get("resolution")
-            self._set(resolution=resolution if resolution is not None else ticket.resolution)
+            if resolution is not None:
+                self._set(resolution=resolution)
             policy = self.rules.auto_close
             due = policy.due(self.at).isoformat() if policy.enabled else None
             self._state(resolved_at=self.at.isoformat(), autoclose_at=due)
@@ -576,16 +584,20 @@ class Change:
         customer_wrote: bool = False,
     ) -> None:
         """Bring the SLA clocks in line with what the command changed."""
-        sla, events = self.rules.sla.update(
+        engine = self.rules.sla
+        if not engine.policies and self._field("sla") is None:
+            return  # no SLA on this desk
+        after = self.ticket
+        sla, events = engine.update(
             before,
-            self.ticket,
+            after,
             self.at,
             category_before=category_before,
             category_after=self.category(),
             agent_replied=agent_replied,
             customer_wrote=customer_wrote,
         )
-        if sla is not self.ticket.sla:
+        if sla is not after.sla:
             self._set(sla=sla)
         self.drafts.extend(events)
 
@@ -771,7 +783,7 @@ class Change:
     def _system_message(self, body: str, reason: str) -> None:
         ticket = self.ticket
         message = Message(
-            f"{ticket.id}-m{len(ticket.messages) + 1}", "system", Role.SYSTEM, body, self.at
+            message_id(len(ticket.messages) + 1), "system", Role.SYSTEM, body, self.at
         )
         self._set(messages=(*ticket.messages, message))
         self.record(
@@ -904,6 +916,8 @@ class Change:
 # so skipping the checks matters on the hot path.
 _replace = _replacer(Ticket)
 _event = _maker(Event)
+_draft = _maker(EventDraft)
+_notification = _maker(Notification)
 _timer = _maker(Timer)
 
 
@@ -912,6 +926,47 @@ def _instant(state: Mapping[str, Any], key: str) -> datetime | None:
     it from a ticket."""
     value = state.get(key)
     return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+_MESSAGE_IDS = tuple(sys.intern(f"m{n}") for n in range(1, 257))
+
+
+def message_id(number: int) -> str:
+    """The id of a ticket's ``number``-th message: ``m1``, ``m2``, ... (unique within its
+    ticket; the first few are shared strings, as every ticket has them)."""
+    return _MESSAGE_IDS[number - 1] if number <= len(_MESSAGE_IDS) else f"m{number}"
+
+
+_SHARED_LIMIT = 10_000  # entries of each table of shared values below, before it starts over
+_DATA: dict[tuple[tuple[str, Any], ...], Mapping[str, Any]] = {}
+_RECIPIENT_TUPLES: dict[tuple[Recipient, ...], tuple[Recipient, ...]] = {}
+
+
+def _shared_data(data: dict[str, Any]) -> Mapping[str, Any]:
+    """``data`` for a stored notification: a fresh copy, or one read-only dict shared by every
+    notification with the same strings (``{"message_id": "m1"}``: outboxes hold many)."""
+    if not data:
+        return _EMPTY
+    if not all(type(value) is str for value in data.values()):
+        return dict(data)
+    key = tuple(data.items())
+    shared = _DATA.get(key)
+    if shared is None:
+        if len(_DATA) >= _SHARED_LIMIT:
+            _DATA.clear()
+        shared = _DATA[key] = dict(data)
+    return shared
+
+
+def _shared_recipients(recipients: list[Recipient]) -> tuple[Recipient, ...]:
+    """The recipients as a tuple, one shared tuple per list of (immutable) recipients."""
+    key = tuple(recipients)
+    shared = _RECIPIENT_TUPLES.get(key)
+    if shared is None:
+        if len(_RECIPIENT_TUPLES) >= _SHARED_LIMIT:
+            _RECIPIENT_TUPLES.clear()
+        shared = _RECIPIENT_TUPLES[key] = key
+    return shared
 
 
 _RECIPIENTS: dict[tuple[str, str], Recipient] = {}
@@ -925,7 +980,7 @@ def customer_recipient(customer: Customer) -> Recipient:
     recipient = _RECIPIENTS.get(key)
     if recipient is None:
         recipient = Recipient(RecipientRole.CUSTOMER, address, customer.name)
-        if len(_RECIPIENTS) >= 10_000:
+        if len(_RECIPIENTS) >= _SHARED_LIMIT:
             _RECIPIENTS.clear()  # bounded: a desk has many customers
         _RECIPIENTS[key] = recipient
     return recipient

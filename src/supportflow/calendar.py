@@ -329,23 +329,26 @@ class BusinessCalendar:
         >>> office.add(monday, timedelta(hours=1)).isoformat()  # lunch is not counted
         '2026-03-02T13:30:00+00:00'
         """
-        t = self._to_us(start, "start")
+        return self._from_us(self._add_us(self._to_us(start, "start"), duration, start))
+
+    def _add_us(self, t: int, duration: timedelta, start: datetime) -> int:
+        """:meth:`add` in UTC microseconds (``start`` is ``t`` as given, for error messages)."""
         d = self._duration_us(duration)
         if t + d > _MAX_US:
             raise ValidationError("duration", duration, "a result before the year 9999")
         if self._always:
-            return self._from_us(t + d)
+            return t + d
         rec, w = self._locate(t)
         starts = rec.starts
         i = bisect_right(starts, t) - 1
         inside = i >= 0 and t < rec.ends[i]
         if d == 0:
             if inside:
-                return self._from_us(t)
+                return t
             if i + 1 < len(starts):
-                return self._from_us(starts[i + 1])
+                return starts[i + 1]
             try:
-                return self._from_us(self._walk(w, 1, "start", start)[0].starts[0])
+                return self._walk(w, 1, "start", start)[0].starts[0]
             except OverflowError:
                 raise ValidationError("start", start, "an opening before the year 9999") from None
         target = (rec.before[i] + t - starts[i] if inside else rec.before[i + 1]) + d
@@ -360,18 +363,32 @@ class BusinessCalendar:
         >>> [at.isoformat() for at in office.add_many(monday, [timedelta(0), timedelta(hours=1)])]
         ['2026-03-02T11:30:00+00:00', '2026-03-02T13:30:00+00:00']
         """
+        return [self._from_us(us) for us in self._add_many_us(start, durations)]
+
+    def add_many_utc(self, start: datetime, durations: Iterable[timedelta]) -> list[datetime]:
+        """:meth:`add_many` with the results as stdlib UTC datetimes, the form the engines
+        store (no conversion to the calendar's zone and back).
+
+        >>> office = BusinessCalendar("Europe/Berlin", {"mon": [("09:00", "18:00")]})
+        >>> monday = datetime(2026, 3, 2, 8, 30, tzinfo=_dt.timezone.utc)  # 09:30 in Berlin
+        >>> office.add_many_utc(monday, [timedelta(hours=1)])
+        [datetime.datetime(2026, 3, 2, 9, 30, tzinfo=datetime.timezone.utc)]
+        """
+        return [_EPOCH + _US * us for us in self._add_many_us(start, durations)]
+
+    def _add_many_us(self, start: datetime, durations: Iterable[timedelta]) -> list[int]:
         t = self._to_us(start, "start")
         located: tuple[_Week, int, int] | None = None  # (week, its index, start's position)
-        found: list[datetime] = []
+        found: list[int] = []
         for duration in durations:
             d = self._duration_us(duration)
             if t + d > _MAX_US:
                 raise ValidationError("duration", duration, "a result before the year 9999")
             if self._always:
-                found.append(self._from_us(t + d))
+                found.append(t + d)
                 continue
             if d == 0:
-                found.append(self.add(start, duration))  # the next opening: rare, add knows
+                found.append(self._add_us(t, duration, start))  # the next opening: rare
                 continue
             if located is None:
                 rec, w = self._locate(t)
@@ -383,8 +400,9 @@ class BusinessCalendar:
             found.append(self._at(rec, w, position + d, duration))
         return found
 
-    def _at(self, rec: _Week, w: int, target: int, duration: timedelta) -> datetime:
-        """The instant at business position ``target`` of week ``w`` (or a later week)."""
+    def _at(self, rec: _Week, w: int, target: int, duration: timedelta) -> int:
+        """The instant (UTC microseconds) at business position ``target`` of week ``w`` (or
+        a later week)."""
         if target > rec.total:
             try:
                 rec, target = self._walk(w, target - rec.total, "duration", duration)
@@ -393,7 +411,7 @@ class BusinessCalendar:
                     "duration", duration, "a result before the year 9999"
                 ) from None
         j = bisect_left(rec.upto, target)
-        return self._from_us(rec.starts[j] + target - rec.before[j])
+        return rec.starts[j] + target - rec.before[j]
 
     def between(self, start: datetime, end: datetime) -> timedelta:
         """The business time elapsed from ``start`` to ``end``; ``timedelta(0)`` if not after.
@@ -408,14 +426,14 @@ class BusinessCalendar:
         if b <= a:
             return timedelta(0)
         if self._always:
-            return timedelta(microseconds=b - a)
+            return _US * (b - a)
         rec_a, wa = self._locate(a)
         if b < rec_a.end:
-            return timedelta(microseconds=rec_a.position(b) - rec_a.position(a))
+            return _US * (rec_a.position(b) - rec_a.position(a))
         rec_b, wb = self._locate(b)
         total = rec_a.total - rec_a.position(a) + rec_b.position(b)
         total += self._weeks_total(wa + 1, wb)
-        return timedelta(microseconds=total)
+        return _US * total
 
     def is_open(self, at: datetime) -> bool:
         """Whether the desk is open at ``at`` (intervals include their start, not their end)."""
@@ -460,7 +478,7 @@ class BusinessCalendar:
         return us
 
     def _from_us(self, us: int) -> datetime:
-        return (_EPOCH + timedelta(microseconds=us)).astimezone(self._zone)
+        return (_EPOCH + _US * us).astimezone(self._zone)
 
     @staticmethod
     def _duration_us(duration: timedelta) -> int:

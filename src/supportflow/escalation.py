@@ -31,7 +31,7 @@ import attrs
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
 from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
-from supportflow.model import Priority, StatusCategory, Ticket, Timer, coerce_enum
+from supportflow.model import Priority, Role, StatusCategory, Ticket, Timer, coerce_enum
 from supportflow.sla import CLOCKS, SlaCondition, SlaEngine
 
 __all__ = [
@@ -263,8 +263,7 @@ class EscalationEngine:
         if level.after is not None:
             start = ticket.created_at
             if level.since == "updated":
-                last = ticket.state.get("last_public_at")
-                start = datetime.fromisoformat(last) if isinstance(last, str) else start
+                start = _last_public_update(ticket) or start
             return to_utc(policy.calendar.add(start, level.after))
         clock = ticket.sla.clock(level.sla_clock or "") if ticket.sla else None
         sla_policy = self.sla.policy(ticket.sla.policy) if ticket.sla else None
@@ -306,3 +305,12 @@ def _next_repeat(
         return due
     periods = calendar.between(last, now) // every
     return to_utc(calendar.add(last, every * periods)) if periods > 1 else due
+
+
+def _last_public_update(ticket: Ticket) -> datetime | None:
+    """When an agent or the customer last wrote publicly on the ticket (system messages such
+    as idle-chat reminders are no update)."""
+    for message in reversed(ticket.messages):
+        if message.public and message.role is not Role.SYSTEM:
+            return message.at
+    return None

@@ -212,7 +212,10 @@ class Customer:
 
 @attrs.frozen(slots=True)
 class Message:
-    """One message on a ticket: a public reply, a customer message or an internal note."""
+    """One message on a ticket: a public reply, a customer message or an internal note.
+
+    ``id`` is unique within its ticket: ``m1``, ``m2``, ... in the order written.
+    """
 
     id: str
     author: str

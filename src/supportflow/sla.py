@@ -20,11 +20,11 @@ import enum
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import attrs
 
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
-from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
 from supportflow.events import EventDraft, EventType
 from supportflow.model import (
@@ -272,14 +272,15 @@ class SlaEngine:
         if chosen is None:
             return None, []
         policy, reason = chosen
+        priority = ticket.priority
         clocks = []
         for name in CLOCKS:
-            target = policy.target(ticket.priority, name)
-            clock = SlaClock(name, target)
+            target = policy.target(priority, name)
             if target is not None and name != NEXT_RESPONSE:
-                clock = _evolve(clock, {"state": SlaClockState.RUNNING, "since": now, "cycle": 1})
-            clocks.append(_schedule(clock, policy))
-        events = [_applied(policy, reason, ticket.priority, now)]
+                clocks.append(_schedule(_started(name, target, now), policy))
+            else:
+                clocks.append(_idle_clock(name, target))
+        events = [_applied(policy, reason, priority, now)]
         return SlaState(policy.name, reason, tuple(clocks)), events
 
     def update(
@@ -313,73 +314,66 @@ class SlaEngine:
                 events.append(_applied(policy, reason, after.priority, now))
             elif reason != state.reason:
                 state = attrs.evolve(state, reason=reason)  # same policy, matched for a new reason
-        clocks = {clock.name: clock for clock in state.clocks}
-        changed = False
-
-        def change(name: str, clock: SlaClock) -> None:
-            nonlocal changed
-            clocks[name] = _schedule(clock, policy)
-            changed = True
-
         finished = category_after in (StatusCategory.RESOLVED, StatusCategory.CLOSED)
-
-        # A clock that had no promise until now (no target when the ticket opened) starts
-        # from this instant, as the clocks of a ticket no policy matched before do.
-        if not finished:
-            for name in (FIRST_RESPONSE, RESOLUTION):
-                idle = clocks.get(name)
-                if idle is None or idle.cycle or idle.target is None:
-                    continue
-                if name == FIRST_RESPONSE and _answered(after):
-                    continue
-                change(
-                    name, _evolve(idle, {"state": SlaClockState.RUNNING, "since": now, "cycle": 1})
-                )
-
-        first = clocks.get(FIRST_RESPONSE)
-        if first is not None and first.running:
-            if agent_replied:
-                change(FIRST_RESPONSE, _met(first, policy, now, events))
-            elif finished:
-                change(FIRST_RESPONSE, _stop(first, policy, now))
-        nxt = clocks.get(NEXT_RESPONSE)
-        if nxt is not None:
-            if nxt.running and agent_replied:
-                change(NEXT_RESPONSE, _met(nxt, policy, now, events))
-            elif nxt.running and finished:
-                change(NEXT_RESPONSE, _stop(nxt, policy, now))
-            elif (
-                customer_wrote
-                and not nxt.running
-                and nxt.target is not None
-                and not finished
-                and _answered(before)  # the customer writes after an agent's reply
+        answered_after: bool | None = None  # worked out when first needed: it reads messages
+        clocks: list[SlaClock] = []
+        changed = False
+        # Clocks are kept in ``CLOCKS`` order, so events come out in that order too.
+        for clock in state.clocks:
+            name, was = clock.name, clock
+            # A clock that had no promise until now (no target when the ticket opened) starts
+            # from this instant, as the clocks of a ticket no policy matched before do.
+            if (
+                not finished
+                and name != NEXT_RESPONSE
+                and not clock.cycle
+                and clock.target is not None
             ):
-                change(NEXT_RESPONSE, _restart(nxt, now))
-        res = clocks.get(RESOLUTION)
-        if res is not None:
-            if category_after is StatusCategory.RESOLVED and (
-                res.running or res.state is SlaClockState.PAUSED
-            ):
-                # Resolved while waiting: met with the business time counted before the pause.
-                change(RESOLUTION, _met(res, policy, now, events))
-            elif category_after is StatusCategory.CLOSED and (
-                res.running or res.state is SlaClockState.PAUSED
-            ):
-                change(RESOLUTION, _stop(res, policy, now))
-            elif category_after is StatusCategory.WAITING and res.running:
-                paused = _settle(res, policy.calendar, now)
-                change(RESOLUTION, _evolve(paused, {"state": SlaClockState.PAUSED}))
-            elif category_after in (StatusCategory.ACTIVE, StatusCategory.NEW) and (
-                res.state in (SlaClockState.PAUSED, SlaClockState.MET)
-                or (res.state is SlaClockState.STOPPED and res.cycle)  # reopened after closing
-            ):
-                change(RESOLUTION, _resume(res, now))
+                if name == FIRST_RESPONSE and answered_after is None:
+                    answered_after = _answered(after)
+                if name == RESOLUTION or not answered_after:
+                    started = {"state": _RUNNING, "since": now, "cycle": 1}
+                    clock = _schedule(_evolve(clock, started), policy)
+            running = clock.state is _RUNNING or clock.state is _BREACHED
+            if name == FIRST_RESPONSE:
+                if running and agent_replied:
+                    clock = _met(clock, policy, now, events)
+                elif running and finished:
+                    clock = _stop(clock, policy, now)
+            elif name == NEXT_RESPONSE:
+                if running and agent_replied:
+                    clock = _met(clock, policy, now, events)
+                elif running and finished:
+                    clock = _stop(clock, policy, now)
+                elif (
+                    customer_wrote
+                    and not running
+                    and clock.target is not None
+                    and not finished
+                    and _answered(before)  # the customer writes after an agent's reply
+                ):
+                    clock = _schedule(_restart(clock, now), policy)
+            elif name == RESOLUTION:
+                waiting = clock.state is SlaClockState.PAUSED
+                if category_after is StatusCategory.RESOLVED and (running or waiting):
+                    # Resolved while waiting: met with the business time counted before the
+                    # pause.
+                    clock = _met(clock, policy, now, events)
+                elif category_after is StatusCategory.CLOSED and (running or waiting):
+                    clock = _stop(clock, policy, now)
+                elif category_after is StatusCategory.WAITING and running:
+                    clock = _pause(clock, policy.calendar, now)
+                elif category_after in (StatusCategory.ACTIVE, StatusCategory.NEW) and (
+                    waiting
+                    or clock.state is SlaClockState.MET
+                    or (clock.state is SlaClockState.STOPPED and clock.cycle)  # reopened
+                ):
+                    clock = _schedule(_resume(clock, now), policy)
+            changed = changed or clock is not was
+            clocks.append(clock)
         if not changed:
             return state, events  # the same object: the desk then leaves the ticket's SLA be
-        return SlaState(
-            state.policy, state.reason, tuple(clocks[n] for n in CLOCKS if n in clocks)
-        ), events
+        return _sla_state(state.policy, state.reason, tuple(clocks)), events
 
     def _retarget(
         self,
@@ -544,11 +538,11 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
         lefts.append((None, target - elapsed))
     # One calendar lookup for all of them: they share the start.
     ahead = [left for _, left in lefts if left > _ZERO]
-    instants = iter(policy.calendar.add_many(since, ahead) if ahead else ())
+    instants = iter(policy.calendar.add_many_utc(since, ahead) if ahead else ())
     pending = []
     due_at = None
     for percent, left in lefts:
-        at = to_utc(next(instants)) if left > _ZERO else since
+        at = next(instants) if left > _ZERO else since
         if percent is None:
             due_at = at
         else:
@@ -556,30 +550,47 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
     return _evolve(clock, {"due_at": due_at, "pending_warnings": tuple(pending)})
 
 
+def _halted(
+    clock: SlaClock, calendar: BusinessCalendar, now: datetime, state: SlaClockState
+) -> SlaClock:
+    """The clock stopped counting at ``now`` in ``state``, with nothing due any more (one
+    new clock rather than one per step: this runs on most commands)."""
+    changes: dict[str, Any] = {"state": state, "due_at": None, "pending_warnings": ()}
+    if clock.running and clock.since is not None and now > clock.since:
+        changes["elapsed"] = clock.elapsed + calendar.between(clock.since, now) or _ZERO
+        changes["since"] = now
+    if state is SlaClockState.MET:
+        changes["met_at"] = now
+    return _evolve(clock, changes)
+
+
 def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDraft]) -> SlaClock:
     """The clock done at ``now``; ``SlaMet`` is recorded when a promise was kept or broken."""
-    settled = _settle(clock, policy.calendar, now)
-    if settled.target is None:  # counting without a promise: nothing to report
-        return _evolve(settled, {"state": SlaClockState.MET, "met_at": now})
-    events.append(
-        EventDraft(
-            EventType.SLA_MET,
-            now,
-            {
-                "clock": clock.name,
-                "policy": policy.name,
-                "elapsed_seconds": _seconds(settled.elapsed),
-                "target_seconds": _seconds(settled.target),
-                "late": settled.breached,
-                "cycle": settled.cycle,
-            },
+    met = _halted(clock, policy.calendar, now, SlaClockState.MET)
+    if met.target is not None:  # counting without a promise has nothing to report
+        events.append(
+            EventDraft(
+                EventType.SLA_MET,
+                now,
+                {
+                    "clock": clock.name,
+                    "policy": policy.name,
+                    "elapsed_seconds": _seconds(met.elapsed),
+                    "target_seconds": _seconds(met.target),
+                    "late": met.breached,
+                    "cycle": met.cycle,
+                },
+            )
         )
-    )
-    return _evolve(settled, {"state": SlaClockState.MET, "met_at": now})
+    return met
 
 
 def _stop(clock: SlaClock, policy: SlaPolicy, now: datetime) -> SlaClock:
-    return _evolve(_settle(clock, policy.calendar, now), {"state": SlaClockState.STOPPED})
+    return _halted(clock, policy.calendar, now, SlaClockState.STOPPED)
+
+
+def _pause(clock: SlaClock, calendar: BusinessCalendar, now: datetime) -> SlaClock:
+    return _halted(clock, calendar, now, SlaClockState.PAUSED)
 
 
 def _resume(clock: SlaClock, now: datetime) -> SlaClock:
@@ -639,13 +650,46 @@ def _answered(ticket: Ticket) -> bool:
     return any(m.role is Role.AGENT and m.public for m in reversed(ticket.messages))
 
 
+_TARGETS: dict[tuple[int, Priority], tuple[SlaPolicy, dict[str, float | None]]] = {}
+
+
 def _applied(policy: SlaPolicy, reason: str, priority: Priority, now: datetime) -> EventDraft:
-    targets = {name: _seconds(policy.target(priority, name)) for name in CLOCKS}
+    # One targets dict per policy and priority, shared by the events of every ticket (event
+    # data is read-only); keyed by identity, holding the policy so the key stays valid.
+    known = _TARGETS.get((id(policy), priority))
+    if known is None or known[0] is not policy:
+        targets = {name: _seconds(policy.target(priority, name)) for name in CLOCKS}
+        if len(_TARGETS) >= 10_000:
+            _TARGETS.clear()  # policies are few; stay bounded when desks come and go
+        known = _TARGETS[id(policy), priority] = (policy, targets)
+    targets = known[1]
     return EventDraft(
         EventType.SLA_POLICY_APPLIED,
         now,
         {"policy": policy.name, "reason": reason, "priority": priority.value, "targets": targets},
     )
+
+
+_new_clock = _maker(SlaClock)
+_sla_state = _maker(SlaState)
+_IDLE: dict[tuple[str, timedelta | None], SlaClock] = {}
+
+
+def _started(name: str, target: timedelta, now: datetime) -> SlaClock:
+    """A clock of a new ticket, running from ``now`` (its deadlines not worked out yet)."""
+    return _new_clock(name, target, _RUNNING, _ZERO, now, None, None, None, (), (), 1)
+
+
+def _idle_clock(name: str, target: timedelta | None) -> SlaClock:
+    """A clock that has not started, shared by every ticket with the same target: such a
+    clock is the same value everywhere, and each ticket keeps one or two for its whole life."""
+    try:
+        return _IDLE[name, target]
+    except KeyError:
+        clock = SlaClock(name, target)
+        if len(_IDLE) < 10_000:  # clock names and targets are few; stay bounded
+            _IDLE[name, target] = clock
+        return clock
 
 
 _SECONDS: dict[timedelta, float] = {}

@@ -156,6 +156,11 @@ class Workflow:
                 return transition.dest
         return None
 
+    def unguarded_next(self, status: str, trigger: str) -> str | None:
+        """Where ``trigger`` leads from ``status`` when no guard has a say; ``None`` when a
+        guard decides or there is no such transition (then use :meth:`next_status`)."""
+        return self._unguarded.get((status, trigger))
+
     def next_status(self, status: str, trigger: str, ticket: Ticket | None = None) -> str:
         """Fire ``trigger`` from ``status`` on the shared machine and return the new status.
 

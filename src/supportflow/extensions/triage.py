@@ -94,7 +94,10 @@ class Triage(DeskExtension):
 
     # -- hooks -----------------------------------------------------------------------------
     def opened(self, change: Change) -> None:
-        if change.ticket.kind == INCIDENT_KIND or _HOOK in change.active_hooks:
+        ticket = change.ticket
+        if ticket.kind == INCIDENT_KIND or _HOOK in change.active_hooks:
+            return
+        if self.incidents is None and not self._may_classify(ticket):
             return
         classification = self._apply(change, first=True)
         if self.incidents is not None:
@@ -173,6 +176,15 @@ class Triage(DeskExtension):
                 )
 
         change.follow_ups.append(settle_children)
+
+    def _may_classify(self, ticket: Ticket) -> bool:
+        """Whether classifying ``ticket`` can change anything: without rules, only the matrix
+        (it needs impact and urgency) and a sensitive word can (most desks run like this)."""
+        classifier = self.classifier
+        if classifier.rules or (ticket.impact is not None and ticket.urgency is not None):
+            return True
+        texts = (ticket.subject, ticket.description, *_customer_bodies(ticket))
+        return any(classifier.finds_sensitive(text) for text in texts)
 
     def _skip(self, change: Change) -> bool:
         return change.ticket.kind == INCIDENT_KIND or _HOOK in change.active_hooks
@@ -384,3 +396,8 @@ def _commit(change: Change, uow: UnitOfWork, *, insert: bool) -> None:
     change.commit(uow, insert=insert)
     for follow_up in change.follow_ups:
         follow_up(uow)
+
+
+def _customer_bodies(ticket: Ticket) -> list[str]:
+    """What the customer wrote after the description: early warning reads it too."""
+    return [message.body for message in ticket.messages if message.role is Role.CUSTOMER]

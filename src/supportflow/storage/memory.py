@@ -6,7 +6,7 @@ by due time (entries are invalidated lazily, and the queue is rebuilt from the l
 when stale entries outnumber them), so claiming the next due ones never scans.
 
 Events are kept compactly, since a desk stores a dozen or more per ticket: a ticket's stream
-is one flat list of ``(schema, at, values)`` triples, where ``schema`` is a shared
+is one flat tuple of ``(schema, at, values)`` triples, where ``schema`` is a shared
 ``(type, actor, keys)`` tuple and ``values`` holds the data's values in that order (shared too
 when it is only strings and ``None``, as most status changes are). ``Event`` objects are built
 again on reading.
@@ -20,7 +20,6 @@ import itertools
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -126,7 +125,7 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._tickets: dict[str, Ticket] = {}
         self._numbers = itertools.count(1)
-        self._events: dict[str, list[Any]] = {}  # ticket id -> flat (schema, at, values)*
+        self._events: dict[str, tuple[Any, ...]] = {}  # ticket id -> flat (schema, at, values)*
         self._event_log: list[str] = []  # the ticket id of every event, in insertion order
         self._schemas: dict[_Schema, _Schema] = {}
         self._shared_values: dict[tuple[object, ...], tuple[object, ...]] = {}
@@ -141,25 +140,10 @@ class MemoryStore:
         self._records: dict[tuple[str, str], Record] = {}
         self._occurrences: dict[str, deque[tuple[datetime, str]]] = defaultdict(deque)
         self._undo: list[Callable[[], object]] | None = None
+        self._uow = _MemoryUnitOfWork(self)  # stateless: one serves every unit of work
 
-    @contextmanager
-    def transaction(self) -> Iterator[_MemoryUnitOfWork]:
-        with self._lock:
-            if self._undo is not None:
-                # A nested unit of work joins the outer one, as a savepoint-free database would.
-                yield _MemoryUnitOfWork(self)
-                return
-            self._undo = []
-            try:
-                yield _MemoryUnitOfWork(self)
-            except BaseException:
-                for undo in reversed(self._undo):
-                    undo()
-                raise
-            else:
-                self._compact_due()
-            finally:
-                self._undo = None
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
 
     def close(self) -> None:
         """Nothing to release; present for the port."""
@@ -224,6 +208,41 @@ class MemoryStore:
         return shared
 
 
+class _Transaction:
+    """One unit of work on a :class:`MemoryStore` (a class rather than a generator: every
+    command opens one, and this is the cheaper context manager)."""
+
+    __slots__ = ("_outer", "_store")
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self._outer = False
+
+    def __enter__(self) -> _MemoryUnitOfWork:
+        store = self._store
+        store._lock.acquire()
+        if store._undo is None:
+            store._undo = []
+            self._outer = True
+        # else a nested unit of work joins the outer one, as a savepoint-free database would.
+        return store._uow
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: object
+    ) -> None:
+        store = self._store
+        try:
+            if self._outer:
+                undo, store._undo = store._undo, None
+                if kind is not None:
+                    for step in reversed(undo or ()):
+                        step()
+                else:
+                    store._compact_due()
+        finally:
+            store._lock.release()
+
+
 class _MemoryUnitOfWork:
     __slots__ = ("_s",)
 
@@ -267,23 +286,28 @@ class _MemoryUnitOfWork:
     def append_events(self, events: Sequence[Event]) -> None:
         store = self._s
         streams, log = store._events, store._event_log
-        # Logged first: a conflict half-way leaves nothing of the batch.
-        store._log(functools.partial(_unappend, streams, log, len(log)))
+        added: dict[str, list[Any]] = {}
         for event in events:
             ticket_id = event.ticket_id
-            stream = streams.get(ticket_id)
-            if stream is None:
-                stream = streams[ticket_id] = []
-            if event.sequence != len(stream) // _STRIDE + 1:
-                expected = len(stream) // _STRIDE + 1
+            pieces = added.get(ticket_id)
+            if pieces is None:
+                pieces = added[ticket_id] = []
+            expected = (len(streams.get(ticket_id, ())) + len(pieces)) // _STRIDE + 1
+            if event.sequence != expected:
                 raise ConcurrencyConflict(ticket_id, expected, event.sequence)
             data = event.data
             schema = store._schema((event.type, event.actor, tuple(data)))
-            stream += (schema, event.at, store._values(schema, tuple(data.values())))
-            log.append(ticket_id)
+            pieces += (schema, event.at, store._values(schema, tuple(data.values())))
+        # Checked whole before anything is written: a conflict half-way leaves nothing.
+        previous = {ticket_id: streams.get(ticket_id) for ticket_id in added}
+        store._log(functools.partial(_unappend, streams, log, len(log), previous))
+        for ticket_id, pieces in added.items():
+            # A tuple of exactly the size needed: a list would keep room to grow per ticket.
+            streams[ticket_id] = streams.get(ticket_id, ()) + tuple(pieces)
+        log.extend(event.ticket_id for event in events)
 
     def history(self, ticket_id: str) -> list[Event]:
-        stream = self._s._events.get(ticket_id, [])
+        stream = self._s._events.get(ticket_id, ())
         return [_event(ticket_id, stream, index) for index in range(len(stream) // _STRIDE)]
 
     def iter_events(
@@ -567,7 +591,7 @@ def _restore(store: MemoryStore, ticket_id: str, old: dict[str, _TimerRow], new:
     store._live_timers += len(old) - new
 
 
-def _event(ticket_id: str, stream: list[Any], index: int) -> Event:
+def _event(ticket_id: str, stream: Sequence[Any], index: int) -> Event:
     """The ``index``-th event of a ticket's flat stream, as an ``Event`` again."""
     at = index * _STRIDE
     schema: _Schema = stream[at]
@@ -595,13 +619,18 @@ def _exact(value: object) -> object:
     return (type(value), value)
 
 
-def _unappend(streams: dict[str, list[Any]], log: list[str], start: int) -> None:
-    """Undo ``append_events``: drop the events logged from position ``start`` on."""
-    for ticket_id in reversed(log[start:]):
-        stream = streams[ticket_id]
-        del stream[-_STRIDE:]
-        if not stream:
-            del streams[ticket_id]
+def _unappend(
+    streams: dict[str, tuple[Any, ...]],
+    log: list[str],
+    start: int,
+    previous: dict[str, tuple[Any, ...] | None],
+) -> None:
+    """Undo ``append_events``: the touched streams as they were, the log up to ``start``."""
+    for ticket_id, stream in previous.items():
+        if stream is None:
+            streams.pop(ticket_id, None)
+        else:
+            streams[ticket_id] = stream
     del log[start:]
 
 
