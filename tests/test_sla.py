@@ -648,6 +648,19 @@ def test_a_ticket_no_policy_covers_has_no_clocks_until_one_does() -> None:
     assert read(desk, ticket.id, "first_response").due_at == datetime(2026, 6, 8, 13, tzinfo=BERLIN)
 
 
+def test_a_done_ticket_without_clocks_gets_none_from_a_desk_with_policies() -> None:
+    start = datetime(2026, 6, 8, 9, 0, tzinfo=BERLIN)
+    plain, clock = make_desk(start)  # no policies: the ticket is opened and resolved bare
+    ticket = open_case(plain)
+    plain.resolve(ticket.id, by="agent_li")
+    desk = Desk(store=plain.store, clock=clock, triage=None)  # the default policies
+
+    closed = desk.close(ticket.id, by="c-anna")
+    assert closed.sla is None
+    clock.set(datetime(2026, 7, 8, 9, 0, tzinfo=BERLIN))
+    assert desk.run_due().events == ()
+
+
 # -- warnings and breaches as timers ----------------------------------------------------------
 def test_warnings_at_75_and_90_percent_fire_once_each_at_their_own_time() -> None:
     desk, clock = make_desk(
@@ -672,6 +685,29 @@ def test_warnings_at_75_and_90_percent_fire_once_each_at_their_own_time() -> Non
     ]
     clock.set(datetime(2026, 6, 8, 9, 59, tzinfo=BERLIN))
     assert sla_events(desk.run_due().events) == []
+
+
+def test_the_store_holds_the_next_deadline_of_each_running_clock() -> None:
+    desk, clock = make_desk(
+        datetime(2026, 6, 8, 9, 0, tzinfo=BERLIN),
+        standard(office("Europe/Berlin"), normal=promise(first=HOUR, resolution=8 * HOUR)),
+    )
+    ticket = open_case(desk)
+
+    def stored() -> list[tuple[str, datetime]]:
+        with desk.store.transaction() as uow:
+            return [(timer.key, timer.due_at) for timer in uow.timers(ticket.id)]
+
+    assert stored() == [
+        ("sla:first_response:warning:75", datetime(2026, 6, 8, 9, 45, tzinfo=BERLIN)),
+        ("sla:resolution:warning:75", datetime(2026, 6, 8, 15, 0, tzinfo=BERLIN)),
+    ]
+    clock.set(datetime(2026, 6, 8, 9, 50, tzinfo=BERLIN))
+    desk.run_due()
+    assert stored()[0] == (
+        "sla:first_response:warning:90",
+        datetime(2026, 6, 8, 9, 54, tzinfo=BERLIN),
+    )
 
 
 def test_a_run_late_in_the_day_fires_every_deadline_at_its_own_instant_in_order() -> None:

@@ -120,7 +120,7 @@ class Change:
         self.new_id = new_id
         self.drafts: list[EventDraft] = []
         self.notifications: list[Notification] = []
-        self.fired_keys: set[str] = set()
+        self.fired: list[Timer] = []  # every deadline handled, in the order handled
         self.stored_events: list[Event] = []
         self.follow_ups: list[Callable[[UnitOfWork], None]] = []
         self.result: Ticket | None = None
@@ -717,7 +717,7 @@ class Change:
             self.actor = "system"
             self._fire_timer(timer)
             self.actor = actor
-            self.fired_keys.add(timer.key)
+            self.fired.append(timer)
         raise RuntimeError(f"ticket {self.ticket.id} keeps producing due deadlines")
 
     def _fire_timer(self, timer: Timer) -> None:

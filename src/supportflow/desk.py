@@ -54,9 +54,12 @@ _DEFAULT_TRIAGE = Triage()
 
 @attrs.frozen(slots=True)
 class DueReport:
-    """What :meth:`Desk.run_due` did: timers that fired, timers dropped as stale, the events
-    their handling recorded, and (with ``errors="continue"``) the timers whose handling failed
-    with the error's text — they stay leased and are tried again once the lease expires."""
+    """What :meth:`Desk.run_due` did: the deadlines handled (in order per ticket, each with its
+    own due time; a ticket's deadlines that fell due together are all handled, even those the
+    store held no timer for, such as an SLA clock's later warnings), the claimed timers dropped
+    as stale, the events recorded, and (with ``errors="continue"``) the timers whose handling
+    failed with the error's text — they stay leased and are tried again once the lease
+    expires."""
 
     fired: tuple[Timer, ...] = ()
     dropped: tuple[Timer, ...] = ()
@@ -466,8 +469,9 @@ class Desk:
                 log.exception("handling due timers of ticket %s failed", ticket_id)
                 failed.extend((timer, f"{type(error).__name__}: {error}") for timer in timers)
                 continue
-            fired.extend(t for t in timers if t.key in done)
-            dropped.extend(t for t in timers if t.key not in done)
+            fired.extend(done)
+            handled = {timer.key for timer in done}
+            dropped.extend(t for t in timers if t.key not in handled)
             events.extend(recorded)
         return DueReport(tuple(fired), tuple(dropped), tuple(events), tuple(failed))
 
@@ -494,7 +498,7 @@ class Desk:
 
     def _handle_due(
         self, ticket_id: str, timers: list[Timer], now: datetime
-    ) -> tuple[set[str], list[Event]]:
+    ) -> tuple[list[Timer], list[Event]]:
         for attempt in itertools.count(1):
             try:
                 with self.store.transaction() as uow:
@@ -503,7 +507,7 @@ class Desk:
                     except LookupError:
                         for timer in timers:
                             uow.release_timer(timer, self.worker_id)
-                        return set(), []
+                        return [], []
                     change = Change(self.rules, ticket, now, "system", self._new_id)
                     change.uow = uow
                     change.catch_up()
@@ -515,7 +519,7 @@ class Desk:
                         follow_up(uow)
                     for timer in timers:
                         uow.release_timer(timer, self.worker_id)
-                    return change.fired_keys, change.stored_events
+                    return change.fired, change.stored_events
             except ConcurrencyConflict:
                 if attempt >= self.max_attempts:
                     raise

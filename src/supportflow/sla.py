@@ -298,9 +298,13 @@ class SlaEngine:
         state = after.sla
         events: list[EventDraft] = []
         chosen = self.select(after)
+        finished = category_after in (StatusCategory.RESOLVED, StatusCategory.CLOSED)
         if state is None:
-            # A ticket no policy matched until now starts its clocks from this instant.
-            return self.open(after, now) if chosen is not None else (None, events)
+            # A ticket no policy matched until now starts its clocks from this instant, unless
+            # it is done: a resolved or closed ticket has nothing left to promise.
+            if chosen is None or finished:
+                return None, events
+            return self.open(after, now)
         current = self.policy(state.policy)
         if chosen is None:
             if current is None:
@@ -314,7 +318,6 @@ class SlaEngine:
                 events.append(_applied(policy, reason, after.priority, now))
             elif reason != state.reason:
                 state = attrs.evolve(state, reason=reason)  # same policy, matched for a new reason
-        finished = category_after in (StatusCategory.RESOLVED, StatusCategory.CLOSED)
         answered_after: bool | None = None  # worked out when first needed: it reads messages
         clocks: list[SlaClock] = []
         changed = False
@@ -398,7 +401,14 @@ class SlaEngine:
 
     # -- timers ----------------------------------------------------------------------------
     def timers(self, ticket: Ticket) -> list[Timer]:
-        """The ticket's SLA deadlines: pending warnings, and the breach of each running clock."""
+        """The ticket's next SLA deadline per running clock: its earliest pending warning, else
+        its breach.
+
+        One timer per clock is enough to wake the desk: handling a deadline works out the
+        clock's next one, and a desk that comes late handles every deadline that fell due in
+        between, each at its own time. (All of a clock's deadlines are on the clock itself:
+        ``due_at`` and ``pending_warnings``.)
+        """
         return self.timers_for(ticket.id, ticket.sla)
 
     def timers_for(self, ticket_id: str, sla: SlaState | None) -> list[Timer]:
@@ -409,10 +419,11 @@ class SlaEngine:
         for clock in sla.clocks:
             if clock.state is not _RUNNING and clock.state is not _BREACHED:  # not running
                 continue
-            for percent, at in clock.pending_warnings:
+            if clock.pending_warnings:  # in time order: the warnings come before the breach
+                percent, at = clock.pending_warnings[0]
                 key = _timer_key(clock.name, percent)
                 timers.append(_timer(ticket_id, key, at, "sla_warning"))
-            if clock.due_at is not None and clock.breached_at is None:
+            elif clock.due_at is not None and clock.breached_at is None:
                 key = _timer_key(clock.name, None)
                 timers.append(_timer(ticket_id, key, clock.due_at, "sla_breach"))
         return timers
