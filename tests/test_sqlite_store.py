@@ -14,7 +14,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from supportflow.errors import ValidationError
+from supportflow.errors import ConcurrencyConflict, ValidationError
 from supportflow.events import Event
 from supportflow.model import Timer
 from supportflow.storage import Storage, TicketQuery
@@ -285,3 +285,28 @@ def test_a_rolled_back_write_leaves_no_cached_ticket_behind(store: SqliteStore) 
     with store.transaction() as uow:
         kept = uow.get_ticket("t-1")
     assert (kept.subject, kept.version) == (ticket.subject, 1)
+
+
+def _event(ticket_id: str, sequence: int) -> Event:
+    return Event(ticket_id, sequence, "NoteAdded", datetime(2026, 3, 2, tzinfo=timezone.utc), "a")
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [
+        [("t-2", 1), ("t-1", 2), ("t-1", 3)],  # repeats after a good row of another ticket
+        [("t-1", 3), ("t-1", 4)],  # a repeat, then what would be the next sequence
+        [("t-2", 1), ("t-1", 5)],  # a gap
+    ],
+)
+def test_a_refused_event_batch_leaves_nothing_even_in_the_same_unit_of_work(
+    store: SqliteStore, batch: list[tuple[str, int]]
+) -> None:
+    with store.transaction() as uow:
+        uow.append_events([_event("t-1", n) for n in (1, 2, 3)])
+    with store.transaction() as uow:
+        with pytest.raises(ConcurrencyConflict) as refused:
+            uow.append_events([_event(ticket_id, n) for ticket_id, n in batch])
+        assert (refused.value.ticket_id, refused.value.expected_version) == ("t-1", 4)
+        assert [e.sequence for e in uow.history("t-1")] == [1, 2, 3]
+        assert uow.history("t-2") == []

@@ -668,6 +668,17 @@ class Change:
         if rules.escalation:
             timers.extend(rules.escalations.timers(self.ticket, category, self.now))
         state: Mapping[str, Any] = field("state")
+        if state:  # most tickets have no engine state: then none of these deadlines
+            self._state_timers(ticket_id, category, state, timers)
+        for extension in rules.timer_extensions:
+            timers.extend(extension.timers(self))
+        return timers
+
+    @staticmethod
+    def _state_timers(
+        ticket_id: str, category: StatusCategory, state: Mapping[str, Any], timers: list[Timer]
+    ) -> None:
+        """The deadlines kept in ``ticket.state``: auto-close, idle chat and call-backs."""
         if category is StatusCategory.RESOLVED and (due := _instant(state, "autoclose_at")):
             timers.append(_timer(ticket_id, "autoclose", due, "autoclose"))
         if (due := _instant(state, "idle_remind_at")) and not state.get("idle_reminded"):
@@ -679,9 +690,6 @@ class Change:
         due = _instant(state, "callback_escalate_at")
         if due and not state.get("callback_escalated"):
             timers.append(_timer(ticket_id, "callback:escalate", due, "callback"))
-        for extension in rules.timer_extensions:
-            timers.extend(extension.timers(self))
-        return timers
 
     def catch_up(self, *, before_command: bool = False) -> None:
         """Handle every deadline due by ``now``, earliest first, each at its own time.
@@ -697,12 +705,13 @@ class Change:
             and (ticket.next_deadline is None or ticket.next_deadline > self.now)
         ):
             return  # as stored: its earliest deadline is still ahead
+        now = self.now
         for _ in range(_MAX_DUE_STEPS):
-            due = [
-                timer
-                for timer in self.timers()
-                if timer.due_at < self.now or (timer.due_at == self.now and not before_command)
-            ]
+            timers = self.timers()
+            if before_command:
+                due = [timer for timer in timers if timer.due_at < now]
+            else:
+                due = [timer for timer in timers if timer.due_at <= now]
             if not due:
                 self.at = self.now
                 return

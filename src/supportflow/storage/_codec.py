@@ -29,7 +29,7 @@ from cattrs.gen import make_dict_unstructure_fn
 from supportflow.clock import ensure_aware
 from supportflow.errors import ValidationError
 from supportflow.events import Event
-from supportflow.model import Message, Notification, Ticket, Timer
+from supportflow.model import Customer, Message, Notification, SlaState, Ticket, Timer
 from supportflow.storage._port import OutboxEntry, Record
 
 __all__ = [
@@ -137,30 +137,31 @@ def _unstructure_enum(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-class _MessageDocs:
-    """Messages' documents by message object: a ticket is re-encoded at every save, and all but
-    its newest messages are the very objects encoded the time before (they are frozen values).
+class _DocsByObject:
+    """Documents of frozen values by object: a ticket is re-encoded at every save, and its
+    customer, its SLA state and all but its newest messages are the very objects encoded the
+    time before (a command changes few of them).
     """
 
     def __init__(self, encode: Any, size: int = 10_000, longest: int = 20_000) -> None:
         self._encode = encode
         self._size = size
-        self._longest = longest  # longer bodies are not kept: memory stays bounded
-        # id -> (message, doc); holding the message keeps its id from being reused.
-        self._docs: dict[int, tuple[Message, dict[str, Any]]] = {}
+        self._longest = longest  # a longer message body is not kept: memory stays bounded
+        # id -> (value, doc); holding the value keeps its id from being reused.
+        self._docs: dict[int, tuple[object, dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, message: Message) -> dict[str, Any]:
-        hit = self._docs.get(id(message))
-        if hit is not None and hit[0] is message:
+    def __call__(self, value: object) -> dict[str, Any]:
+        hit = self._docs.get(id(value))
+        if hit is not None and hit[0] is value:
             return dict(hit[1])  # a copy: the caller owns what it gets
-        doc: dict[str, Any] = self._encode(message)
-        body: Any = message.body
+        doc: dict[str, Any] = self._encode(value)
+        body: Any = getattr(value, "body", "")
         if not isinstance(body, str) or len(body) > self._longest:
             return doc
         with self._lock:
             docs = self._docs
-            docs[id(message)] = (message, dict(doc))
+            docs[id(value)] = (value, dict(doc))
             if len(docs) > self._size:
                 del docs[next(iter(docs))]
         return doc
@@ -181,7 +182,8 @@ def _make_converter() -> cattrs.Converter:
     made.register_unstructure_hook_func(_is_mapping, _unstructure_mapping)
     # Mapping[str, Any] fields hold plain JSON values: keep them as they are, in a dict.
     made.register_structure_hook_func(_is_mapping, _structure_mapping)
-    made.register_unstructure_hook(Message, _MessageDocs(make_dict_unstructure_fn(Message, made)))
+    for kind in (Message, SlaState, Customer):
+        made.register_unstructure_hook(kind, _DocsByObject(make_dict_unstructure_fn(kind, made)))
     return made
 
 
