@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, get_origin
 
 import cattrs
-from cattrs.gen import make_dict_unstructure_fn
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from supportflow.clock import ensure_aware
 from supportflow.errors import ValidationError
@@ -137,34 +137,37 @@ def _unstructure_enum(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
 
-class _DocsByObject:
-    """Documents of frozen values by object: a ticket is re-encoded at every save, and its
+class _ByObject:
+    """Encodings of frozen values by object: a ticket is re-encoded at every save, and its
     customer, its SLA state and all but its newest messages are the very objects encoded the
     time before (a command changes few of them).
     """
 
-    def __init__(self, encode: Any, size: int = 10_000, longest: int = 20_000) -> None:
+    def __init__(
+        self, encode: Any, *, copy: bool, size: int = 10_000, longest: int = 20_000
+    ) -> None:
         self._encode = encode
+        self._copy = copy  # documents are copied out: the caller owns what it gets
         self._size = size
         self._longest = longest  # a longer message body is not kept: memory stays bounded
-        # id -> (value, doc); holding the value keeps its id from being reused.
-        self._docs: dict[int, tuple[object, dict[str, Any]]] = {}
+        # id -> (value, encoding); holding the value keeps its id from being reused.
+        self._known: dict[int, tuple[object, Any]] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, value: object) -> dict[str, Any]:
-        hit = self._docs.get(id(value))
+    def __call__(self, value: object) -> Any:
+        hit = self._known.get(id(value))
         if hit is not None and hit[0] is value:
-            return dict(hit[1])  # a copy: the caller owns what it gets
-        doc: dict[str, Any] = self._encode(value)
+            return dict(hit[1]) if self._copy else hit[1]
+        encoded = self._encode(value)
         body: Any = getattr(value, "body", "")
         if not isinstance(body, str) or len(body) > self._longest:
-            return doc
+            return encoded
         with self._lock:
-            docs = self._docs
-            docs[id(value)] = (value, dict(doc))
-            if len(docs) > self._size:
-                del docs[next(iter(docs))]
-        return doc
+            known = self._known
+            known[id(value)] = (value, dict(encoded) if self._copy else encoded)
+            if len(known) > self._size:
+                del known[next(iter(known))]
+        return encoded
 
 
 def _make_converter() -> cattrs.Converter:
@@ -183,7 +186,9 @@ def _make_converter() -> cattrs.Converter:
     # Mapping[str, Any] fields hold plain JSON values: keep them as they are, in a dict.
     made.register_structure_hook_func(_is_mapping, _structure_mapping)
     for kind in (Message, SlaState, Customer):
-        made.register_unstructure_hook(kind, _DocsByObject(make_dict_unstructure_fn(kind, made)))
+        made.register_unstructure_hook(
+            kind, _ByObject(make_dict_unstructure_fn(kind, made), copy=True)
+        )
     return made
 
 
@@ -248,9 +253,34 @@ def ticket_columns(ticket: Ticket) -> tuple[Any, ...]:
     )
 
 
+# JSON text of the parts of a ticket that most saves leave as they were, by object.
+_customer_json = _ByObject(lambda value: dump_json(to_doc(value, Customer)), copy=False)
+_sla_json = _ByObject(lambda value: dump_json(to_doc(value, SlaState)), copy=False)
+_message_json = _ByObject(lambda value: dump_json(to_doc(value, Message)), copy=False)
+_ticket_head = make_dict_unstructure_fn(
+    Ticket,
+    converter,
+    customer=override(omit=True),
+    sla=override(omit=True),
+    messages=override(omit=True),
+)
+
+
 def ticket_json(ticket: Ticket) -> str:
-    """The ticket's document as JSON text (what the SQL adapters store)."""
-    return dump_json(ticket_to_doc(ticket))
+    """The ticket's document as JSON text (what the SQL adapters store).
+
+    The same document as ``dump_json(ticket_to_doc(ticket))``, with the customer, the SLA
+    state and the messages last: their texts are kept from the ticket's previous save, so a
+    command that adds one message encodes that one (encoding a whole ticket costs more than
+    the database write).
+    """
+    if not isinstance(ticket, Ticket):
+        raise ValidationError("ticket", ticket, "a Ticket")
+    head = dump_json(_ticket_head(ticket))
+    sla = _sla_json(ticket.sla) if ticket.sla is not None else "null"
+    messages = ",".join([_message_json(message) for message in ticket.messages])
+    customer = _customer_json(ticket.customer)
+    return f'{head[:-1]},"customer":{customer},"sla":{sla},"messages":[{messages}]}}'
 
 
 def ticket_from_doc(doc: Any) -> Ticket:
