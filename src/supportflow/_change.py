@@ -691,6 +691,18 @@ class Change:
         if due and not state.get("callback_escalated"):
             timers.append(_timer(ticket_id, "callback:escalate", due, "callback"))
 
+    def _timers_kept(self) -> bool:
+        """Whether the stored timers are still the ticket's: nothing they are worked out from
+        changed since it was loaded (then the store need not compare them)."""
+        original, rules = self.original, self.rules
+        if original is None or rules.escalation or rules.timer_extensions:
+            return False  # escalations and extensions may also depend on time or on more
+        field = self._field
+        if field("sla") is not original.sla or field("state") is not original.state:
+            return False
+        resolved = StatusCategory.RESOLVED
+        return (self.category() is resolved) == (self.category(original) is resolved)
+
     def catch_up(self, *, before_command: bool = False) -> None:
         """Handle every deadline due by ``now``, earliest first, each at its own time.
 
@@ -891,6 +903,7 @@ class Change:
             for index, draft in enumerate(self.drafts, start=1)
         ]
         timers = self.timers()
+        kept = not insert and self._timers_kept()
         assert self._ticket is not None
         # One new ticket from the last stored one: the command's pending changes and the
         # bookkeeping of the save together.
@@ -914,7 +927,8 @@ class Change:
         uow.append_events(events)
         self._ticket = saved
         self._edits += 1
-        uow.replace_timers(saved.id, timers)
+        if not kept:
+            uow.replace_timers(saved.id, timers)
         if self.notifications:
             uow.enqueue(self.notifications)
         self.stored_events = events
