@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import attrs
 import pytest
 
 from supportflow.errors import ConcurrencyConflict, ValidationError
@@ -248,43 +247,6 @@ def test_sqlstore_and_sqlitestore_read_each_others_files(path: Path) -> None:
     with again.transaction() as uow:
         assert uow.get_ticket("t-2") == make_ticket("t-2", 2)
     again.close()
-
-
-def test_a_ticket_changed_by_another_store_is_read_fresh(path: Path) -> None:
-    # Each store caches decoded tickets; the cache must never hide another writer's change.
-    first, second = SqliteStore(path), SqliteStore(path)
-    ticket = make_ticket("t-1")
-    with first.transaction() as uow:
-        uow.insert_ticket(ticket)
-    with first.transaction() as uow:
-        assert uow.get_ticket("t-1").subject == ticket.subject  # now cached in ``first``
-    changed = attrs.evolve(ticket, subject="changed elsewhere", tags={"vip"}, version=2)
-    with second.transaction() as uow:
-        uow.update_ticket(changed, expected_version=1)
-    with first.transaction() as uow:
-        seen = uow.get_ticket("t-1")
-    assert (seen.subject, seen.tags, seen.version) == ("changed elsewhere", {"vip"}, 2)
-    with first.transaction() as uow:
-        assert [t.id for t in uow.find_tickets(TicketQuery(tag="vip"))] == ["t-1"]
-    first.close()
-    second.close()
-
-
-def test_a_rolled_back_write_leaves_no_cached_ticket_behind(store: SqliteStore) -> None:
-    ticket = make_ticket("t-1")
-    with store.transaction() as uow:
-        uow.insert_ticket(ticket)
-
-    def failing_command() -> None:
-        with store.transaction() as uow:
-            uow.update_ticket(attrs.evolve(ticket, subject="never kept", version=2), 1)
-            raise RuntimeError("the command failed after writing")
-
-    with pytest.raises(RuntimeError):
-        failing_command()
-    with store.transaction() as uow:
-        kept = uow.get_ticket("t-1")
-    assert (kept.subject, kept.version) == (ticket.subject, 1)
 
 
 def _event(ticket_id: str, sequence: int) -> Event:

@@ -298,6 +298,43 @@ class StorageContract:
         with store.transaction() as uow:
             assert uow.get_ticket(ticket.id).status == "pending"
 
+    def test_a_rolled_back_update_is_not_read_afterwards(self, store: Storage) -> None:
+        # Adapters may keep decoded tickets; what a failed unit of work wrote must not stay.
+        ticket = make_ticket()
+        self._insert(store, ticket)
+
+        def failing_command() -> None:
+            with store.transaction() as uow:
+                uow.update_ticket(attrs.evolve(ticket, subject="never kept", version=2), 1)
+                assert uow.get_ticket(ticket.id).subject == "never kept"  # seen inside
+                raise RuntimeError("the command failed after writing")
+
+        with pytest.raises(RuntimeError):
+            failing_command()
+        with store.transaction() as uow:
+            kept = uow.get_ticket(ticket.id)
+        assert (kept.subject, kept.version) == (ticket.subject, 1)
+
+    def test_a_ticket_changed_through_another_store_is_read_fresh(
+        self, store: Storage, request: pytest.FixtureRequest
+    ) -> None:
+        if not self.supports_multiple_processes:
+            pytest.skip("supports_multiple_processes is False: this store lives in one process")
+        other = request.getfixturevalue("store_opener")()
+        try:
+            ticket = make_ticket(tags={"normal"})
+            self._insert(store, ticket)
+            with store.transaction() as uow:
+                assert uow.get_ticket(ticket.id) == ticket  # any cache now holds it
+            changed = attrs.evolve(ticket, subject="changed elsewhere", tags={"vip"}, version=2)
+            with other.transaction() as uow:
+                uow.update_ticket(changed, expected_version=1)
+            with store.transaction() as uow:
+                assert uow.get_ticket(ticket.id) == changed
+                assert [t.id for t in uow.find_tickets(TicketQuery(tag="vip"))] == [ticket.id]
+        finally:
+            other.close()
+
     def test_updating_a_missing_ticket_raises_ticket_not_found(self, store: Storage) -> None:
         with pytest.raises(TicketNotFound), store.transaction() as uow:
             uow.update_ticket(make_ticket("t-ghost", version=2), expected_version=1)
