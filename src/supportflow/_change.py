@@ -174,8 +174,13 @@ class Change:
         return getattr(self._ticket, name)
 
     def category(self, ticket: Ticket | None = None) -> StatusCategory:
-        status = ticket.status if ticket is not None else self._field("status")
-        return self.rules.workflow.category(status)
+        if ticket is None:  # the status as changed so far (asked for on most steps)
+            pending: str | None = self._pending.get("status")
+            if pending is not None:
+                return self.rules.workflow.category(pending)
+            ticket = self._ticket
+            assert ticket is not None, "the change has no ticket yet"
+        return self.rules.workflow.category(ticket.status)
 
     # -- recording -------------------------------------------------------------------------
     def record(self, kind: str, data: Mapping[str, Any], actor: str | None = None) -> None:
@@ -893,9 +898,10 @@ class Change:
         self.catch_up()  # what this command made due at once (urgent escalation, call-back)
         if not self.drafts and not insert:
             return
-        field = self._field
-        ticket_id: str = field("id")
-        sequence: int = field("sequence")
+        stored = self._ticket
+        assert stored is not None
+        # Identity and bookkeeping fields change only here, so they are read as stored.
+        ticket_id, sequence = stored.id, stored.sequence
         # The drafts' data dicts are the change's own copies (``EventDraft`` copies what it is
         # given), so the events take them as they are.
         events = [
@@ -904,16 +910,15 @@ class Change:
         ]
         timers = self.timers()
         kept = not insert and self._timers_kept()
-        assert self._ticket is not None
         # One new ticket from the last stored one: the command's pending changes and the
         # bookkeeping of the save together.
         saved = _replace(
-            self._ticket,
+            stored,
             {
                 **self._pending,
                 "sequence": sequence + len(events),
-                "version": 1 if insert else field("version") + 1,
-                "updated_at": max(self.now, field("updated_at")),
+                "version": 1 if insert else stored.version + 1,
+                "updated_at": max(self.now, stored.updated_at),
                 "next_deadline": min((timer.due_at for timer in timers), default=None),
             },
         )
