@@ -5,11 +5,13 @@ so the store keeps the same all-or-nothing promise as a database. Timers sit in 
 by due time (entries are invalidated lazily, and the queue is rebuilt from the live timers
 when stale entries outnumber them), so claiming the next due ones never scans.
 
-Events are kept compactly, since a desk stores a dozen or more per ticket: a ticket's stream
-is one flat tuple of ``(schema, at, values)`` triples, where ``schema`` is a shared
-``(type, actor, keys)`` tuple and ``values`` holds the data's values in that order (shared too
-when it is only strings and ``None``, as most status changes are). ``Event`` objects are built
-again on reading.
+Events are kept compactly, since a desk stores a dozen or more per ticket. A ticket's stream
+is one flat tuple: its event count, then each run of its events appended together at one
+instant, as that instant followed by a record per event. A record is
+``(schema, *values)``: ``schema`` a shared ``(type, actor, keys)`` tuple, ``values`` the data's
+values in that order. Records whose values recur (most status changes, SLA events) are shared
+between tickets. An event log, one ticket id per run, keeps the insertion order across
+tickets that ``iter_events`` needs for ties. ``Event`` objects are built again on reading.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -40,10 +42,12 @@ _BUCKET = timedelta(minutes=10)
 
 _Entry = tuple[datetime, int, str, str]  # (due_at, generation, ticket_id, key)
 _Schema = tuple[str, str, tuple[str, ...]]  # an event's (type, actor, data keys)
-_STRIDE = 3  # an event is three items of its ticket's flat stream: schema, at, values
-_SHARED_LIMIT = 100_000  # entries of each sharing table before it starts over
+_SHARED_LIMIT = 100_000  # kinds of event, or shared records, kept before sharing starts over
 _SHARING_TRIAL = 64  # events of one schema tried before sharing may stop for it
 _COMPACT_ABOVE = 1_024  # queue entries below which stale ones are not worth a rebuild
+_PLAIN = frozenset({str, type(None)})  # value types whose equality is exact
+_TUPLE_STREAM = 256  # items of a ticket's stream kept as a tuple; a longer one is a list
+_Stream = tuple[Any, ...] | list[Any]
 
 
 class _DueQueue:
@@ -98,6 +102,26 @@ class _DueQueue:
         heapq.heapify(self._keys)
 
 
+class _Kind:
+    """One kind of event, ``(type, actor, keys)``: its shared schema, and the records of it
+    stored so far, for sharing.
+
+    Equal numbers may differ in type (1, 1.0, True) or sign (0.0, -0.0), and a shared record
+    must read back exactly as written, so with anything but strings and None the key of a
+    record spells each value exactly (containers by identity: the record keeps them alive).
+    Kinds whose values hardly ever repeat (a ticket's number, a message id) stop being tried,
+    since each try keeps a table entry.
+    """
+
+    __slots__ = ("hits", "records", "schema", "tries")
+
+    def __init__(self, schema: _Schema) -> None:
+        self.schema = schema
+        self.records: dict[tuple[object, ...], tuple[Any, ...]] = {}
+        self.tries = 0
+        self.hits = 0
+
+
 @attrs.define(slots=True)
 class _TimerRow:
     timer: Timer
@@ -125,11 +149,11 @@ class MemoryStore:
         self._lock = threading.RLock()
         self._tickets: dict[str, Ticket] = {}
         self._numbers = itertools.count(1)
-        self._events: dict[str, tuple[Any, ...]] = {}  # ticket id -> flat (schema, at, values)*
-        self._event_log: list[str] = []  # the ticket id of every event, in insertion order
-        self._schemas: dict[_Schema, _Schema] = {}
-        self._shared_values: dict[tuple[object, ...], tuple[object, ...]] = {}
-        self._sharing: dict[_Schema, list[int]] = {}  # schema -> [values tried, found shared]
+        # ticket id -> (event count, at, record, ..., at, record, ...); see the module doc
+        self._events: dict[str, _Stream] = {}
+        self._event_log: list[str] = []  # the ticket id of each run of events, in order
+        self._kinds: dict[tuple[str, ...], _Kind] = {}  # by (type, actor, *keys)
+        self._shared = 0  # records held by the kinds' tables
         self._timers: dict[str, dict[str, _TimerRow]] = {}
         self._live_timers = 0  # rows in ``_timers``; the due queue holds these and stale ones
         self._due = _DueQueue()
@@ -139,30 +163,28 @@ class MemoryStore:
         self._outbox: dict[str, _OutboxRow | Notification] = {}
         self._records: dict[tuple[str, str], Record] = {}
         self._occurrences: dict[str, deque[tuple[datetime, str]]] = defaultdict(deque)
-        self._undo: list[Callable[[], object]] | None = None
-        self._uow = _MemoryUnitOfWork(self)  # stateless: one serves every unit of work
+        self._undo: list[Callable[[], object]] = _OUTSIDE  # a list of its own in a unit of work
+        self._depth = 0  # units of work entered and not left (nested ones join the outer one)
+        # Stateless (the state is the store's, under its lock): one of each serves every unit of
+        # work, so a command makes neither.
+        self._uow = _MemoryUnitOfWork(self)
+        self._transaction = _Transaction(self)
 
     def transaction(self) -> _Transaction:
-        return _Transaction(self)
+        return self._transaction
 
     def close(self) -> None:
         """Nothing to release; present for the port."""
 
-    def _log(self, undo: Callable[[], object]) -> None:
-        assert self._undo is not None, "MemoryStore used outside a transaction"
-        self._undo.append(undo)
-
     def _compact_due(self) -> None:
-        """Rebuild the due queue from the live timers once stale entries outnumber them.
+        """Rebuild the due queue from the live timers (called once stale entries outnumber
+        them).
 
         Every change of a deadline leaves its old entry behind until it comes up; a closed
         ticket's entries could stay for weeks. Done only after a commit (never undone), with
         each row's one live entry: its lease expiry while leased, else its due time.
         """
-        due = self._due
-        if due.size <= _COMPACT_ABOVE or due.size <= 2 * self._live_timers:
-            return
-        due.rebuild(
+        self._due.rebuild(
             [
                 (row.lease_until or row.timer.due_at, row.generation, ticket_id, key)
                 for ticket_id, rows in self._timers.items()
@@ -170,61 +192,45 @@ class MemoryStore:
             ]
         )
 
-    def _schema(self, schema: _Schema) -> _Schema:
-        shared = self._schemas.setdefault(schema, schema)
-        if len(self._schemas) > _SHARED_LIMIT:
-            self._schemas.clear()  # bounded: already stored events keep theirs
-        return shared
+    def _kind(self, name: tuple[str, ...], event: Event) -> _Kind:
+        """A new kind of event, ``name`` being its ``(type, actor, *keys)``."""
+        if len(self._kinds) >= _SHARED_LIMIT:
+            self._forget()
+        kind = self._kinds[name] = _Kind((event.type, event.actor, tuple(event.data)))
+        return kind
 
-    def _values(self, schema: _Schema, values: tuple[object, ...]) -> tuple[object, ...]:
-        """``values``, or an equal tuple stored before (one object serves many events).
+    def _forget(self) -> None:
+        """Start sharing over (records already stored keep what they share)."""
+        self._kinds.clear()
+        self._shared = 0
 
-        Tuples of strings, None and numbers are shared. Equal numbers may differ in type
-        (1, 1.0, True) or sign (0.0, -0.0), and a shared value must read back exactly as
-        written: with numbers the key spells each one exactly. Kinds of event whose values
-        hardly ever repeat (a ticket's number, a message id) stop being tried, since each
-        try keeps a table entry.
-        """
-        exact = False
-        for value in values:
-            kind = type(value)
-            if value is None or kind is str:
-                continue
-            if kind is not int and kind is not float and kind is not bool:
-                return values  # lists, dicts, ...: not shared
-            exact = True
-        stats = self._sharing.get(schema)
-        if stats is None:
-            stats = self._sharing[schema] = [0, 0]
-        tries, hits = stats
-        if tries >= _SHARING_TRIAL and hits * 4 < tries:
-            return values  # this kind of event rarely repeats its values
-        key = tuple(map(_exact, values)) if exact else values
-        shared = self._shared_values.setdefault(key, values)
-        stats[0], stats[1] = tries + 1, hits + (shared is not values)
-        if len(self._shared_values) > _SHARED_LIMIT:
-            self._shared_values.clear()
-            self._sharing.clear()  # and every kind gets a new trial
-        return shared
+
+class _OutsideUnitOfWork(list[Callable[[], object]]):
+    """The undo log outside a unit of work: a write there is a mistake."""
+
+    def append(self, step: Callable[[], object]) -> NoReturn:
+        raise AssertionError("MemoryStore used outside a transaction")
+
+
+_OUTSIDE = _OutsideUnitOfWork()
 
 
 class _Transaction:
-    """One unit of work on a :class:`MemoryStore` (a class rather than a generator: every
-    command opens one, and this is the cheaper context manager)."""
+    """Enters and leaves units of work on a :class:`MemoryStore`: its one instance serves them
+    all, as every command opens one (a slotted object is the cheapest context manager)."""
 
-    __slots__ = ("_outer", "_store")
+    __slots__ = ("_store",)
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
-        self._outer = False
 
     def __enter__(self) -> _MemoryUnitOfWork:
         store = self._store
         store._lock.acquire()
-        if store._undo is None:
+        if not store._depth:
             store._undo = []
-            self._outer = True
         # else a nested unit of work joins the outer one, as a savepoint-free database would.
+        store._depth += 1
         return store._uow
 
     def __exit__(
@@ -232,12 +238,13 @@ class _Transaction:
     ) -> None:
         store = self._store
         try:
-            if self._outer:
-                undo, store._undo = store._undo, None
+            store._depth -= 1
+            if not store._depth:
+                undo, store._undo = store._undo, _OUTSIDE
                 if kind is not None:
-                    for step in reversed(undo or ()):
+                    for step in reversed(undo):
                         step()
-                else:
+                elif store._due.size > _COMPACT_ABOVE and store._due.size > 2 * store._live_timers:
                     store._compact_due()
         finally:
             store._lock.release()
@@ -264,18 +271,23 @@ class _MemoryUnitOfWork:
         if ticket.id in tickets:
             raise ConcurrencyConflict(ticket.id, 0, tickets[ticket.id].version)
         tickets[ticket.id] = ticket
-        self._s._log(lambda: tickets.pop(ticket.id, None))
+        self._s._undo.append(lambda: tickets.pop(ticket.id, None))
 
     def update_ticket(self, ticket: Ticket, expected_version: int) -> None:
         tickets = self._s._tickets
-        check_new_version(ticket.version, expected_version, "ticket.version")
+        if not (
+            type(ticket.version) is int
+            and type(expected_version) is int
+            and ticket.version > expected_version
+        ):
+            check_new_version(ticket.version, expected_version, "ticket.version")  # raises
         current = tickets.get(ticket.id)
         if current is None:
             raise TicketNotFound(ticket.id)
         if current.version != expected_version:
             raise ConcurrencyConflict(ticket.id, expected_version, current.version)
         tickets[ticket.id] = ticket
-        self._s._log(lambda: tickets.__setitem__(ticket.id, current))
+        self._s._undo.append(lambda: tickets.__setitem__(ticket.id, current))
 
     def find_tickets(self, query: TicketQuery) -> list[Ticket]:
         found = [t for t in self._s._tickets.values() if _matches(t, query)]
@@ -285,56 +297,110 @@ class _MemoryUnitOfWork:
     # -- events ----------------------------------------------------------------------------
     def append_events(self, events: Sequence[Event]) -> None:
         store = self._s
-        streams, log = store._events, store._event_log
-        added: dict[str, list[Any]] = {}
+        streams, log, kinds = store._events, store._event_log, store._kinds
+        added: dict[str, list[Any]] = {}  # ticket id -> the items to add to its stream
+        counts: dict[str, int] = {}  # ticket id -> its events once the batch is in
+        runs: list[str] = []  # the ticket of each new run, in order
+        run_ticket: str | None = None
+        run_at: object = None
+        items: list[Any] = []
         for event in events:
-            ticket_id = event.ticket_id
-            pieces = added.get(ticket_id)
-            if pieces is None:
-                pieces = added[ticket_id] = []
-            expected = (len(streams.get(ticket_id, ())) + len(pieces)) // _STRIDE + 1
+            ticket_id, at = event.ticket_id, event.at
+            # ``is``: an equal instant in another zone starts a run, so it reads back as given.
+            if ticket_id != run_ticket or at is not run_at:
+                if ticket_id != run_ticket:
+                    found = added.get(ticket_id)
+                    if found is None:
+                        found = added[ticket_id] = []
+                        stream = streams.get(ticket_id)
+                        counts[ticket_id] = stream[0] if stream else 0
+                    items = found
+                items.append(at)
+                runs.append(ticket_id)
+                run_ticket, run_at = ticket_id, at
+            expected = counts[ticket_id] + 1
             if event.sequence != expected:
                 raise ConcurrencyConflict(ticket_id, expected, event.sequence)
+            counts[ticket_id] = expected
+            # The record, ``(schema, *values)``: shared if an equal one was stored (``_Kind``).
             data = event.data
-            schema = store._schema((event.type, event.actor, tuple(data)))
-            pieces += (schema, event.at, store._values(schema, tuple(data.values())))
+            kind = kinds.get((event.type, event.actor, *data))
+            if kind is None:
+                kind = store._kind((event.type, event.actor, *data), event)
+            values = data.values()
+            record = (kind.schema, *values)
+            tries = kind.tries
+            if tries < _SHARING_TRIAL or kind.hits * 4 >= tries:
+                if _PLAIN.issuperset(map(type, values)):
+                    shared = kind.records.setdefault(record, record)
+                else:
+                    shared = kind.records.setdefault(tuple(map(_exact, values)), record)
+                kind.tries = tries + 1
+                if shared is record:
+                    store._shared += 1
+                else:
+                    kind.hits += 1
+                    record = shared
+            items.append(record)
         # Checked whole before anything is written: a conflict half-way leaves nothing.
-        previous = {ticket_id: streams.get(ticket_id) for ticket_id in added}
-        store._log(functools.partial(_unappend, streams, log, len(log), previous))
-        for ticket_id, pieces in added.items():
-            # A tuple of exactly the size needed: a list would keep room to grow per ticket.
-            streams[ticket_id] = streams.get(ticket_id, ()) + tuple(pieces)
-        log.extend(event.ticket_id for event in events)
+        previous: list[tuple[str, _Stream | None, int, int]] = []
+        for ticket_id, items in added.items():
+            stream = streams.get(ticket_id)
+            if stream is None:
+                previous.append((ticket_id, None, 0, 0))
+            else:
+                previous.append((ticket_id, stream, len(stream), stream[0]))
+            if type(stream) is list:  # a long stream grows in place
+                stream[0] = counts[ticket_id]
+                stream += items
+                continue
+            grown = [counts[ticket_id], *(stream[1:] if stream else ()), *items]
+            # Short streams are tuples of exactly the size needed (a list keeps room to grow,
+            # per ticket); a long one becomes a list, so appending never copies it all again.
+            streams[ticket_id] = tuple(grown) if len(grown) <= _TUPLE_STREAM else grown
+        store._undo.append(functools.partial(_unappend, streams, log, len(log), previous))
+        log += runs
+        if store._shared > _SHARED_LIMIT:
+            store._forget()
 
     def history(self, ticket_id: str) -> list[Event]:
         stream = self._s._events.get(ticket_id, ())
-        return [_event(ticket_id, stream, index) for index in range(len(stream) // _STRIDE)]
+        return list(_read(ticket_id, stream, 1, len(stream), 1))
 
     def iter_events(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> Iterator[Event]:
         streams = self._s._events
-        seen: dict[str, int] = {}  # events of each ticket met so far in the log
-        selected: list[tuple[datetime, str, int]] = []
+        cursors: dict[str, tuple[int, int]] = {}  # ticket id -> (next run's item, its sequence)
+        selected: list[tuple[datetime, str, int, int, int]] = []
         for ticket_id in self._s._event_log:
-            index = seen.get(ticket_id, 0)
-            seen[ticket_id] = index + 1
-            at: datetime = streams[ticket_id][index * _STRIDE + 1]
+            stream = streams[ticket_id]
+            first, sequence = cursors.get(ticket_id, (1, 1))
+            stop = first + 1
+            while stop < len(stream) and type(stream[stop]) is tuple:  # up to the next run
+                stop += 1
+            cursors[ticket_id] = (stop, sequence + stop - first - 1)
+            at: datetime = stream[first]
             if (start is None or at >= start) and (end is None or at < end):
-                selected.append((at, ticket_id, index))
+                selected.append((at, ticket_id, first, stop, sequence))
         # Stable sort: ties keep insertion order.
-        selected.sort(key=lambda item: item[0])
-        return (_event(ticket_id, streams[ticket_id], index) for _, ticket_id, index in selected)
+        selected.sort(key=lambda run: run[0])
+        return itertools.chain.from_iterable(
+            _read(ticket_id, streams[ticket_id], first, stop, sequence)
+            for _, ticket_id, first, stop, sequence in selected
+        )
 
     # -- timers ----------------------------------------------------------------------------
     def replace_timers(self, ticket_id: str, timers: Sequence[Timer]) -> None:
         store = self._s
         old = store._timers.get(ticket_id, {})
-        if len(old) == len(timers) and all(
-            (row := old.get(timer.key)) is not None and row.timer.due_at == timer.due_at
-            for timer in timers
-        ):
-            return  # the same deadlines (most commands move none): rows and leases stay
+        if len(old) == len(timers):
+            for timer in timers:
+                row = old.get(timer.key)
+                if row is None or row.timer.due_at != timer.due_at:
+                    break
+            else:
+                return  # the same deadlines: rows and leases stay
         new: dict[str, _TimerRow] = {}
         for timer in timers:
             previous = old.get(timer.key)
@@ -350,7 +416,7 @@ class _MemoryUnitOfWork:
             store._timers.pop(ticket_id, None)
         store._live_timers += len(new) - len(old)
         # Heap entries of replaced rows turn stale and are skipped; restoring the dict suffices.
-        store._log(functools.partial(_restore, store, ticket_id, old, len(new)))
+        store._undo.append(functools.partial(_restore, store, ticket_id, old, len(new)))
 
     def timers(self, ticket_id: str) -> list[Timer]:
         rows = self._s._timers.get(ticket_id, {})
@@ -377,8 +443,8 @@ class _MemoryUnitOfWork:
             row.lease_owner, row.lease_until = owner, now + lease
             due.push((row.lease_until, generation, ticket_id, key))
             claimed.append(row.timer)
-            store._log(functools.partial(_unlease, row, previous_lease))
-        store._log(lambda: _repush(due, popped))
+            store._undo.append(functools.partial(_unlease, row, previous_lease))
+        store._undo.append(lambda: _repush(due, popped))
         return claimed
 
     def release_timer(self, timer: Timer, owner: str) -> None:
@@ -398,7 +464,7 @@ class _MemoryUnitOfWork:
             store._timers.setdefault(timer.ticket_id, {})[timer.key] = row
             store._live_timers += 1
 
-        store._log(undo)
+        store._undo.append(undo)
 
     def next_timer_due(self) -> datetime | None:
         store = self._s
@@ -419,7 +485,7 @@ class _MemoryUnitOfWork:
             if key in store._outbox:
                 continue
             store._outbox[key] = notification
-            store._log(functools.partial(store._outbox.pop, key, None))
+            store._undo.append(functools.partial(store._outbox.pop, key, None))
 
     def claim_notifications(
         self, now: datetime, limit: int, owner: str, lease: timedelta
@@ -446,7 +512,7 @@ class _MemoryUnitOfWork:
             assert claimed_row is not None
             previous = claimed_row.lease_until
             claimed_row.lease_until = now + lease
-            store._log(functools.partial(setattr, claimed_row, "lease_until", previous))
+            store._undo.append(functools.partial(setattr, claimed_row, "lease_until", previous))
             claimed.append(claimed_row.entry)
         return claimed
 
@@ -458,7 +524,7 @@ class _MemoryUnitOfWork:
             return row
         assert isinstance(row, Notification)
         made = outbox[key] = _OutboxRow(_fresh_entry(row))
-        self._s._log(functools.partial(outbox.__setitem__, key, row))
+        self._s._undo.append(functools.partial(outbox.__setitem__, key, row))
         return made
 
     def mark_delivered(self, key: str, at: datetime) -> None:
@@ -511,7 +577,7 @@ class _MemoryUnitOfWork:
         def undo() -> None:
             row.entry, row.lease_until = previous
 
-        self._s._log(undo)
+        self._s._undo.append(undo)
 
     # -- records ---------------------------------------------------------------------------
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
@@ -526,9 +592,9 @@ class _MemoryUnitOfWork:
             raise ConcurrencyConflict(f"{record.kind}/{record.id}", expected_version, actual)
         records[key] = record
         if current is None:
-            self._s._log(lambda: records.pop(key, None))
+            self._s._undo.append(lambda: records.pop(key, None))
         else:
-            self._s._log(lambda: records.__setitem__(key, current))
+            self._s._undo.append(lambda: records.__setitem__(key, current))
 
     def get_record(self, kind: str, record_id: str) -> Record | None:
         return self._s._records.get((kind, record_id))
@@ -558,10 +624,10 @@ class _MemoryUnitOfWork:
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
         window = self._s._occurrences[key]
         window.append((at, ticket_id))
-        self._s._log(window.pop)
+        self._s._undo.append(window.pop)
         while window and window[0][0] < at - _OCCURRENCE_MEMORY:
             dropped = window.popleft()
-            self._s._log(functools.partial(window.appendleft, dropped))
+            self._s._undo.append(functools.partial(window.appendleft, dropped))
 
     def occurrences(self, key: str, since: datetime) -> list[str]:
         ensure_aware(since, "since")
@@ -591,15 +657,18 @@ def _restore(store: MemoryStore, ticket_id: str, old: dict[str, _TimerRow], new:
     store._live_timers += len(old) - new
 
 
-def _event(ticket_id: str, stream: Sequence[Any], index: int) -> Event:
-    """The ``index``-th event of a ticket's flat stream, as an ``Event`` again."""
-    at = index * _STRIDE
-    schema: _Schema = stream[at]
-    values: tuple[object, ...] = stream[at + 2]
-    kind, actor, keys = schema
-    return Event(
-        ticket_id, index + 1, kind, stream[at + 1], actor, dict(zip(keys, values, strict=True))
-    )
+def _read(ticket_id: str, stream: _Stream, first: int, stop: int, sequence: int) -> Iterator[Event]:
+    """The events of ``stream[first:stop]`` (which starts with a run's instant) as ``Event``
+    objects again, numbered from ``sequence``."""
+    at: Any = None
+    for index in range(first, stop):
+        item = stream[index]
+        if type(item) is not tuple:
+            at = item
+            continue
+        kind, actor, keys = item[0]
+        yield Event(ticket_id, sequence, kind, at, actor, dict(zip(keys, item[1:], strict=True)))
+        sequence += 1
 
 
 def _fresh_entry(notification: Notification) -> OutboxEntry:
@@ -616,19 +685,24 @@ def _exact(value: object) -> object:
         return value
     if type(value) is float:
         return (float, value.hex())  # -0.0 and nan as well
-    return (type(value), value)
+    if type(value) is int or type(value) is bool:
+        return (type(value), value)
+    return (type(value), id(value))  # a container: only the very same object is the same
 
 
 def _unappend(
-    streams: dict[str, tuple[Any, ...]],
+    streams: dict[str, _Stream],
     log: list[str],
     start: int,
-    previous: dict[str, tuple[Any, ...] | None],
+    previous: list[tuple[str, _Stream | None, int, int]],
 ) -> None:
     """Undo ``append_events``: the touched streams as they were, the log up to ``start``."""
-    for ticket_id, stream in previous.items():
+    for ticket_id, stream, size, count in previous:
         if stream is None:
             streams.pop(ticket_id, None)
+        elif type(stream) is list and streams.get(ticket_id) is stream:
+            del stream[size:]  # grown in place: cut back, and its count with it
+            stream[0] = count
         else:
             streams[ticket_id] = stream
     del log[start:]

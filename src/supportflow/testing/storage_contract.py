@@ -592,6 +592,29 @@ class StorageContract:
         with pytest.raises((ConcurrencyConflict, ValidationError)), store.transaction() as uow:
             uow.append_events([event("t-1", 3, 1)])
 
+    def test_a_long_history_grows_and_rolls_back_whole(self, store: Storage) -> None:
+        # Hundreds of events on one ticket (a long chat): appending stays correct, and a unit
+        # of work that fails after appending to it leaves the history as it was.
+        for first in range(1, 301, 50):
+            with store.transaction() as uow:
+                uow.append_events([event("t-1", n, n, n=n) for n in range(first, first + 50)])
+
+        def failing_command() -> None:
+            with store.transaction() as uow:
+                uow.append_events([event("t-1", 301, 301), event("t-1", 302, 302)])
+                assert len(uow.history("t-1")) == 302  # seen inside the unit
+                raise RuntimeError("the command failed after appending")
+
+        with pytest.raises(RuntimeError):
+            failing_command()
+        with store.transaction() as uow:
+            uow.append_events([event("t-1", 301, 303, n=301)])
+        with store.transaction() as uow:
+            history = uow.history("t-1")
+        assert [e.sequence for e in history] == list(range(1, 302))
+        assert history[-1] == event("t-1", 301, 303, n=301)
+        assert history[150] == event("t-1", 151, 151, n=151)
+
     def test_iter_events_orders_by_time_then_insertion(self, store: Storage) -> None:
         with store.transaction() as uow:
             uow.append_events(
@@ -983,6 +1006,21 @@ class StorageContract:
             entry = uow.outbox_entry("n-🔑")
             assert entry is not None
             assert entry.notification.body == body
+
+    def test_event_values_read_back_with_their_json_types(self, store: Storage) -> None:
+        # Values that compare equal but are written differently (1, 1.0, True; nested too)
+        # must each read back as written, whatever an adapter shares or caches. (Not -0.0:
+        # PostgreSQL's jsonb has no negative zero.)
+        values: list[Any] = [1, 1.0, True, 0, 0.0, False, "1", None]
+        nested: list[Any] = [{"v": v} for v in values] + [[v] for v in values]
+        with store.transaction() as uow:
+            uow.append_events(
+                [event("t-1", n, n, v=v) for n, v in enumerate(values + nested, start=1)]
+            )
+        with store.transaction() as uow:
+            read = [e.data["v"] for e in uow.history("t-1")]
+        assert [(type(v), v) for v in read[: len(values)]] == [(type(v), v) for v in values]
+        assert [repr(v) for v in read] == [repr(v) for v in values + nested]
 
     def test_aware_datetimes_round_trip_as_the_same_instant(self, store: Storage) -> None:
         odd = timezone(timedelta(hours=5, minutes=45))  # Nepal
