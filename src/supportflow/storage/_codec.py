@@ -29,7 +29,7 @@ from cattrs.gen import make_dict_unstructure_fn, override
 from supportflow.clock import ensure_aware
 from supportflow.errors import ValidationError
 from supportflow.events import Event
-from supportflow.model import Customer, Message, Notification, SlaState, Ticket, Timer
+from supportflow.model import Message, Notification, SlaState, Ticket, Timer
 from supportflow.storage._port import OutboxEntry, Record
 
 __all__ = [
@@ -138,9 +138,9 @@ def _unstructure_enum(value: Any) -> Any:
 
 
 class _ByObject:
-    """Encodings of frozen values by object: a ticket is re-encoded at every save, and its
-    customer, its SLA state and all but its newest messages are the very objects encoded the
-    time before (a command changes few of them).
+    """Encodings of frozen values by object: a ticket is re-encoded at every save, and its SLA
+    state and all but its newest messages are the very objects encoded the time before (a
+    command changes few of them).
     """
 
     def __init__(
@@ -185,7 +185,8 @@ def _make_converter() -> cattrs.Converter:
     made.register_unstructure_hook_func(_is_mapping, _unstructure_mapping)
     # Mapping[str, Any] fields hold plain JSON values: keep them as they are, in a dict.
     made.register_structure_hook_func(_is_mapping, _structure_mapping)
-    for kind in (Message, SlaState, Customer):
+    # Only values frozen all the way down (a customer's contacts are a dict: left out).
+    for kind in (Message, SlaState):
         made.register_unstructure_hook(
             kind, _ByObject(make_dict_unstructure_fn(kind, made), copy=True)
         )
@@ -254,13 +255,11 @@ def ticket_columns(ticket: Ticket) -> tuple[Any, ...]:
 
 
 # JSON text of the parts of a ticket that most saves leave as they were, by object.
-_customer_json = _ByObject(lambda value: dump_json(to_doc(value, Customer)), copy=False)
 _sla_json = _ByObject(lambda value: dump_json(to_doc(value, SlaState)), copy=False)
 _message_json = _ByObject(lambda value: dump_json(to_doc(value, Message)), copy=False)
 _ticket_head = make_dict_unstructure_fn(
     Ticket,
     converter,
-    customer=override(omit=True),
     sla=override(omit=True),
     messages=override(omit=True),
 )
@@ -269,18 +268,16 @@ _ticket_head = make_dict_unstructure_fn(
 def ticket_json(ticket: Ticket) -> str:
     """The ticket's document as JSON text (what the SQL adapters store).
 
-    The same document as ``dump_json(ticket_to_doc(ticket))``, with the customer, the SLA
-    state and the messages last: their texts are kept from the ticket's previous save, so a
-    command that adds one message encodes that one (encoding a whole ticket costs more than
-    the database write).
+    The same document as ``dump_json(ticket_to_doc(ticket))``, with the SLA state and the
+    messages last: their texts are kept from the ticket's previous save, so a command that adds
+    one message encodes that one (encoding a whole ticket costs more than the database write).
     """
     if not isinstance(ticket, Ticket):
         raise ValidationError("ticket", ticket, "a Ticket")
     head = dump_json(_ticket_head(ticket))
     sla = _sla_json(ticket.sla) if ticket.sla is not None else "null"
     messages = ",".join([_message_json(message) for message in ticket.messages])
-    customer = _customer_json(ticket.customer)
-    return f'{head[:-1]},"customer":{customer},"sla":{sla},"messages":[{messages}]}}'
+    return f'{head[:-1]},"sla":{sla},"messages":[{messages}]}}'
 
 
 def ticket_from_doc(doc: Any) -> Ticket:
