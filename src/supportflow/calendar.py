@@ -376,19 +376,47 @@ class BusinessCalendar:
         """
         return [_EPOCH + _US * us for us in self._add_many_us(start, durations)]
 
+    def add_offsets_utc(self, start: datetime, offsets: Iterable[int]) -> list[datetime]:
+        """:meth:`add_many_utc` with the durations given in whole microseconds (for callers
+        that keep them as integers, such as the SLA engine's memo of a target's warnings).
+
+        >>> office = BusinessCalendar("UTC", {"mon": [("09:00", "18:00")]})
+        >>> monday = datetime(2026, 3, 2, 17, 30, tzinfo=_dt.timezone.utc)
+        >>> office.add_offsets_utc(monday, [3_600_000_000])  # an hour: 30 min today, 30 next
+        [datetime.datetime(2026, 3, 9, 9, 30, tzinfo=datetime.timezone.utc)]
+        """
+        t = self._to_us(start, "start")
+        checked = [self._checked_us(t, offset) for offset in offsets]
+        return [_EPOCH + _US * us for us in self._positions_us(t, checked, start)]
+
     def _add_many_us(self, start: datetime, durations: Iterable[timedelta]) -> list[int]:
         t = self._to_us(start, "start")
-        located: tuple[_Week, int, int] | None = None  # (week, its index, start's position)
-        found: list[int] = []
+        checked: list[int] = []
         for duration in durations:
             d = self._duration_us(duration)
             if t + d > _MAX_US:
                 raise ValidationError("duration", duration, "a result before the year 9999")
-            if self._always:
-                found.append(t + d)
-                continue
+            checked.append(d)
+        return self._positions_us(t, checked, start)
+
+    @staticmethod
+    def _checked_us(t: int, d: int) -> int:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 0:
+            raise ValidationError("duration", d, "a non-negative whole number of microseconds")
+        if t + d > _MAX_US:
+            raise ValidationError("duration", _US * d, "a result before the year 9999")
+        return d
+
+    def _positions_us(self, t: int, durations: list[int], start: datetime) -> list[int]:
+        """``t`` plus each business duration (microseconds, checked), finding where ``t``
+        falls only once."""
+        if self._always:
+            return [t + d for d in durations]
+        located: tuple[_Week, int, int] | None = None  # (week, its index, start's position)
+        found: list[int] = []
+        for d in durations:
             if d == 0:
-                found.append(self._add_us(t, duration, start))  # the next opening: rare
+                found.append(self._add_us(t, _US * d, start))  # the next opening: rare
                 continue
             if located is None:
                 rec, w = self._locate(t)
@@ -397,19 +425,18 @@ class BusinessCalendar:
                 inside = i >= 0 and t < rec.ends[i]
                 located = rec, w, rec.before[i] + t - starts[i] if inside else rec.before[i + 1]
             rec, w, position = located
-            found.append(self._at(rec, w, position + d, duration))
+            found.append(self._at(rec, w, position + d, d))
         return found
 
-    def _at(self, rec: _Week, w: int, target: int, duration: timedelta) -> int:
+    def _at(self, rec: _Week, w: int, target: int, duration: timedelta | int) -> int:
         """The instant (UTC microseconds) at business position ``target`` of week ``w`` (or
-        a later week)."""
+        a later week); ``duration`` (microseconds or a timedelta) is for error messages."""
         if target > rec.total:
+            shown = duration if isinstance(duration, timedelta) else _US * duration
             try:
-                rec, target = self._walk(w, target - rec.total, "duration", duration)
+                rec, target = self._walk(w, target - rec.total, "duration", shown)
             except OverflowError:
-                raise ValidationError(
-                    "duration", duration, "a result before the year 9999"
-                ) from None
+                raise ValidationError("duration", shown, "a result before the year 9999") from None
         j = bisect_left(rec.upto, target)
         return rec.starts[j] + target - rec.before[j]
 

@@ -508,6 +508,7 @@ class SlaEngine:
 
 
 _RUNNING, _BREACHED = SlaClockState.RUNNING, SlaClockState.BREACHED
+_MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)  # shared: most clocks are met at once, and each stores its elapsed time
 _TIMER_KEYS: dict[tuple[str, int | None], str] = {}
 
@@ -540,6 +541,14 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
             return clock  # nothing due already
         return _evolve(clock, {"due_at": None, "pending_warnings": ()})
     target, since, elapsed, breached = clock.target, clock.since, clock.elapsed, clock.breached
+    if not elapsed and not breached and not clock.warnings_fired:
+        # A clock starting afresh (a new ticket, a new cycle): its warnings and breach lie
+        # at the same business offsets every time, kept as integers.
+        offsets = _fresh_offsets(policy.warnings, target)
+        if offsets is not None:
+            *warned, breach = policy.calendar.add_offsets_utc(since, offsets)
+            warnings = tuple(zip(policy.warnings, warned, strict=True))
+            return _evolve(clock, {"due_at": breach, "pending_warnings": warnings})
     # Business time left to each pending warning, then to the breach (``None``: none due).
     lefts: list[tuple[int | None, timedelta]] = []
     if not breached and elapsed < target:  # past its target it is due for its breach only
@@ -573,6 +582,24 @@ def _halted(
     if state is SlaClockState.MET:
         changes["met_at"] = now
     return _evolve(clock, changes)
+
+
+_OFFSETS: dict[tuple[tuple[int, ...], timedelta], tuple[int, ...] | None] = {}
+
+
+def _fresh_offsets(warnings: tuple[int, ...], target: timedelta) -> tuple[int, ...] | None:
+    """Microseconds of business time from a fresh start to each warning and then the breach,
+    as ``_schedule`` works them out; ``None`` when one is zero (it is due at the start)."""
+    try:
+        return _OFFSETS[warnings, target]
+    except KeyError:
+        lefts = [target * percent / 100 for percent in warnings] + [target]
+        offsets: tuple[int, ...] | None = tuple(left // _MICROSECOND for left in lefts)
+        if offsets is not None and min(offsets) <= 0:
+            offsets = None
+        if len(_OFFSETS) < 10_000:  # policies and targets are few; stay bounded
+            _OFFSETS[warnings, target] = offsets
+        return offsets
 
 
 def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDraft]) -> SlaClock:
