@@ -36,9 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -47,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from supportflow import Customer, Desk
 from supportflow.storage import OutboxStatus, Storage
 from supportflow.storage.sqlite import SqliteStore
+from supportflow.testing.postgres import private_schema
 
 CUSTOMER = Customer(id="c-17", name="Wang Fang", contacts={"email": "wang.fang@example.com"})
 LEASE = timedelta(minutes=5)
@@ -382,28 +381,6 @@ def _libpq_url(url: str) -> str:
     return sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@contextmanager
-def private_schema(base: str) -> Iterator[str]:
-    """A URL whose connections use a fresh, migrated schema; dropped afterwards."""
-    import sqlalchemy as sa
-
-    from supportflow.storage.sql import make_engine, migrate
-
-    schema = f"sf_bench_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(base)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        migrate(rendered)
-        yield rendered
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", action="store_true", help="cProfile the Desk on SQLite")
@@ -446,7 +423,10 @@ def main() -> None:
         if pg:
             from supportflow.storage.sql import SqlStore
 
-            with private_schema(pg) as desk_url, private_schema(pg) as raw_url:
+            with (
+                private_schema(pg, "sf_bench") as desk_url,
+                private_schema(pg, "sf_bench") as raw_url,
+            ):
 
                 def raw_pg(ids: list[str], n: int, doc: str, data: str, sent: str) -> float:
                     if "pg" not in copied:
@@ -467,7 +447,7 @@ def main() -> None:
 
         sqlite_claims(directory, timers, repeats)
     if pg:
-        with private_schema(pg) as claims_url:
+        with private_schema(pg, "sf_bench") as claims_url:
             postgres_claims(claims_url, timers, repeats)
 
 

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ pytest.register_assert_rewrite("supportflow.testing.storage_contract")
 
 from supportflow.storage import MemoryStore, Storage  # noqa: E402
 from supportflow.storage.sqlite import SqliteStore  # noqa: E402
+from supportflow.testing.postgres import private_schema  # noqa: E402
 from supportflow.testing.storage_contract import StorageContract  # noqa: E402
 
 
@@ -97,26 +97,8 @@ def _pg_url() -> str:
 @pytest.fixture(scope="session")
 def pg_schema_url() -> Iterator[str]:
     """A URL whose connections use a private schema, created once and dropped at the end."""
-    import sqlalchemy as sa
-
-    from supportflow.storage.sql import create_schema, make_engine
-
-    base = _pg_url()
-    schema = f"sf_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(base)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
-    engine = make_engine(rendered)
-    create_schema(engine)
-    engine.dispose()
-    try:
-        yield rendered
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(_pg_url(), "sf_test") as url:
+        yield url
 
 
 def _truncate_all(url: str) -> None:

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -36,6 +35,7 @@ from supportflow.events import Event, EventType
 from supportflow.model import Timer
 from supportflow.storage import MemoryStore, Storage, TicketQuery, open_store
 from supportflow.storage.sqlite import SqliteStore
+from supportflow.testing.postgres import private_schema
 from supportflow.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,24 +112,8 @@ def _pg_url() -> str:
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A URL whose connections use a private, freshly migrated schema (dropped afterwards)."""
-    import sqlalchemy as sa
-
-    from supportflow.storage.sql import make_engine, migrate
-
-    base = _pg_url()
-    schema = f"sf_workers_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(base)
-    with admin.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        migrate(rendered)
-        yield rendered
-    finally:
-        with admin.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with private_schema(_pg_url(), "sf_workers") as url:
+        yield url
 
 
 # -- the loop -----------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 - :class:`StorageContract`: subclass it with a ``store`` fixture to prove a storage adapter.
 - :class:`NotifierContract`: the same for a notifier.
 - :func:`scenario_desk`: a desk on a memory store and a manual clock, in one call.
+- :func:`supportflow.testing.postgres.private_schema`: a fresh, migrated PostgreSQL schema
+  for one test run (dropped afterwards).
 
 It is also a pytest plugin (entry point ``supportflow``) that provides the fixtures
 ``manual_clock`` and ``memory_desk``.
