@@ -572,6 +572,15 @@ def test_automaton_agrees_with_the_naive_matcher(words: list[str], text: str) ->
     assert Automaton(normal).find(normalize(text)) == find_naive(normal, normalize(text))
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(words_strategy, min_size=1, max_size=12), st.text(ALPHABET + "éß漢", max_size=60))
+def test_finds_sensitive_agrees_with_the_naive_matcher(words: list[str], text: str) -> None:
+    # ``finds_sensitive`` tests substrings first, then boundaries: the matcher's answers.
+    classifier = Classifier([], sensitive_words=words)
+    normal = [normalize(word) for word in words]
+    assert classifier.finds_sensitive(text) == bool(find_naive(normal, normalize(text)))
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(st.lists(words_strategy, min_size=1, max_size=4), min_size=1, max_size=5),

@@ -296,8 +296,48 @@ class _MemoryUnitOfWork:
 
     # -- events ----------------------------------------------------------------------------
     def append_events(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        ticket_id = events[0].ticket_id
+        for event in events:
+            if event.ticket_id != ticket_id:
+                self._append_mixed(events)
+                return
+        # One ticket's events, as every command writes: one stream to grow.
         store = self._s
-        streams, log, kinds = store._events, store._event_log, store._kinds
+        streams = store._events
+        stream = streams.get(ticket_id)
+        count = stream[0] if stream else 0
+        items: list[Any] = []
+        runs = 0
+        run_at: object = None
+        for event in events:
+            count += 1
+            if event.sequence != count:  # checked before anything is written
+                raise ConcurrencyConflict(ticket_id, count, event.sequence)
+            at = event.at
+            # ``is``: an equal instant in another zone starts a run, so it reads back as given.
+            if at is not run_at:
+                items.append(at)
+                runs += 1
+                run_at = at
+            items.append(_shared_record(store, event))
+        log = store._event_log
+        store._undo.append(
+            functools.partial(
+                _unappend, streams, log, len(log),
+                [(ticket_id, stream, len(stream) if stream else 0, stream[0] if stream else 0)],
+            )
+        )  # fmt: skip
+        _grow(streams, ticket_id, stream, count, items)
+        log += [ticket_id] * runs
+        if store._shared > _SHARED_LIMIT:
+            store._forget()
+
+    def _append_mixed(self, events: Sequence[Event]) -> None:
+        """:meth:`append_events` for a batch of several tickets' events, in any order."""
+        store = self._s
+        streams, log = store._events, store._event_log
         added: dict[str, list[Any]] = {}  # ticket id -> the items to add to its stream
         counts: dict[str, int] = {}  # ticket id -> its events once the batch is in
         runs: list[str] = []  # the ticket of each new run, in order
@@ -306,7 +346,6 @@ class _MemoryUnitOfWork:
         items: list[Any] = []
         for event in events:
             ticket_id, at = event.ticket_id, event.at
-            # ``is``: an equal instant in another zone starts a run, so it reads back as given.
             if ticket_id != run_ticket or at is not run_at:
                 if ticket_id != run_ticket:
                     found = added.get(ticket_id)
@@ -322,42 +361,14 @@ class _MemoryUnitOfWork:
             if event.sequence != expected:
                 raise ConcurrencyConflict(ticket_id, expected, event.sequence)
             counts[ticket_id] = expected
-            # The record, ``(schema, *values)``: shared if an equal one was stored (``_Kind``).
-            data = event.data
-            kind = kinds.get((event.type, event.actor, *data))
-            if kind is None:
-                kind = store._kind((event.type, event.actor, *data), event)
-            values = data.values()
-            record = (kind.schema, *values)
-            tries = kind.tries
-            if tries < _SHARING_TRIAL or kind.hits * 4 >= tries:
-                if _PLAIN.issuperset(map(type, values)):
-                    shared = kind.records.setdefault(record, record)
-                else:
-                    shared = kind.records.setdefault(tuple(map(_exact, values)), record)
-                kind.tries = tries + 1
-                if shared is record:
-                    store._shared += 1
-                else:
-                    kind.hits += 1
-                    record = shared
-            items.append(record)
+            items.append(_shared_record(store, event))
         # Checked whole before anything is written: a conflict half-way leaves nothing.
         previous: list[tuple[str, _Stream | None, int, int]] = []
         for ticket_id, items in added.items():
             stream = streams.get(ticket_id)
-            if stream is None:
-                previous.append((ticket_id, None, 0, 0))
-            else:
-                previous.append((ticket_id, stream, len(stream), stream[0]))
-            if type(stream) is list:  # a long stream grows in place
-                stream[0] = counts[ticket_id]
-                stream += items
-                continue
-            grown = [counts[ticket_id], *(stream[1:] if stream else ()), *items]
-            # Short streams are tuples of exactly the size needed (a list keeps room to grow,
-            # per ticket); a long one becomes a list, so appending never copies it all again.
-            streams[ticket_id] = tuple(grown) if len(grown) <= _TUPLE_STREAM else grown
+            previous.append((ticket_id, stream, len(stream) if stream else 0,
+                             stream[0] if stream else 0))  # fmt: skip
+            _grow(streams, ticket_id, stream, counts[ticket_id], items)
         store._undo.append(functools.partial(_unappend, streams, log, len(log), previous))
         log += runs
         if store._shared > _SHARED_LIMIT:
@@ -688,6 +699,48 @@ def _exact(value: object) -> object:
     if type(value) is int or type(value) is bool:
         return (type(value), value)
     return (type(value), id(value))  # a container: only the very same object is the same
+
+
+def _shared_record(store: MemoryStore, event: Event) -> tuple[Any, ...]:
+    """The event's record, ``(schema, *values)``: shared if an equal one was stored
+    (``_Kind``)."""
+    data = event.data
+    kind = store._kinds.get((event.type, event.actor, *data))
+    if kind is None:
+        kind = store._kind((event.type, event.actor, *data), event)
+    values = data.values()
+    record = (kind.schema, *values)
+    tries = kind.tries
+    if tries < _SHARING_TRIAL or kind.hits * 4 >= tries:
+        if _PLAIN.issuperset(map(type, values)):
+            shared = kind.records.setdefault(record, record)
+        else:
+            shared = kind.records.setdefault(tuple(map(_exact, values)), record)
+        kind.tries = tries + 1
+        if shared is record:
+            store._shared += 1
+        else:
+            kind.hits += 1
+            return shared
+    return record
+
+
+def _grow(
+    streams: dict[str, _Stream],
+    ticket_id: str,
+    stream: _Stream | None,
+    count: int,
+    items: list[Any],
+) -> None:
+    """Add ``items`` to the ticket's stream, whose event count becomes ``count``."""
+    if type(stream) is list:  # a long stream grows in place
+        stream[0] = count
+        stream += items
+        return
+    grown = [count, *(stream[1:] if stream else ()), *items]
+    # Short streams are tuples of exactly the size needed (a list keeps room to grow, per
+    # ticket); a long one becomes a list, so appending never copies it all again.
+    streams[ticket_id] = tuple(grown) if len(grown) <= _TUPLE_STREAM else grown
 
 
 def _unappend(
