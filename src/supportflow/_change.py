@@ -34,7 +34,7 @@ from supportflow.model import (
     _replacer,
 )
 from supportflow.notify.guard import ReplyGuard
-from supportflow.sla import SlaEngine
+from supportflow.sla import TICKET_INPUTS, SlaEngine
 from supportflow.storage import UnitOfWork
 from supportflow.workflow import Workflow
 
@@ -185,7 +185,11 @@ class Change:
     # -- recording -------------------------------------------------------------------------
     def record(self, kind: str, data: Mapping[str, Any], actor: str | None = None) -> None:
         # A copy of ``data``: the caller may go on changing its dict.
-        self.drafts.append(_draft(kind, self.at, dict(data), actor or self.actor))
+        self._record(kind, dict(data), actor)
+
+    def _record(self, kind: str, data: dict[str, Any], actor: str | None = None) -> None:
+        """:meth:`record` for a dict the change has just built, taken as it is."""
+        self.drafts.append(_draft(kind, self.at, data, actor or self.actor))
 
     def notify(
         self, kind: str, recipients: list[Recipient], subject: str, body: str, **data: Any
@@ -213,6 +217,14 @@ class Change:
         Values must be plain JSON (strings, numbers, booleans, lists, dicts).
         """
         self._state(**changes)
+
+    def _unset(self, *keys: str) -> None:
+        """Remove ``keys`` from ``ticket.state``; nothing to do when none is there (most
+        tickets have no state at all)."""
+        current = self._pending.get("state")
+        base = current if current is not None else self._field("state")
+        if base and not base.keys().isdisjoint(keys):
+            self._state(**dict.fromkeys(keys))
 
     def _state(self, **changes: Any) -> None:
         current = self._pending.get("state")
@@ -279,7 +291,7 @@ class Change:
             group=group,
             assignee=assignee,
         )
-        self.record(
+        self._record(
             EventType.TICKET_OPENED,
             {
                 "subject": subject,
@@ -318,7 +330,7 @@ class Change:
                 override_role=override_role,
             )
             if findings:
-                self.record(
+                self._record(
                     EventType.REPLY_GUARD_OVERRIDDEN,
                     {"by": by, "role": override_role, "findings": [str(f) for f in findings]},
                 )
@@ -329,13 +341,13 @@ class Change:
         before, category = ticket, self.category()
         self._set(messages=(*ticket.messages, message))
         if not public:
-            self.record(EventType.NOTE_ADDED, {"message_id": message.id, "author": by})
+            self._record(EventType.NOTE_ADDED, {"message_id": message.id, "author": by})
             for extension in self.rules.extensions:
                 extension.message_added(self, message)
             return
-        self.record(
+        self._record(
             EventType.MESSAGE_ADDED,
-            {"message_id": message.id, "role": role.value, "public": True, "author": by},
+            {"message_id": message.id, "role": role._value_, "public": True, "author": by},
         )
         agent = role is Role.AGENT
         if agent:
@@ -364,7 +376,7 @@ class Change:
                     message_id=message.id,
                 )
         elif role is Role.CUSTOMER:
-            self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
+            self._unset("idle_remind_at", "idle_close_at", "idle_reminded")
             self._automatic("customer_reply")
         self._after(before, category, agent_replied=agent, customer_wrote=role is Role.CUSTOMER)
         for extension in self.rules.extensions:
@@ -382,7 +394,7 @@ class Change:
         if (new_assignee, new_group) == (ticket.assignee, ticket.group):
             return
         self._set(assignee=new_assignee, group=new_group)
-        self.record(
+        self._record(
             EventType.ASSIGNED,
             {
                 "assignee": new_assignee,
@@ -408,7 +420,7 @@ class Change:
             verification=Verification(by, method, self.at),
             customer=attrs.evolve(ticket.customer, verified=True),
         )
-        self.record(EventType.CUSTOMER_VERIFIED, {"method": method.value, "by": by})
+        self._record(EventType.CUSTOMER_VERIFIED, {"method": method.value, "by": by})
 
     def set_priority(
         self, priority: Priority, by: str, reason: str | None, *, explicit: bool
@@ -419,7 +431,7 @@ class Change:
             return
         before, category = ticket, self.category()
         self._set(priority=priority, priority_explicit=ticket.priority_explicit or explicit)
-        self.record(
+        self._record(
             EventType.PRIORITY_CHANGED,
             {"from": ticket.priority.value, "to": priority.value, "reason": reason,
              "explicit": explicit},
@@ -455,7 +467,7 @@ class Change:
             return
         before, category = ticket, self.category()
         self._set(**changes)
-        self.record(EventType.TICKET_UPDATED, {"changes": diff})
+        self._record(EventType.TICKET_UPDATED, {"changes": diff})
         self._after(before, category)
         for extension in self.rules.extensions:
             extension.fields_changed(self, frozenset(diff))
@@ -466,7 +478,7 @@ class Change:
         if link in self.ticket.links:
             return
         self._set(links=(*self.ticket.links, link))
-        self.record(EventType.LINKED, {"kind": kind, "ticket_id": other_id})
+        self._record(EventType.LINKED, {"kind": kind, "ticket_id": other_id})
 
     def acknowledge(self, by: str) -> None:
         self.actor = by
@@ -475,7 +487,7 @@ class Change:
             return
         self._set(state=state)
         for policy, level in acked:
-            self.record(EventType.ACKNOWLEDGED, {"policy": policy, "level": level + 1})
+            self._record(EventType.ACKNOWLEDGED, {"policy": policy, "level": level + 1})
 
     def contact_dropped(self, by: str) -> None:
         self.actor = by
@@ -486,7 +498,7 @@ class Change:
             callback_notified=None,
             callback_escalated=None,
         )
-        self.record(
+        self._record(
             EventType.CALLBACK_SCHEDULED,
             {"reason": "contact_dropped", "due_at": self.at.isoformat(),
              "escalate_at": escalate_at.isoformat()},
@@ -496,13 +508,10 @@ class Change:
         self.actor = by
         if self.ticket.state.get("callback_due_at") is None:
             return
-        self._state(
-            callback_due_at=None,
-            callback_escalate_at=None,
-            callback_notified=None,
-            callback_escalated=None,
+        self._unset(
+            "callback_due_at", "callback_escalate_at", "callback_notified", "callback_escalated"
         )
-        self.record(EventType.CALLBACK_DONE, {"outcome": outcome})
+        self._record(EventType.CALLBACK_DONE, {"outcome": outcome})
 
     # -- the workflow ----------------------------------------------------------------------
     def _verification_missing(self, trigger: str) -> str | None:
@@ -541,14 +550,14 @@ class Change:
         category = workflow.category(status)
         self._set(status=status)
         clean = {k: v for k, v in data.items() if v is not None}
-        self.record(
+        self._record(
             EventType.STATUS_CHANGED,
             {
                 "trigger": trigger,
                 "from": previous,
                 "to": status,
-                "from_category": before_category.value,
-                "to_category": category.value,
+                "from_category": before_category._value_,
+                "to_category": category._value_,
                 **clean,
             },
         )
@@ -560,9 +569,9 @@ class Change:
             due = policy.due(self.at).isoformat() if policy.enabled else None
             self._state(resolved_at=self.at.isoformat(), autoclose_at=due)
         elif before_category is StatusCategory.RESOLVED:
-            self._state(resolved_at=None, autoclose_at=None)
+            self._unset("resolved_at", "autoclose_at")
         if category in (StatusCategory.RESOLVED, StatusCategory.CLOSED, StatusCategory.WAITING):
-            self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
+            self._unset("idle_remind_at", "idle_close_at", "idle_reminded")
         for extension in self.rules.extensions:
             extension.status_changed(self, before_category, category, trigger)
 
@@ -592,7 +601,11 @@ class Change:
         engine = self.rules.sla
         if not engine.policies and self._field("sla") is None:
             return  # no SLA on this desk
-        after = self.ticket
+        # A new ticket costs a copy of every field: the engine gets the ticket as it was when
+        # the command changed nothing it reads (a status change, an assignment).
+        pending = self._pending
+        after = self._ticket if pending.keys().isdisjoint(TICKET_INPUTS) else self.ticket
+        assert after is not None
         sla, events = engine.update(
             before,
             after,
@@ -764,11 +777,11 @@ class Change:
             # A step that no longer applies is still recorded as handled so it cannot loop.
             self._set(state=self.rules.escalations.record(ticket.state, step)) if step else None
             if step is None:
-                self._state(**{timer.key.replace(":", "_"): None})
+                self._unset(timer.key.replace(":", "_"))
                 return
             self._escalate(step)
         elif timer.key == "autoclose":
-            self._state(autoclose_at=None)
+            self._unset("autoclose_at")
             if "close" in self.rules.workflow.allowed(ticket.status):
                 self.fire("close", "system", {"reason": "auto-close: no reply from customer"},
                           system=True)  # fmt: skip
@@ -776,7 +789,7 @@ class Change:
             self._state(idle_reminded=True)
             self._system_message(self.rules.idle_chat.reminder, "idle_chat")
         elif timer.key == "idle:close":
-            self._state(idle_remind_at=None, idle_close_at=None, idle_reminded=None)
+            self._unset("idle_remind_at", "idle_close_at", "idle_reminded")
             self._system_message(self.rules.idle_chat.closing, "idle_chat_closed")
             for trigger in ("resolve", "close"):
                 if trigger in self.rules.workflow.allowed(self.ticket.status):
@@ -793,7 +806,7 @@ class Change:
         elif timer.key == "callback:escalate":
             self._state(callback_escalated=True)
             targets = ("team_lead",)
-            self.record(
+            self._record(
                 EventType.ESCALATED,
                 {"policy": "callback", "level": 1, "name": "call-back overdue",
                  "reason": "call-back not done in time", "targets": list(targets),
@@ -812,11 +825,11 @@ class Change:
             message_id(len(ticket.messages) + 1), "system", Role.SYSTEM, body, self.at
         )
         self._set(messages=(*ticket.messages, message))
-        self.record(
+        self._record(
             EventType.MESSAGE_ADDED,
             {"message_id": message.id, "role": "system", "public": True, "author": "system"},
         )
-        self.record(EventType.REMINDER_SENT, {"reason": reason, "message_id": message.id})
+        self._record(EventType.REMINDER_SENT, {"reason": reason, "message_id": message.id})
         self.notify(
             reason, [customer_recipient(ticket.customer)], f"[#{ticket.number}] {ticket.subject}",
             body,
@@ -851,7 +864,7 @@ class Change:
                 self.update("system", {}, frozenset(level.add_tags), frozenset(), {})
                 actions.append(f"tagged {', '.join(sorted(level.add_tags))}")
         self.actor = "system"
-        self.record(
+        self._record(
             EventType.ESCALATED,
             {
                 "policy": step.policy,
@@ -919,7 +932,7 @@ class Change:
                 "sequence": sequence + len(events),
                 "version": 1 if insert else stored.version + 1,
                 "updated_at": max(self.now, stored.updated_at),
-                "next_deadline": min((timer.due_at for timer in timers), default=None),
+                "next_deadline": _earliest(timers),
             },
         )
         self._pending = {}
@@ -947,6 +960,13 @@ _event = _maker(Event)
 _draft = _maker(EventDraft)
 _notification = _maker(Notification)
 _timer = _maker(Timer)
+
+
+def _earliest(timers: list[Timer]) -> datetime | None:
+    """The earliest due time of ``timers`` (``None`` without any); most tickets have one."""
+    if len(timers) == 1:
+        return timers[0].due_at
+    return min([timer.due_at for timer in timers]) if timers else None
 
 
 def _instant(state: Mapping[str, Any], key: str) -> datetime | None:

@@ -44,6 +44,7 @@ from supportflow.model import (
 
 __all__ = [
     "CLOCKS",
+    "TICKET_INPUTS",
     "ClockReading",
     "SlaCondition",
     "SlaEngine",
@@ -220,6 +221,12 @@ def default_sla_policies(business: BusinessCalendar | None = None) -> list[SlaPo
     ]
 
 
+#: The ticket fields :meth:`SlaEngine.update` (and the policy selection it runs) reads: a
+#: caller whose change touched none of them may pass the ticket as it was.
+TICKET_INPUTS = frozenset(
+    {"sla", "priority", "channel", "customer", "category", "tags", "messages"}
+)
+
 _Result = tuple[SlaState | None, list[EventDraft]]
 _Selection = tuple[SlaPolicy, str] | None
 
@@ -227,6 +234,7 @@ _Selection = tuple[SlaPolicy, str] | None
 # converters and validators of ``attrs.evolve`` (every value here is built by the engine).
 _evolve = _replacer(SlaClock)
 _timer = _maker(Timer)
+_draft = _maker(EventDraft)  # (type, at, data, actor): the engine builds each data dict itself
 _SELECTIONS_KEPT = 4096  # distinct (priority, channel, tier, category, tags) remembered
 
 
@@ -456,7 +464,7 @@ class SlaEngine:
                         },
                     )
                     events.append(
-                        EventDraft(
+                        _draft(
                             EventType.SLA_BREACHED,
                             timer.due_at,
                             {
@@ -466,6 +474,7 @@ class SlaEngine:
                                 "due_at": timer.due_at.isoformat(),
                                 "cycle": clock.cycle,
                             },
+                            "system",
                         )
                     )
             clocks.append(clock)
@@ -607,7 +616,7 @@ def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDr
     met = _halted(clock, policy.calendar, now, SlaClockState.MET)
     if met.target is not None:  # counting without a promise has nothing to report
         events.append(
-            EventDraft(
+            _draft(
                 EventType.SLA_MET,
                 now,
                 {
@@ -618,6 +627,7 @@ def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDr
                     "late": met.breached,
                     "cycle": met.cycle,
                 },
+                "system",
             )
         )
     return met
@@ -665,7 +675,7 @@ def _warn(
     elapsed = _settle(clock, calendar, at).elapsed
     remaining = (clock.target or timedelta(0)) - elapsed
     events.append(
-        EventDraft(
+        _draft(
             EventType.SLA_WARNING,
             at,
             {
@@ -676,6 +686,7 @@ def _warn(
                 "remaining_seconds": _seconds(remaining),
                 "cycle": clock.cycle,
             },
+            "system",
         )
     )
     return _evolve(
@@ -701,10 +712,11 @@ def _applied(policy: SlaPolicy, reason: str, priority: Priority, now: datetime) 
             _TARGETS.clear()  # policies are few; stay bounded when desks come and go
         known = _TARGETS[id(policy), priority] = (policy, targets)
     targets = known[1]
-    return EventDraft(
+    return _draft(
         EventType.SLA_POLICY_APPLIED,
         now,
         {"policy": policy.name, "reason": reason, "priority": priority.value, "targets": targets},
+        "system",
     )
 
 
