@@ -16,6 +16,7 @@ from supportflow.escalation import EscalationEngine, EscalationPolicy, Escalatio
 from supportflow.events import Event, EventDraft, EventType
 from supportflow.model import (
     _EMPTY,  # the shared empty mapping of tickets without state
+    _NO_TAGS,
     Channel,
     Customer,
     Link,
@@ -118,7 +119,8 @@ class Change:
         self.at = now  # the instant events are stamped with: a due deadline's own time
         self.actor = actor
         self.new_id = new_id
-        self.drafts: list[EventDraft] = []
+        # The events recorded so far, numbered as they will be stored.
+        self.recorded: list[Event] = []
         self.notifications: list[Notification] = []
         self.fired: list[Timer] = []  # every deadline handled, in the order handled
         self.stored_events: list[Event] = []
@@ -161,8 +163,9 @@ class Change:
         return self._ticket
 
     @property
-    def events(self) -> list[EventDraft]:
-        return self.drafts
+    def events(self) -> list[Event]:
+        """The events this change has recorded so far, in order (stored when it commits)."""
+        return self.recorded
 
     def _field(self, name: str) -> Any:
         """One field of the ticket as changed so far, without applying the pending changes
@@ -187,9 +190,24 @@ class Change:
         # A copy of ``data``: the caller may go on changing its dict.
         self._record(kind, dict(data), actor)
 
-    def _record(self, kind: str, data: dict[str, Any], actor: str | None = None) -> None:
-        """:meth:`record` for a dict the change has just built, taken as it is."""
-        self.drafts.append(_draft(kind, self.at, data, actor or self.actor))
+    def _record(
+        self,
+        kind: str,
+        data: Mapping[str, Any],
+        actor: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """:meth:`record` for a dict the change (or an engine) has just built, taken as it is."""
+        ticket, recorded = self._ticket, self.recorded
+        assert ticket is not None, "the change has no ticket yet"
+        # Identity and bookkeeping fields change only when the change commits: read as stored.
+        sequence = ticket.sequence + len(recorded) + 1
+        recorded.append(_event(ticket.id, sequence, kind, at or self.at, actor or self.actor, data))
+
+    def _adopt(self, drafts: list[EventDraft]) -> None:
+        """Record the events an engine drafted, each at its own time."""
+        for draft in drafts:
+            self._record(draft.type, draft.data, draft.actor, draft.at)
 
     def notify(
         self, kind: str, recipients: list[Recipient], subject: str, body: str, **data: Any
@@ -197,7 +215,7 @@ class Change:
         if not recipients:
             return
         ticket_id: str = self._field("id")
-        sequence = self._field("sequence") + len(self.drafts)
+        sequence = self._field("sequence") + len(self.recorded)
         key = f"{ticket_id}:{sequence}:{kind}:{len(self.notifications)}"
         shared = _shared_recipients(recipients)
         self.notifications.append(
@@ -270,7 +288,8 @@ class Change:
     ) -> None:
         self.actor = actor
         workflow = self.rules.workflow
-        self._ticket = Ticket(
+        # Every value is checked or built by the desk already: no converters on the way in.
+        self._ticket = _new_ticket(
             id=ticket_id,
             number=self.number,
             subject=subject,
@@ -281,23 +300,32 @@ class Change:
             created_at=self.now,
             updated_at=self.now,
             priority=priority,
-            priority_explicit=priority_explicit,
             category=category,
             kind=kind,
-            tags=tags,
-            fields=fields,
+            assignee=assignee,
+            group=group,
+            tags=tags or _NO_TAGS,
+            fields=fields or _EMPTY,
+            messages=(),
+            links=(),
+            verification=None,
+            sla=None,
+            sequence=0,
             impact=impact,
             urgency=urgency,
-            group=group,
-            assignee=assignee,
+            priority_explicit=priority_explicit,
+            resolution=None,
+            state=_EMPTY,
+            next_deadline=None,
+            version=1,
         )
         self._record(
             EventType.TICKET_OPENED,
             {
                 "subject": subject,
                 "number": self.number,
-                "channel": channel.value,
-                "priority": priority.value,
+                "channel": channel._value_,
+                "priority": priority._value_,
                 "category": category,
                 "kind": kind,
                 "status": workflow.initial,
@@ -307,9 +335,10 @@ class Change:
                 "assignee": assignee,
             },
         )
-        sla, events = self.rules.sla.open(self.ticket, self.now)
-        self._set(sla=sla)
-        self.drafts.extend(events)
+        sla, events = self.rules.sla.open(self._ticket, self.now)
+        if sla is not None:
+            self._set(sla=sla)
+        self._adopt(events)
         if assignee is not None or group is not None:
             self._automatic("assign")
         for extension in self.rules.extensions:
@@ -617,7 +646,7 @@ class Change:
         )
         if sla is not after.sla:
             self._set(sla=sla)
-        self.drafts.extend(events)
+        self._adopt(events)
 
     def _follow_up_ticket(self, body: str, by: str) -> None:
         """A customer writing on a closed ticket opens a new one that follows it."""
@@ -750,7 +779,7 @@ class Change:
             # Never before what this change already recorded: a deadline the command itself
             # made due (a reopen brings back an overdue escalation) happens after it, now.
             updated_at = self._field("updated_at")
-            recorded = self.drafts[-1].at if self.drafts else updated_at
+            recorded = self.recorded[-1].at if self.recorded else updated_at
             self.at = max(timer.due_at, updated_at, recorded)
             actor = self.actor
             self.actor = "system"
@@ -769,7 +798,7 @@ class Change:
         if kind == "sla":
             sla, events = self.rules.sla.fire(ticket, timer)
             self._set(sla=sla)
-            self.drafts.extend(events)
+            self._adopt(events)
             for event in events:
                 self._notify_sla(event)
         elif kind == "escalation":
@@ -909,18 +938,14 @@ class Change:
     def commit(self, uow: UnitOfWork, *, insert: bool) -> None:
         """Write the ticket, its events, timers and notifications in ``uow``."""
         self.catch_up()  # what this command made due at once (urgent escalation, call-back)
-        if not self.drafts and not insert:
+        if not self.recorded and not insert:
             return
         stored = self._ticket
         assert stored is not None
-        # Identity and bookkeeping fields change only here, so they are read as stored.
-        ticket_id, sequence = stored.id, stored.sequence
-        # The drafts' data dicts are the change's own copies (``EventDraft`` copies what it is
-        # given), so the events take them as they are.
-        events = [
-            _event(ticket_id, sequence + index, draft.type, draft.at, draft.actor, draft.data)
-            for index, draft in enumerate(self.drafts, start=1)
-        ]
+        # Bookkeeping fields change only here, so they are read as stored; the events were
+        # numbered from the stored sequence as they were recorded.
+        sequence = stored.sequence
+        events = self.recorded
         timers = self.timers()
         kept = not insert and self._timers_kept()
         # One new ticket from the last stored one: the command's pending changes and the
@@ -956,8 +981,8 @@ class Change:
 # values it built itself (already converted), and a command evolves its ticket several times,
 # so skipping the checks matters on the hot path.
 _replace = _replacer(Ticket)
+_new_ticket = _maker(Ticket)
 _event = _maker(Event)
-_draft = _maker(EventDraft)
 _notification = _maker(Notification)
 _timer = _maker(Timer)
 

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 import attrs
 
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
-from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
 from supportflow.model import Channel, Ticket, coerce_enum
 
@@ -70,7 +69,8 @@ class AutoClosePolicy:
     enabled: bool = True
 
     def due(self, resolved_at: datetime) -> datetime:
-        return to_utc(self.calendar.add(resolved_at, self.after))
+        """When a ticket resolved at ``resolved_at`` closes by itself (UTC)."""
+        return self.calendar.add_many_utc(resolved_at, (self.after,))[0]
 
 
 @attrs.frozen(slots=True)
