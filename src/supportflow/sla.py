@@ -285,7 +285,7 @@ class SlaEngine:
         for name in CLOCKS:
             target = policy.target(priority, name)
             if target is not None and name != NEXT_RESPONSE:
-                clocks.append(_schedule(_started(name, target, now), policy))
+                clocks.append(_started(name, target, now, policy))
             else:
                 clocks.append(_idle_clock(name, target))
         events = [_applied(policy, reason, priority, now)]
@@ -344,7 +344,7 @@ class SlaEngine:
                     answered_after = _answered(after)
                 if name == RESOLUTION or not answered_after:
                     started = {"state": _RUNNING, "since": now, "cycle": 1}
-                    clock = _schedule(_evolve(clock, started), policy)
+                    clock = _running(clock, policy, started, fresh=False)
             running = clock.state is _RUNNING or clock.state is _BREACHED
             if name == FIRST_RESPONSE:
                 if running and agent_replied:
@@ -363,7 +363,7 @@ class SlaEngine:
                     and not finished
                     and _answered(before)  # the customer writes after an agent's reply
                 ):
-                    clock = _schedule(_restart(clock, now), policy)
+                    clock = _restart(clock, policy, now)
             elif name == RESOLUTION:
                 waiting = clock.state is SlaClockState.PAUSED
                 if category_after is StatusCategory.RESOLVED and (running or waiting):
@@ -379,7 +379,7 @@ class SlaEngine:
                     or clock.state is SlaClockState.MET
                     or (clock.state is SlaClockState.STOPPED and clock.cycle)  # reopened
                 ):
-                    clock = _schedule(_resume(clock, now), policy)
+                    clock = _resume(clock, policy, now)
             changed = changed or clock is not was
             clocks.append(clock)
         if not changed:
@@ -549,19 +549,52 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
         if clock.due_at is None and not clock.pending_warnings:
             return clock  # nothing due already
         return _evolve(clock, {"due_at": None, "pending_warnings": ()})
-    target, since, elapsed, breached = clock.target, clock.since, clock.elapsed, clock.breached
-    if not elapsed and not breached and not clock.warnings_fired:
+    due_at, pending = _deadlines(
+        policy, clock.target, clock.since, clock.elapsed, clock.breached, clock.warnings_fired
+    )
+    return _evolve(clock, {"due_at": due_at, "pending_warnings": pending})
+
+
+def _running(
+    clock: SlaClock, policy: SlaPolicy, changes: dict[str, Any], *, fresh: bool
+) -> SlaClock:
+    """``clock`` with ``changes`` that set it running from ``changes["since"]``, its due
+    instants worked out too: one new clock (``_schedule`` after ``_evolve`` makes two).
+    ``fresh``: it starts from zero, with no breach and no warning fired."""
+    target = clock.target
+    if target is None:
+        changes["due_at"], changes["pending_warnings"] = None, ()
+    elif fresh:
+        changes["due_at"], changes["pending_warnings"] = _deadlines(
+            policy, target, changes["since"], _ZERO, False, ()
+        )
+    else:
+        changes["due_at"], changes["pending_warnings"] = _deadlines(
+            policy, target, changes["since"], clock.elapsed, clock.breached,
+            clock.warnings_fired,
+        )  # fmt: skip
+    return _evolve(clock, changes)
+
+
+def _deadlines(
+    policy: SlaPolicy,
+    target: timedelta,
+    since: datetime,
+    elapsed: timedelta,
+    breached: bool,
+    fired: tuple[int, ...],
+) -> tuple[datetime | None, tuple[tuple[int, datetime], ...]]:
+    """A running clock's breach instant (``None`` once breached) and pending warnings."""
+    if not elapsed and not breached and not fired:
         # A clock starting afresh (a new ticket, a new cycle): its warnings and breach lie
         # at the same business offsets every time, kept as integers.
         offsets = _fresh_offsets(policy.warnings, target)
         if offsets is not None:
             *warned, breach = policy.calendar.add_offsets_utc(since, offsets)
-            warnings = tuple(zip(policy.warnings, warned, strict=True))
-            return _evolve(clock, {"due_at": breach, "pending_warnings": warnings})
+            return breach, tuple(zip(policy.warnings, warned, strict=True))
     # Business time left to each pending warning, then to the breach (``None``: none due).
     lefts: list[tuple[int | None, timedelta]] = []
     if not breached and elapsed < target:  # past its target it is due for its breach only
-        fired = clock.warnings_fired
         lefts = [(p, target * p / 100 - elapsed) for p in policy.warnings if p not in fired]
     if not breached:
         lefts.append((None, target - elapsed))
@@ -576,7 +609,7 @@ def _schedule(clock: SlaClock, policy: SlaPolicy) -> SlaClock:
             due_at = at
         else:
             pending.append((percent, at))
-    return _evolve(clock, {"due_at": due_at, "pending_warnings": tuple(pending)})
+    return due_at, tuple(pending)
 
 
 def _halted(
@@ -641,24 +674,23 @@ def _pause(clock: SlaClock, calendar: BusinessCalendar, now: datetime) -> SlaClo
     return _halted(clock, calendar, now, SlaClockState.PAUSED)
 
 
-def _resume(clock: SlaClock, now: datetime) -> SlaClock:
+def _resume(clock: SlaClock, policy: SlaPolicy, now: datetime) -> SlaClock:
     state = SlaClockState.BREACHED if clock.breached else SlaClockState.RUNNING
-    return _evolve(clock, {"state": state, "since": now, "met_at": None})
+    return _running(clock, policy, {"state": state, "since": now, "met_at": None}, fresh=False)
 
 
-def _restart(clock: SlaClock, now: datetime) -> SlaClock:
-    return _evolve(
-        clock,
-        {
-            "state": SlaClockState.RUNNING,
-            "elapsed": _ZERO,
-            "since": now,
-            "met_at": None,
-            "breached_at": None,
-            "warnings_fired": (),
-            "cycle": clock.cycle + 1,
-        },
-    )
+def _restart(clock: SlaClock, policy: SlaPolicy, now: datetime) -> SlaClock:
+    """A new cycle of the clock, running from ``now``."""
+    changes = {
+        "state": SlaClockState.RUNNING,
+        "elapsed": _ZERO,
+        "since": now,
+        "met_at": None,
+        "breached_at": None,
+        "warnings_fired": (),
+        "cycle": clock.cycle + 1,
+    }
+    return _running(clock, policy, changes, fresh=True)
 
 
 def _warn(
@@ -725,9 +757,10 @@ _sla_state = _maker(SlaState)
 _IDLE: dict[tuple[str, timedelta | None], SlaClock] = {}
 
 
-def _started(name: str, target: timedelta, now: datetime) -> SlaClock:
-    """A clock of a new ticket, running from ``now`` (its deadlines not worked out yet)."""
-    return _new_clock(name, target, _RUNNING, _ZERO, now, None, None, None, (), (), 1)
+def _started(name: str, target: timedelta, now: datetime, policy: SlaPolicy) -> SlaClock:
+    """A clock of a new ticket, running from ``now``, with its due instants."""
+    due_at, pending = _deadlines(policy, target, now, _ZERO, False, ())
+    return _new_clock(name, target, _RUNNING, _ZERO, now, due_at, None, None, (), pending, 1)
 
 
 def _idle_clock(name: str, target: timedelta | None) -> SlaClock:
