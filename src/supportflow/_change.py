@@ -26,6 +26,7 @@ from supportflow.model import (
     Recipient,
     RecipientRole,
     Role,
+    SlaState,
     StatusCategory,
     Ticket,
     Timer,
@@ -104,6 +105,20 @@ class DeskRules:
 class Change:
     """The next version of a ticket, built up by one command."""
 
+    # Defaults read from the class until a change sets its own (a command makes one change,
+    # and most leave these as they are).
+    result: Ticket | None = None
+    number = 0
+    uow: UnitOfWork | None = None  # the unit of work the command runs in
+    # ``_edits`` counts every change to the ticket so that the timers computed for it can be
+    # reused (``_timers`` holds them for ``_timers_edits`` and ``_timers_at``).
+    _edits = 0
+    _own_state: dict[str, Any] | None = None  # the state dict ``_state`` made
+    _own_state_pending = False  # ... and it is in ``_pending``, seen by nobody else
+    _timers: list[Timer]
+    _timers_edits = -1
+    _timers_at: datetime | None = None
+
     def __init__(
         self,
         rules: DeskRules,
@@ -125,19 +140,8 @@ class Change:
         self.fired: list[Timer] = []  # every deadline handled, in the order handled
         self.stored_events: list[Event] = []
         self.follow_ups: list[Callable[[UnitOfWork], None]] = []
-        self.result: Ticket | None = None
-        self.number = 0
-        self.uow: UnitOfWork | None = None  # the unit of work the command runs in
         self.active_hooks: set[str] = set()  # extensions mid-change, against re-entry
-        # Field changes not yet applied to ``_ticket`` (see ``ticket``); ``_edits`` counts
-        # every change to the ticket so that the timers computed for it can be reused.
-        self._pending: dict[str, Any] = {}
-        self._edits = 0
-        self._own_state: dict[str, Any] | None = None  # the state dict ``_state`` made
-        self._own_state_pending = False  # ... and it is in ``_pending``, seen by nobody else
-        self._timers: list[Timer] = []
-        self._timers_edits = -1
-        self._timers_at: datetime | None = None
+        self._pending: dict[str, Any] = {}  # field changes not yet applied to ``_ticket``
 
     @classmethod
     def new(cls, rules: DeskRules, now: datetime, new_id: Callable[[], str], number: int) -> Change:
@@ -366,7 +370,7 @@ class Change:
         if role is Role.CUSTOMER and self.category() is StatusCategory.CLOSED:
             self._follow_up_ticket(body, by)
             return
-        message = Message(message_id(len(ticket.messages) + 1), by, role, body, self.at, public)
+        message = _message(message_id(len(ticket.messages) + 1), by, role, body, self.at, public)
         before, category = ticket, self.category()
         self._set(messages=(*ticket.messages, message))
         if not public:
@@ -544,8 +548,11 @@ class Change:
 
     # -- the workflow ----------------------------------------------------------------------
     def _verification_missing(self, trigger: str) -> str | None:
+        verify_channels = self.rules.verify_channels
+        if not verify_channels:
+            return None  # no channel asks for it (most desks)
         channel: Channel = self._field("channel")
-        if channel not in self.rules.verify_channels or self._field("customer").verified:
+        if channel not in verify_channels or self._field("customer").verified:
             return None
         workflow = self.rules.workflow
         status = self._field("status")
@@ -578,18 +585,17 @@ class Change:
         before_category = workflow.category(previous)
         category = workflow.category(status)
         self._set(status=status)
-        clean = {k: v for k, v in data.items() if v is not None}
-        self._record(
-            EventType.STATUS_CHANGED,
-            {
-                "trigger": trigger,
-                "from": previous,
-                "to": status,
-                "from_category": before_category._value_,
-                "to_category": category._value_,
-                **clean,
-            },
-        )
+        recorded = {
+            "trigger": trigger,
+            "from": previous,
+            "to": status,
+            "from_category": before_category._value_,
+            "to_category": category._value_,
+        }
+        for key, value in data.items():
+            if value is not None:
+                recorded[key] = value
+        self._record(EventType.STATUS_CHANGED, recorded)
         if category is StatusCategory.RESOLVED:
             resolution = data.get("resolution")
             if resolution is not None:
@@ -711,7 +717,8 @@ class Change:
         rules, field = self.rules, self._field
         ticket_id: str = field("id")
         category = self.category()
-        timers = rules.sla.timers_for(ticket_id, field("sla"))
+        sla: SlaState | None = field("sla")
+        timers = rules.sla.timers_for(ticket_id, sla) if sla is not None else []
         if rules.escalation:
             timers.extend(rules.escalations.timers(self.ticket, category, self.now))
         state: Mapping[str, Any] = field("state")
@@ -744,11 +751,17 @@ class Change:
         original, rules = self.original, self.rules
         if original is None or rules.escalation or rules.timer_extensions:
             return False  # escalations and extensions may also depend on time or on more
-        field = self._field
-        if field("sla") is not original.sla or field("state") is not original.state:
+        ticket, pending = self._ticket, self._pending
+        assert ticket is not None
+        sla = pending.get("sla", ticket.sla)
+        state = pending.get("state", ticket.state)
+        if sla is not original.sla or state is not original.state:
             return False
-        resolved = StatusCategory.RESOLVED
-        return (self.category() is resolved) == (self.category(original) is resolved)
+        status = pending.get("status") or ticket.status
+        if status == original.status:
+            return True
+        category, resolved = rules.workflow.category, StatusCategory.RESOLVED
+        return (category(status) is resolved) == (category(original.status) is resolved)
 
     def catch_up(self, *, before_command: bool = False) -> None:
         """Handle every deadline due by ``now``, earliest first, each at its own time.
@@ -850,8 +863,8 @@ class Change:
 
     def _system_message(self, body: str, reason: str) -> None:
         ticket = self.ticket
-        message = Message(
-            message_id(len(ticket.messages) + 1), "system", Role.SYSTEM, body, self.at
+        message = _message(
+            message_id(len(ticket.messages) + 1), "system", Role.SYSTEM, body, self.at, True
         )
         self._set(messages=(*ticket.messages, message))
         self._record(
@@ -919,19 +932,19 @@ class Change:
         for name in names:
             if name == "assignee":
                 if ticket.assignee:
-                    recipients.append(Recipient(RecipientRole.AGENT, ticket.assignee))
+                    recipients.append(shared_recipient(RecipientRole.AGENT, ticket.assignee))
                 elif ticket.group:
-                    recipients.append(Recipient(RecipientRole.GROUP, ticket.group))
+                    recipients.append(shared_recipient(RecipientRole.GROUP, ticket.group))
             elif name == "group" and ticket.group:
-                recipients.append(Recipient(RecipientRole.GROUP, ticket.group))
+                recipients.append(shared_recipient(RecipientRole.GROUP, ticket.group))
             elif name == "team_lead":
-                recipients.append(Recipient(RecipientRole.TEAM_LEAD, self.rules.team_lead))
+                recipients.append(shared_recipient(RecipientRole.TEAM_LEAD, self.rules.team_lead))
             elif name == "manager":
-                recipients.append(Recipient(RecipientRole.MANAGER, self.rules.manager))
+                recipients.append(shared_recipient(RecipientRole.MANAGER, self.rules.manager))
             elif name.startswith("on_call:"):
-                recipients.append(Recipient(RecipientRole.ON_CALL, name.split(":", 1)[1]))
+                recipients.append(shared_recipient(RecipientRole.ON_CALL, name.split(":", 1)[1]))
             elif name.startswith("agent:"):
-                recipients.append(Recipient(RecipientRole.AGENT, name.split(":", 1)[1]))
+                recipients.append(shared_recipient(RecipientRole.AGENT, name.split(":", 1)[1]))
         return recipients
 
     # -- saving ----------------------------------------------------------------------------
@@ -982,6 +995,7 @@ class Change:
 # so skipping the checks matters on the hot path.
 _replace = _replacer(Ticket)
 _new_ticket = _maker(Ticket)
+_message = _maker(Message)
 _event = _maker(Event)
 _notification = _maker(Notification)
 _timer = _maker(Timer)
@@ -1012,7 +1026,8 @@ def message_id(number: int) -> str:
 
 _SHARED_LIMIT = 10_000  # entries of each table of shared values below, before it starts over
 _DATA: dict[tuple[tuple[str, Any], ...], Mapping[str, Any]] = {}
-_RECIPIENT_TUPLES: dict[tuple[Recipient, ...], tuple[Recipient, ...]] = {}
+_RECIPIENT_TUPLES: dict[tuple[int, ...], tuple[Recipient, ...]] = {}
+_STR_ONLY = frozenset({str})
 
 
 def _shared_data(data: dict[str, Any]) -> Mapping[str, Any]:
@@ -1020,7 +1035,7 @@ def _shared_data(data: dict[str, Any]) -> Mapping[str, Any]:
     notification with the same strings (``{"message_id": "m1"}``: outboxes hold many)."""
     if not data:
         return _EMPTY
-    if not all(type(value) is str for value in data.values()):
+    if not _STR_ONLY.issuperset(map(type, data.values())):
         return dict(data)
     key = tuple(data.items())
     shared = _DATA.get(key)
@@ -1032,28 +1047,38 @@ def _shared_data(data: dict[str, Any]) -> Mapping[str, Any]:
 
 
 def _shared_recipients(recipients: list[Recipient]) -> tuple[Recipient, ...]:
-    """The recipients as a tuple, one shared tuple per list of (immutable) recipients."""
-    key = tuple(recipients)
+    """The recipients as a tuple, one shared tuple per list of (immutable) recipients.
+
+    Keyed by the recipients' identities (a ``Recipient`` hashes in Python; most are the
+    shared ones of ``customer_recipient``): the tuple stored keeps them alive, so an id in a
+    key cannot be reused while the entry stands.
+    """
+    key = tuple(map(id, recipients))
     shared = _RECIPIENT_TUPLES.get(key)
     if shared is None:
         if len(_RECIPIENT_TUPLES) >= _SHARED_LIMIT:
             _RECIPIENT_TUPLES.clear()
-        shared = _RECIPIENT_TUPLES[key] = key
+        shared = _RECIPIENT_TUPLES[key] = tuple(recipients)
     return shared
 
 
-_RECIPIENTS: dict[tuple[str, str], Recipient] = {}
+_RECIPIENTS: dict[tuple[str, str, str], Recipient] = {}
 
 
-def customer_recipient(customer: Customer) -> Recipient:
-    """The customer as a recipient: e-mail, else phone, else the customer id. One shared
-    (immutable) object per address and name, as every stored notification to them holds one."""
-    address = customer.contacts.get("email") or customer.contacts.get("phone") or customer.id
-    key = (address, customer.name)
+def shared_recipient(role: RecipientRole, address: str, name: str = "") -> Recipient:
+    """One shared (immutable) ``Recipient`` per role, address and name: every stored
+    notification to them holds one, and ``_shared_recipients`` keys tuples by identity."""
+    key = (role._value_, address, name)
     recipient = _RECIPIENTS.get(key)
     if recipient is None:
-        recipient = Recipient(RecipientRole.CUSTOMER, address, customer.name)
+        recipient = Recipient(role, address, name)
         if len(_RECIPIENTS) >= _SHARED_LIMIT:
             _RECIPIENTS.clear()  # bounded: a desk has many customers
         _RECIPIENTS[key] = recipient
     return recipient
+
+
+def customer_recipient(customer: Customer) -> Recipient:
+    """The customer as a recipient: e-mail, else phone, else the customer id."""
+    address = customer.contacts.get("email") or customer.contacts.get("phone") or customer.id
+    return shared_recipient(RecipientRole.CUSTOMER, address, customer.name)

@@ -139,6 +139,10 @@ def coerce_enum(enum_type: type[E], value: Any, field: str) -> E:
     """
     if isinstance(value, enum_type):
         return value
+    # The members by value, as ``enum_type(value)`` finds them, without its Python-level call.
+    member = enum_type._value2member_map_.get(value) if type(value) is str else None
+    if member is not None:
+        return member  # type: ignore[return-value]
     try:
         return enum_type(value)
     except ValueError:
