@@ -728,6 +728,25 @@ def test_a_command_failing_after_its_writes_is_rolled_back_entirely(desk: Desk) 
     assert desk.tickets() == [before[0]]
 
 
+def test_a_change_lists_its_events_numbered_as_they_are_stored(desk: Desk) -> None:
+    ticket = open_case(desk)
+    seen: list[Event] = []
+
+    def reply_and_look(change: Any) -> None:
+        change.message("On it", "agent_li", Role.AGENT, public=True)
+        change.record("Custom", {"note": "checked"}, actor="bot")
+        seen.extend(change.events)
+
+    desk.execute(ticket.id, reply_and_look)
+    stored = desk.history(ticket.id)[-len(seen) :]
+    assert seen == stored
+    assert [event.sequence for event in seen] == list(
+        range(ticket.sequence + 1, ticket.sequence + 1 + len(seen))
+    )
+    assert seen[-1].actor == "bot"
+    assert seen[-1].ticket_id == ticket.id
+
+
 # -- concurrency ---------------------------------------------------------------------------------
 class FlakyStore:
     """A memory store whose ``update_ticket`` reports a conflict the first ``failures`` times."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -337,6 +338,22 @@ class TestAutoClose:
         assert timer_keys(desk, ticket.id) == set()
         run_until(desk, clock, monday(9, days=30), step=D)
         assert desk.get_ticket(ticket.id).status == "resolved"
+
+    def test_auto_close_around_the_clock_counts_elapsed_time_across_dst(self) -> None:
+        berlin = ZoneInfo("Europe/Berlin")
+        resolved = datetime(2026, 3, 28, 12, 0, tzinfo=berlin)  # the night before the switch
+        policy = AutoClosePolicy(after=timedelta(days=1))
+        due = policy.due(resolved)
+        assert due.tzinfo is timezone.utc
+        assert due == datetime(2026, 3, 29, 11, 0, tzinfo=timezone.utc)  # 13:00 summer time
+        # The same answer as any calendar open around the clock gives.
+        always = BusinessCalendar("Europe/Berlin", {d: [("00:00", "24:00")] for d in range(7)})
+        assert due == AutoClosePolicy(after=timedelta(days=1), calendar=always).due(resolved)
+
+    def test_auto_close_beyond_the_year_9999_is_a_validation_error(self) -> None:
+        with pytest.raises(ValidationError) as error:
+            AutoClosePolicy(after=timedelta(days=7)).due(datetime.max.replace(tzinfo=timezone.utc))
+        assert error.value.field == "resolved_at"
 
     def test_auto_close_needs_a_positive_delay(self) -> None:
         with pytest.raises(ValidationError) as error:

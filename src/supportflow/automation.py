@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 import attrs
 
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
 from supportflow.model import Channel, Ticket, coerce_enum
 
@@ -70,6 +71,13 @@ class AutoClosePolicy:
 
     def due(self, resolved_at: datetime) -> datetime:
         """When a ticket resolved at ``resolved_at`` closes by itself (UTC)."""
+        if self.calendar is TWENTY_FOUR_SEVEN:  # elapsed time: nothing to look up
+            try:
+                return to_utc(resolved_at, "resolved_at") + self.after
+            except OverflowError:
+                raise ValidationError(
+                    "resolved_at", resolved_at, "an instant whose auto-close is before 9999"
+                ) from None
         return self.calendar.add_many_utc(resolved_at, (self.after,))[0]
 
 
