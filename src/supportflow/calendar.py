@@ -42,6 +42,7 @@ _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal(); ordinal 1 (0001-01-01)
 _MIN_US = (date(1, 1, 8).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
 _MAX_US = (date(9999, 12, 13).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
 _INT_ONLY = frozenset({int})  # ``bool`` is an int too, but not a duration
+_LAST_US: tuple[object, int] = (None, 0)  # the last instant ``_to_us`` converted, and its value
 _SEARCH_WEEKS = 522  # give up after ~10 years without a single open minute
 _BLOCK_BITS = 6  # plain/irregular week flags are computed 64 weeks at a time
 _BLOCK = 1 << _BLOCK_BITS
@@ -504,6 +505,12 @@ class BusinessCalendar:
     @staticmethod
     def _to_us(value: datetime, field: str) -> int:
         """UTC microseconds since the epoch; exact, and fast for stdlib and pendulum inputs."""
+        global _LAST_US
+        last = _LAST_US
+        if value is last[0]:
+            # The same instant again (an SLA step reads one ``now`` for several clocks, and
+            # datetimes are immutable): its conversion, already checked.
+            return last[1]
         if not isinstance(value, datetime) or value.utcoffset() is None:
             ensure_aware(value, field)  # raises with the argument's name
         # datetime.__sub__ keeps pendulum.DateTime on the C path (its own __sub__ is slow).
@@ -513,6 +520,7 @@ class BusinessCalendar:
             us = _MIN_US - 1
         if not _MIN_US <= us <= _MAX_US:
             raise ValidationError(field, value, "an instant between the years 1 and 9999")
+        _LAST_US = (value, us)  # one tuple, swapped whole: safe to read from any thread
         return us
 
     def _from_us(self, us: int) -> datetime:

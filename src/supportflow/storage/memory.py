@@ -346,7 +346,7 @@ class _MemoryUnitOfWork:
         items: list[Any] = []
         for event in events:
             ticket_id, at = event.ticket_id, event.at
-            if ticket_id != run_ticket or at is not run_at:
+            if ticket_id != run_ticket or at is not run_at:  # ``is``: see ``append_events``
                 if ticket_id != run_ticket:
                     found = added.get(ticket_id)
                     if found is None:
