@@ -34,6 +34,7 @@ from supportflow.model import (
     VerificationMethod,
     _maker,
     _replacer,
+    _slot_setter,
 )
 from supportflow.notify.guard import ReplyGuard
 from supportflow.sla import TICKET_INPUTS, SlaEngine
@@ -339,9 +340,13 @@ class Change:
                 "assignee": assignee,
             },
         )
-        sla, events = self.rules.sla.open(self._ticket, self.now)
+        ticket = self._ticket
+        sla, events = self.rules.sla.open(ticket, self.now)
         if sla is not None:
-            self._set(sla=sla)
+            # Still being built, and read so far only by the (pure) engine: the clocks go into
+            # the new ticket itself rather than into a copy of all its fields.
+            _set_sla(ticket, sla)
+            self._edits += 1
         self._adopt(events)
         if assignee is not None or group is not None:
             self._automatic("assign")
@@ -995,6 +1000,7 @@ class Change:
 # so skipping the checks matters on the hot path.
 _replace = _replacer(Ticket)
 _new_ticket = _maker(Ticket)
+_set_sla = _slot_setter(Ticket, "sla")
 _message = _maker(Message)
 _event = _maker(Event)
 _notification = _maker(Notification)

@@ -416,6 +416,13 @@ def _replacer(cls: type[A]) -> Callable[[A, Mapping[str, Any]], A]:
     return replace
 
 
+def _slot_setter(cls: type[A], name: str) -> Callable[[A, Any], None]:
+    """The setter of one slot of a frozen slotted class (private: for an instance still being
+    built, which nothing else holds yet)."""
+    setter: Callable[[A, Any], None] = getattr(cls, name).__set__
+    return setter
+
+
 def _maker(cls: type[A]) -> Callable[..., A]:
     """Generate a constructor taking every field positionally, without converters and
     validators (private, like :func:`_replacer`: for values the engines built themselves)."""

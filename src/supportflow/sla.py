@@ -592,19 +592,26 @@ def _deadlines(
         if offsets is not None:
             *warned, breach = policy.calendar.add_offsets_utc(since, offsets)
             return breach, tuple(zip(policy.warnings, warned, strict=True))
-    # Business time left to each pending warning, then to the breach (``None``: none due).
-    lefts: list[tuple[int | None, timedelta]] = []
-    if not breached and elapsed < target:  # past its target it is due for its breach only
-        lefts = [(p, target * p / 100 - elapsed) for p in policy.warnings if p not in fired]
+    # Business time left to each pending warning, then to the breach (``None``: none due), in
+    # whole microseconds: each offset from the start is exact, and so is what is left of it.
+    *at_warnings, at_breach = _offsets(policy.warnings, target)
+    done = elapsed // _MICROSECOND
+    lefts: list[tuple[int | None, int]] = []
+    if not breached and done < at_breach:  # past its target it is due for its breach only
+        lefts = [
+            (percent, offset - done)
+            for percent, offset in zip(policy.warnings, at_warnings, strict=True)
+            if percent not in fired
+        ]
     if not breached:
-        lefts.append((None, target - elapsed))
+        lefts.append((None, at_breach - done))
     # One calendar lookup for all of them: they share the start.
-    ahead = [left for _, left in lefts if left > _ZERO]
-    instants = iter(policy.calendar.add_many_utc(since, ahead) if ahead else ())
+    ahead = [left for _, left in lefts if left > 0]
+    instants = iter(policy.calendar.add_offsets_utc(since, ahead) if ahead else ())
     pending = []
     due_at = None
     for percent, left in lefts:
-        at = next(instants) if left > _ZERO else since
+        at = next(instants) if left > 0 else since
         if percent is None:
             due_at = at
         else:
@@ -626,22 +633,28 @@ def _halted(
     return _evolve(clock, changes)
 
 
-_OFFSETS: dict[tuple[tuple[int, ...], timedelta], tuple[int, ...] | None] = {}
+_OFFSETS: dict[tuple[tuple[int, ...], timedelta], tuple[int, ...]] = {}
 
 
-def _fresh_offsets(warnings: tuple[int, ...], target: timedelta) -> tuple[int, ...] | None:
-    """Microseconds of business time from a fresh start to each warning and then the breach,
-    as ``_schedule`` works them out; ``None`` when one is zero (it is due at the start)."""
+def _offsets(warnings: tuple[int, ...], target: timedelta) -> tuple[int, ...]:
+    """Microseconds of business time from a clock's start to each warning and then the breach
+    (``target * percent / 100``, rounded as ``timedelta`` rounds it), remembered: policies and
+    targets are few."""
     try:
         return _OFFSETS[warnings, target]
     except KeyError:
         lefts = [target * percent / 100 for percent in warnings] + [target]
-        offsets: tuple[int, ...] | None = tuple(left // _MICROSECOND for left in lefts)
-        if offsets is not None and min(offsets) <= 0:
-            offsets = None
-        if len(_OFFSETS) < 10_000:  # policies and targets are few; stay bounded
+        offsets = tuple(left // _MICROSECOND for left in lefts)
+        if len(_OFFSETS) < 10_000:  # stay bounded
             _OFFSETS[warnings, target] = offsets
         return offsets
+
+
+def _fresh_offsets(warnings: tuple[int, ...], target: timedelta) -> tuple[int, ...] | None:
+    """:func:`_offsets` for a clock starting afresh; ``None`` when one is zero (it is due at
+    the start, which the general path of ``_deadlines`` handles)."""
+    offsets = _offsets(warnings, target)
+    return offsets if min(offsets) > 0 else None
 
 
 def _met(clock: SlaClock, policy: SlaPolicy, now: datetime, events: list[EventDraft]) -> SlaClock:
