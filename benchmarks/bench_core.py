@@ -10,7 +10,7 @@ Beside it, measured in the same run, the rate of bare ``transitions`` triggers o
 Memory: ``tracemalloc`` before and after storing 20,000 tickets through the same life, minus
 the bytes of their subject, body and message strings, per ticket. Makes no assertions.
 
-Targets (DESIGN.md budget, for reading the figures): at least 25,000 commands/s, at most
+Targets (the core issue's, for reading the figures): at least 25,000 commands/s, at most
 2 KB per stored ticket beyond its text.
 """
 
