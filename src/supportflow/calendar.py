@@ -41,7 +41,6 @@ _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal(); ordinal 1 (0001-01-01)
 # Instants whose whole week is representable as a datetime in any zone.
 _MIN_US = (date(1, 1, 8).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
 _MAX_US = (date(9999, 12, 13).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
-_INT_ONLY = frozenset({int})  # ``bool`` is an int too, but not a duration
 _LAST_US: tuple[object, int] = (None, 0)  # the last instant ``_to_us`` converted, and its value
 _SEARCH_WEEKS = 522  # give up after ~10 years without a single open minute
 _BLOCK_BITS = 6  # plain/irregular week flags are computed 64 weeks at a time
@@ -388,12 +387,7 @@ class BusinessCalendar:
         [datetime.datetime(2026, 3, 9, 9, 30, tzinfo=datetime.timezone.utc)]
         """
         t = self._to_us(start, "start")
-        checked = list(offsets)
-        # Checked all at once (the SLA engine passes a few each command); the loop below names
-        # the bad one.
-        if not (_INT_ONLY.issuperset(map(type, checked)) and checked and min(checked) >= 0
-                and t + max(checked) <= _MAX_US):  # fmt: skip
-            checked = [self._checked_us(t, offset) for offset in checked]
+        checked = [self._checked_us(t, offset) for offset in offsets]
         return [_EPOCH + _US * us for us in self._positions_us(t, checked, start)]
 
     def _add_many_us(self, start: datetime, durations: Iterable[timedelta]) -> list[int]:
@@ -432,12 +426,7 @@ class BusinessCalendar:
                 inside = i >= 0 and t < rec.ends[i]
                 located = rec, w, rec.before[i] + t - starts[i] if inside else rec.before[i + 1]
             rec, w, position = located
-            target = position + d
-            if target <= rec.total:  # within the week, as most are: ``_at`` without a call
-                j = bisect_left(rec.upto, target)
-                found.append(rec.starts[j] + target - rec.before[j])
-            else:
-                found.append(self._at(rec, w, target, d))
+            found.append(self._at(rec, w, position + d, d))
         return found
 
     def _at(self, rec: _Week, w: int, target: int, duration: timedelta | int) -> int:
