@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -1030,10 +1030,21 @@ def message_id(number: int) -> str:
     return _MESSAGE_IDS[number - 1] if number <= len(_MESSAGE_IDS) else f"m{number}"
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 _SHARED_LIMIT = 10_000  # entries of each table of shared values below, before it starts over
 _DATA: dict[tuple[tuple[str, Any], ...], Mapping[str, Any]] = {}
 _RECIPIENT_TUPLES: dict[tuple[int, ...], tuple[Recipient, ...]] = {}
 _STR_ONLY = frozenset({str})
+
+
+def _remember(table: dict[_K, _V], key: _K, value: _V) -> _V:
+    """Keep ``value`` under ``key`` in one of the tables of shared values below, which start
+    over when full (a desk has many customers and texts: they stay bounded)."""
+    if len(table) >= _SHARED_LIMIT:
+        table.clear()
+    table[key] = value
+    return value
 
 
 def _shared_data(data: dict[str, Any]) -> Mapping[str, Any]:
@@ -1045,11 +1056,7 @@ def _shared_data(data: dict[str, Any]) -> Mapping[str, Any]:
         return dict(data)
     key = tuple(data.items())
     shared = _DATA.get(key)
-    if shared is None:
-        if len(_DATA) >= _SHARED_LIMIT:
-            _DATA.clear()
-        shared = _DATA[key] = dict(data)
-    return shared
+    return shared if shared is not None else _remember(_DATA, key, dict(data))
 
 
 def _shared_recipients(recipients: list[Recipient]) -> tuple[Recipient, ...]:
@@ -1061,11 +1068,7 @@ def _shared_recipients(recipients: list[Recipient]) -> tuple[Recipient, ...]:
     """
     key = tuple(map(id, recipients))
     shared = _RECIPIENT_TUPLES.get(key)
-    if shared is None:
-        if len(_RECIPIENT_TUPLES) >= _SHARED_LIMIT:
-            _RECIPIENT_TUPLES.clear()
-        shared = _RECIPIENT_TUPLES[key] = tuple(recipients)
-    return shared
+    return shared if shared is not None else _remember(_RECIPIENT_TUPLES, key, tuple(recipients))
 
 
 _RECIPIENTS: dict[tuple[str, str, str], Recipient] = {}
@@ -1077,10 +1080,7 @@ def shared_recipient(role: RecipientRole, address: str, name: str = "") -> Recip
     key = (role._value_, address, name)
     recipient = _RECIPIENTS.get(key)
     if recipient is None:
-        recipient = Recipient(role, address, name)
-        if len(_RECIPIENTS) >= _SHARED_LIMIT:
-            _RECIPIENTS.clear()  # bounded: a desk has many customers
-        _RECIPIENTS[key] = recipient
+        recipient = _remember(_RECIPIENTS, key, Recipient(role, address, name))
     return recipient
 
 
