@@ -21,7 +21,7 @@ def _plain(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value) if value else {}
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class Event:
     """Something that happened to a ticket.
 
@@ -113,7 +113,7 @@ class EventType:
     """article_id: a knowledge-base article was used to answer the ticket."""
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class EventDraft:
     """An event an engine wants recorded; the desk numbers it and adds the ticket id."""
 

@@ -214,7 +214,7 @@ class Customer:
         return self.tier.lower() == "vip"
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class Message:
     """One message on a ticket: a public reply, a customer message or an internal note.
 
@@ -238,7 +238,7 @@ class Verification:
     at: datetime = attrs.field(validator=_aware)
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class Link:
     """A typed link from one ticket to another (``parent``, ``child``, ``follows``, ...)."""
 
@@ -256,7 +256,7 @@ class SlaClockState(str, enum.Enum):
     STOPPED = "stopped"  # no target for this clock, or it was never started
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class SlaClock:
     """One SLA clock of a ticket (first response, next response or resolution).
 
@@ -287,7 +287,7 @@ class SlaClock:
         return self.breached_at is not None
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class SlaState:
     """The SLA of a ticket: which policy applies, why, and its clocks by name."""
 
@@ -302,7 +302,7 @@ class SlaState:
         return None
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class Ticket:
     """A customer's case, at one version.
 
@@ -350,7 +350,7 @@ class Ticket:
         return tuple(link.ticket_id for link in self.links if link.kind == kind)
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class Timer:
     """A future deadline of a ticket: a row ``(ticket_id, key, due_at)`` in the store.
 
@@ -373,7 +373,7 @@ class Recipient:
     name: str = ""
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class Notification:
     """A message to deliver, written to the outbox in the same unit of work as its cause.
 
@@ -394,25 +394,74 @@ class Notification:
 A = TypeVar("A")
 
 
+def _draft_class(cls: type[A]) -> type:
+    """A plain slotted twin of the frozen slotted ``cls``, with the same slots in the same
+    order: an instance filled in through it becomes a ``cls`` by assigning ``__class__``.
+
+    Filling a slot of the twin is a plain attribute store, where the frozen class refuses
+    ``__setattr__`` and each way around that (``object.__setattr__``, the slot's ``__set__``)
+    is a call. Python allows the class assignment only between equal layouts, which a
+    ``__weakref__`` slot breaks: the value classes built this way have none.
+    """
+    draft = type(f"_{cls.__name__}Draft", cls.__bases__, {"__slots__": cls.__dict__["__slots__"]})
+    probe: Any = object.__new__(draft)
+    try:
+        probe.__class__ = cls  # a layout Python refuses fails here, not on every call
+    except TypeError as error:
+        raise TypeError(f"{cls.__name__} must be slotted without a __weakref__ slot") from error
+    return draft
+
+
+_REPLACERS_PER_CLASS = 512  # sets of changed fields given a replacer of their own
+
+
 def _replacer(cls: type[A]) -> Callable[[A, Mapping[str, Any]], A]:
     """Generate a fast ``attrs.evolve`` for a frozen slotted class, without its converters and
     validators (private: the engines only pass values they built themselves, already checked).
 
     ``attrs.evolve`` inspects the class and runs ``__init__`` on every call; the rules engines
-    evolve tickets and SLA clocks several times per command, so this sets each slot directly
-    through its descriptor (faster than ``object.__setattr__``, which looks the descriptor up).
+    evolve tickets and SLA clocks several times per command. This fills a draft twin of the
+    class (:func:`_draft_class`) and turns it into a ``cls``, with one generated function per
+    set of changed fields (in the order given): each field is copied or taken from
+    ``changes`` without asking which. The engines change a few dozen sets at most; past
+    ``_REPLACERS_PER_CLASS`` the rest share one function that asks.
+
+    >>> replace = _replacer(Link)
+    >>> replace(Link("parent", "t-1"), {"ticket_id": "t-2"})
+    Link(kind='parent', ticket_id='t-2')
     """
     names = [field.name for field in attrs.fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"cls": cls, "new_object": object.__new__}
-    lines = ["def replace(old, changes):", "    new = new_object(cls)"]
-    for index, name in enumerate(names):
-        namespace[f"set_{index}"] = getattr(cls, name).__set__  # the slot's member descriptor
-        lines.append(
-            f"    set_{index}(new, changes[{name!r}] if {name!r} in changes else old.{name})"
-        )
-    lines.append("    return new")
-    exec("\n".join(lines), namespace)  # generated from the class's own fields
-    replace: Callable[[A, Mapping[str, Any]], A] = namespace["replace"]
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "draft": _draft_class(cls),
+        "new_object": object.__new__,
+    }
+
+    def generate(changed: tuple[str, ...] | None) -> Callable[[A, Mapping[str, Any]], A]:
+        lines = ["def replace(old, changes):", "    new = new_object(draft)"]
+        for name in names:
+            if changed is None:
+                value = f"changes[{name!r}] if {name!r} in changes else old.{name}"
+            else:
+                value = f"changes[{name!r}]" if name in changed else f"old.{name}"
+            lines.append(f"    new.{name} = {value}")
+        lines += ["    new.__class__ = cls", "    return new"]
+        exec("\n".join(lines), namespace)  # generated from the class's own fields
+        generated: Callable[[A, Mapping[str, Any]], A] = namespace["replace"]
+        return generated
+
+    by_changed: dict[tuple[str, ...], Callable[[A, Mapping[str, Any]], A]] = {}
+    asking = generate(None)
+
+    def replace(old: A, changes: Mapping[str, Any]) -> A:
+        changed = tuple(changes)
+        fill = by_changed.get(changed)
+        if fill is None:
+            if len(by_changed) >= _REPLACERS_PER_CLASS:
+                return asking(old, changes)
+            fill = by_changed[changed] = generate(changed)
+        return fill(old, changes)
+
     return replace
 
 
@@ -427,12 +476,14 @@ def _maker(cls: type[A]) -> Callable[..., A]:
     """Generate a constructor taking every field positionally, without converters and
     validators (private, like :func:`_replacer`: for values the engines built themselves)."""
     names = [field.name for field in attrs.fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"cls": cls, "new_object": object.__new__}
-    lines = [f"def make({', '.join(names)}):", "    new = new_object(cls)"]
-    for index, name in enumerate(names):
-        namespace[f"set_{index}"] = getattr(cls, name).__set__
-        lines.append(f"    set_{index}(new, {name})")
-    lines.append("    return new")
+    namespace: dict[str, Any] = {
+        "cls": cls,
+        "draft": _draft_class(cls),
+        "new_object": object.__new__,
+    }
+    lines = [f"def make({', '.join(names)}):", "    new = new_object(draft)"]
+    lines += [f"    new.{name} = {name}" for name in names]
+    lines += ["    new.__class__ = cls", "    return new"]
     exec("\n".join(lines), namespace)  # generated from the class's own fields
     make: Callable[..., A] = namespace["make"]
     return make

@@ -1,0 +1,89 @@
+"""The value objects' private fast builders (``_replacer``, ``_maker``) against attrs' own."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from supportflow.model import (
+    Channel,
+    Customer,
+    Link,
+    Message,
+    Priority,
+    Role,
+    SlaClock,
+    SlaClockState,
+    Ticket,
+    _maker,
+    _replacer,
+)
+
+AT = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+TICKET = Ticket(
+    id="t-1",
+    number=1,
+    subject="Printer on fire",
+    description="Smoke from tray 2",
+    customer=Customer(id="c-1", name="Ana"),
+    channel=Channel.EMAIL,
+    status="new",
+    created_at=AT,
+    updated_at=AT,
+)
+# Values of the right type for the ticket fields a command changes.
+NEW_VALUES: dict[str, Any] = {
+    "status": "open",
+    "updated_at": AT + timedelta(minutes=5),
+    "priority": Priority.URGENT,
+    "assignee": "agent_li",
+    "group": "tier-2",
+    "tags": frozenset({"vip"}),
+    "messages": (Message("m1", "c-1", Role.CUSTOMER, "hello", AT),),
+    "links": (Link("parent", "t-0"),),
+    "sequence": 7,
+    "resolution": "fixed",
+    "state": {"resolved_at": AT.isoformat()},
+    "next_deadline": AT + timedelta(hours=4),
+    "version": 3,
+}
+
+
+@given(st.lists(st.sampled_from(sorted(NEW_VALUES)), unique=True))
+def test_replace_gives_what_attrs_evolve_gives(changed: list[str]) -> None:
+    changes = {name: NEW_VALUES[name] for name in changed}
+    replaced = _replacer(Ticket)(TICKET, changes)
+    assert type(replaced) is Ticket
+    assert replaced == attrs.evolve(TICKET, **changes)
+    assert TICKET.status == "new"  # the old version is left as it was
+
+
+def test_replaced_and_made_values_stay_frozen() -> None:
+    replaced = _replacer(Ticket)(TICKET, {"status": "open"})
+    made = _maker(Link)("child", "t-9")
+    assert made == Link("child", "t-9")
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        replaced.status = "closed"  # type: ignore[misc]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.kind = "parent"  # type: ignore[misc]
+
+
+def test_more_sets_of_changes_than_generated_replacers_still_replace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("supportflow.model._REPLACERS_PER_CLASS", 2)
+    replace = _replacer(SlaClock)
+    clock = SlaClock("first_response", timedelta(hours=1))
+    changes: list[dict[str, Any]] = [
+        {"state": SlaClockState.RUNNING},
+        {"since": AT},
+        {"cycle": 2, "met_at": AT},
+        {"elapsed": timedelta(minutes=3), "state": SlaClockState.MET},
+    ]
+    for change in changes:  # the last two go through the one function that asks
+        assert replace(clock, change) == attrs.evolve(clock, **change)
