@@ -546,3 +546,37 @@ def test_always_is_the_identity(zone: str, start: datetime, duration: timedelta)
     assert cal.between(start, end) == duration
     assert every_day.between(start, end) == duration
     assert cal.between(end, start) == timedelta(0)
+
+
+@PROPERTY_SETTINGS
+@given(
+    cal=calendars(),
+    start=instants(),
+    spans=st.lists(durations, min_size=1, max_size=4),
+    as_utc=st.booleans(),
+)
+def test_offsets_in_microseconds_add_as_durations_do(
+    cal: BusinessCalendar, start: datetime, spans: list[timedelta], as_utc: bool
+) -> None:
+    # The SLA engine passes UTC instants and integer offsets: the same answers as timedeltas.
+    begin = utc(start) if as_utc else start
+    offsets = [span // timedelta(microseconds=1) for span in spans]
+    found = cal.add_offsets_utc(begin, offsets)
+    assert found == [utc(cal.add(start, span)) for span in spans]
+    assert all(moment.tzinfo is timezone.utc for moment in found)
+
+
+@pytest.mark.parametrize("offset", [True, -1, 1.5, "60"])
+def test_offsets_must_be_whole_non_negative_microseconds(offset: object) -> None:
+    monday = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    with pytest.raises(ValidationError) as raised:
+        office().add_offsets_utc(monday, [60_000_000, offset])  # type: ignore[list-item]
+    assert raised.value.field == "duration"
+    assert raised.value.value == offset
+
+
+def test_offsets_past_the_year_9999_are_refused() -> None:
+    late = datetime(9999, 12, 1, tzinfo=timezone.utc)
+    with pytest.raises(ValidationError) as raised:
+        office().add_offsets_utc(late, [365 * 86_400_000_000])
+    assert raised.value.field == "duration"

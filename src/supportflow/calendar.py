@@ -387,7 +387,11 @@ class BusinessCalendar:
         [datetime.datetime(2026, 3, 9, 9, 30, tzinfo=datetime.timezone.utc)]
         """
         t = self._to_us(start, "start")
-        checked = [self._checked_us(t, offset) for offset in offsets]
+        checked = list(offsets)
+        for offset in checked:
+            # ``type(...) is int`` also turns bools away; anything unusual gets the full check.
+            if type(offset) is not int or offset < 0 or t + offset > _MAX_US:
+                self._checked_us(t, offset)
         return [_EPOCH + _US * us for us in self._positions_us(t, checked, start)]
 
     def _add_many_us(self, start: datetime, durations: Iterable[timedelta]) -> list[int]:
@@ -413,20 +417,25 @@ class BusinessCalendar:
         falls only once."""
         if self._always:
             return [t + d for d in durations]
-        located: tuple[_Week, int, int] | None = None  # (week, its index, start's position)
+        rec: _Week | None = None  # the week ``t`` falls in, found for the first duration
+        w = position = 0
         found: list[int] = []
         for d in durations:
             if d == 0:
                 found.append(self._add_us(t, _US * d, start))  # the next opening: rare
                 continue
-            if located is None:
+            if rec is None:
                 rec, w = self._locate(t)
                 starts = rec.starts
                 i = bisect_right(starts, t) - 1
                 inside = i >= 0 and t < rec.ends[i]
-                located = rec, w, rec.before[i] + t - starts[i] if inside else rec.before[i + 1]
-            rec, w, position = located
-            found.append(self._at(rec, w, position + d, d))
+                position = rec.before[i] + t - starts[i] if inside else rec.before[i + 1]
+            target = position + d
+            if target <= rec.total:  # within the same week: most deadlines
+                j = bisect_left(rec.upto, target)
+                found.append(rec.starts[j] + target - rec.before[j])
+            else:
+                found.append(self._at(rec, w, target, d))
         return found
 
     def _at(self, rec: _Week, w: int, target: int, duration: timedelta | int) -> int:
@@ -500,13 +509,16 @@ class BusinessCalendar:
             # The same instant again (an SLA step reads one ``now`` for several clocks, and
             # datetimes are immutable): its conversion, already checked.
             return last[1]
-        if not isinstance(value, datetime) or value.utcoffset() is None:
-            ensure_aware(value, field)  # raises with the argument's name
-        # datetime.__sub__ keeps pendulum.DateTime on the C path (its own __sub__ is slow).
-        try:
-            us: int = datetime.__sub__(value, _EPOCH) // _US
-        except OverflowError:
-            us = _MIN_US - 1
+        if type(value) is datetime and value.tzinfo is timezone.utc:
+            us: int = (value - _EPOCH) // _US  # what the engines store: the operator is fastest
+        else:
+            if not isinstance(value, datetime) or value.utcoffset() is None:
+                ensure_aware(value, field)  # raises with the argument's name
+            # datetime.__sub__ keeps pendulum.DateTime on the C path (its own __sub__ is slow).
+            try:
+                us = datetime.__sub__(value, _EPOCH) // _US
+            except OverflowError:
+                us = _MIN_US - 1
         if not _MIN_US <= us <= _MAX_US:
             raise ValidationError(field, value, "an instant between the years 1 and 9999")
         _LAST_US = (value, us)  # one tuple, swapped whole: safe to read from any thread
