@@ -774,14 +774,13 @@ class Change:
         Before a command, a deadline falling exactly at ``now`` is left to after it: an answer
         given at the due instant meets the target.
         """
-        ticket = self._ticket
+        original = self.original
         if (
-            ticket is not None
-            and not self._pending
-            and ticket is self.original
-            and (ticket.next_deadline is None or ticket.next_deadline > self.now)
+            original is not None
+            and (original.next_deadline is None or original.next_deadline > self.now)
+            and ((self._ticket is original and not self._pending) or self._timers_kept())
         ):
-            return  # as stored: its earliest deadline is still ahead
+            return  # its deadlines are the stored ones, and the earliest is still ahead
         now = self.now
         for _ in range(_MAX_DUE_STEPS):
             timers = self.timers()
@@ -964,8 +963,12 @@ class Change:
         # numbered from the stored sequence as they were recorded.
         sequence = stored.sequence
         events = self.recorded
-        timers = self.timers()
         kept = not insert and self._timers_kept()
+        if kept:  # nothing they are worked out from changed: the stored rows stand
+            timers, next_deadline = None, stored.next_deadline
+        else:
+            timers = self.timers()
+            next_deadline = _earliest(timers)
         # One new ticket from the last stored one: the command's pending changes and the
         # bookkeeping of the save together.
         saved = _replace(
@@ -975,7 +978,7 @@ class Change:
                 "sequence": sequence + len(events),
                 "version": 1 if insert else stored.version + 1,
                 "updated_at": max(self.now, stored.updated_at),
-                "next_deadline": _earliest(timers),
+                "next_deadline": next_deadline,
             },
         )
         self._pending = {}
@@ -988,7 +991,7 @@ class Change:
         uow.append_events(events)
         self._ticket = saved
         self._edits += 1
-        if not kept:
+        if timers is not None:
             uow.replace_timers(saved.id, timers)
         if self.notifications:
             uow.enqueue(self.notifications)
