@@ -6,6 +6,7 @@ across DST changes), not read off the implementation.
 
 from __future__ import annotations
 
+import copy
 import sys
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -580,3 +581,49 @@ def test_offsets_past_the_year_9999_are_refused() -> None:
     with pytest.raises(ValidationError) as raised:
         office().add_offsets_utc(late, [365 * 86_400_000_000])
     assert raised.value.field == "duration"
+
+
+@PROPERTY_SETTINGS
+@given(
+    warm=calendars(),
+    base=instants(),
+    steps=st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(0, 3 * 24 * 60).map(lambda minutes: timedelta(minutes=minutes)),
+            st.lists(durations, min_size=1, max_size=3),
+        ),
+        min_size=2,
+        max_size=8,
+    ),
+)
+def test_a_calendar_in_use_answers_as_a_fresh_one(
+    warm: BusinessCalendar, base: datetime, steps: list[tuple[bool, timedelta, list[timedelta]]]
+) -> None:
+    # The calendar remembers the last opening it found (steps near each other share one):
+    # its answers must not depend on it.
+    pristine = copy.deepcopy(warm)
+    for adding, later, spans in steps:
+        fresh = copy.deepcopy(pristine)
+        begin = utc(base) + later
+        if adding:
+            offsets = [span // timedelta(microseconds=1) for span in spans]
+            assert warm.add_offsets_utc(begin, offsets) == fresh.add_offsets_utc(begin, offsets)
+        else:
+            end = begin + spans[0]
+            assert warm.between(begin, end) == fresh.between(begin, end)
+
+
+def test_the_remembered_opening_ends_where_the_opening_ends() -> None:
+    weekdays = BusinessCalendar("UTC", {day: [("09:00", "18:00")] for day in WEEKDAYS})
+    monday = datetime(2026, 3, 2, tzinfo=timezone.utc)
+    second = timedelta(seconds=1)
+    weekdays.add_offsets_utc(monday + 10 * H, [3_600_000_000])  # finds Monday 09:00-18:00
+    late = monday + 18 * H - 30 * second
+    assert weekdays.add_offsets_utc(late, [30_000_000, 60_000_000]) == [
+        monday + 18 * H,
+        monday + 24 * H + 9 * H + 30 * second,
+    ]
+    assert weekdays.between(late, late + 60 * second) == 30 * second
+    assert weekdays.between(monday + 8 * H, monday + 9 * H + 30 * second) == 30 * second
+    assert weekdays.between(monday + 9 * H, monday + 18 * H) == 9 * H

@@ -287,6 +287,10 @@ class BusinessCalendar:
         probe = zone.utcoffset(datetime(2026, 1, 1))
         self._guess_offset = (probe // _US) if probe is not None else 0
         self._weeks: dict[int, _Week] = {}
+        # The last opening found around an instant, [start, end) in UTC microseconds: an SLA
+        # clock mostly counts and falls due within the opening it started in, where business
+        # time is elapsed time. Swapped whole, so safe to read from any thread.
+        self._opening = (0, 0)
         self._blocks: dict[int, tuple[int, ...]] = {}
 
     @classmethod
@@ -417,12 +421,16 @@ class BusinessCalendar:
         falls only once."""
         if self._always:
             return [t + d for d in durations]
-        rec: _Week | None = None  # the week ``t`` falls in, found for the first duration
+        opens, closes = self._opening
+        rec: _Week | None = None  # the week ``t`` falls in, found when first needed
         w = position = 0
         found: list[int] = []
         for d in durations:
             if d == 0:
                 found.append(self._add_us(t, _US * d, start))  # the next opening: rare
+                continue
+            if opens <= t and t + d <= closes:  # ends within the opening ``t`` is in
+                found.append(t + d)
                 continue
             if rec is None:
                 rec, w = self._locate(t)
@@ -430,6 +438,8 @@ class BusinessCalendar:
                 i = bisect_right(starts, t) - 1
                 inside = i >= 0 and t < rec.ends[i]
                 position = rec.before[i] + t - starts[i] if inside else rec.before[i + 1]
+                if inside:
+                    self._opening = (starts[i], rec.ends[i])
             target = position + d
             if target <= rec.total:  # within the same week: most deadlines
                 j = bisect_left(rec.upto, target)
@@ -463,6 +473,9 @@ class BusinessCalendar:
         if b <= a:
             return timedelta(0)
         if self._always:
+            return _US * (b - a)
+        opens, closes = self._opening
+        if opens <= a and b <= closes:  # both within one opening: all of it counts
             return _US * (b - a)
         rec_a, wa = self._locate(a)
         if b < rec_a.end:

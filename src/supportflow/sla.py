@@ -289,7 +289,7 @@ class SlaEngine:
             else:
                 clocks.append(_idle_clock(name, target))
         events = [_applied(policy, reason, priority, now)]
-        return SlaState(policy.name, reason, tuple(clocks)), events
+        return _sla_state(policy.name, reason, tuple(clocks)), events
 
     def update(
         self,
