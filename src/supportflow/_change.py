@@ -589,7 +589,8 @@ class Change:
         )
         before_category = workflow.category(previous)
         category = workflow.category(status)
-        self._set(status=status)
+        self._pending["status"] = status  # ``_set`` for one field, on every transition
+        self._edits += 1
         recorded = {
             "trigger": trigger,
             "from": previous,
