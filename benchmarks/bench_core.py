@@ -10,6 +10,11 @@ Beside it, measured in the same run, the rate of bare ``transitions`` triggers o
 Memory: ``tracemalloc`` before and after storing 20,000 tickets through the same life, minus
 the bytes of their subject, body and message strings, per ticket. Makes no assertions.
 
+``--instructions`` adds CPU instructions per command, counted by valgrind's callgrind (when
+it is installed): the difference between 20 and 170 lives, so start-up cost drops out, at a
+fixed ``PYTHONHASHSEED``. Unlike the rates, these counts repeat exactly on a shared, noisy
+machine, so they are the figures to compare two versions of the code by.
+
 Targets (the core issue's, for reading the figures): at least 25,000 commands/s, at most
 2 KB per stored ticket beyond its text.
 """
@@ -19,7 +24,11 @@ from __future__ import annotations
 import cProfile
 import gc
 import io
+import os
 import pstats
+import re
+import shutil
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -85,8 +94,9 @@ class _Holder:
         self.state = "new"
 
 
-def bare_transitions_rate(runs: int = 3) -> float:
-    """Triggers per second on one shared ``Machine(model=None)`` of the default workflow."""
+def bare_machine_events() -> list[Any]:
+    """The events of one ticket life on one shared ``Machine(model=None)`` of the default
+    workflow, without supportflow in the way."""
     workflow = default_workflow()
     machine = Machine(
         model=None,
@@ -99,7 +109,12 @@ def bare_transitions_rate(runs: int = 3) -> float:
         auto_transitions=False,
         send_event=True,
     )
-    events = [machine.events[trigger] for trigger in LIFE_TRIGGERS]
+    return [machine.events[trigger] for trigger in LIFE_TRIGGERS]
+
+
+def bare_transitions_rate(runs: int = 3) -> float:
+    """Triggers per second on one shared ``Machine(model=None)`` of the default workflow."""
+    events = bare_machine_events()
     holder = _Holder()
     lives = TICKETS * 5
     best = float("inf")
@@ -166,9 +181,59 @@ def profile(sla: list[Any] | None, top: int = 25) -> str:
     return out.getvalue()
 
 
+def counted_run(what: str, lives: int) -> None:
+    """What ``instructions`` counts: ``lives`` ticket lives (``sla`` or ``no-sla``), or as
+    many lives of bare triggers (``bare``)."""
+    if what == "bare":
+        events, holder = bare_machine_events(), _Holder()
+        for _ in range(lives):
+            holder.state = "new"
+            for event in events:
+                event.trigger(holder)
+        return
+    desk, clock = make_desk(None if what == "sla" else [])
+    for n in range(lives):
+        life(desk, clock, n)
+
+
+def _collected(what: str, lives: int) -> int:
+    """Instructions callgrind counts for a fresh interpreter running ``counted_run``."""
+    program = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import bench_core; bench_core.counted_run({what!r}, {lives})"
+    )
+    done = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+         sys.executable, "-c", program],
+        env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    found = re.search(r"Collected : ([\d,]+)", done.stderr)
+    if found is None:
+        raise RuntimeError(f"no instruction count in callgrind's output:\n{done.stderr}")
+    return int(found[1].replace(",", ""))
+
+
+def instructions(what: str, per_life: int, few: int = 20, many: int = 170) -> float:
+    """Instructions per command (or per bare trigger): ``many`` lives minus ``few``."""
+    return (_collected(what, many) - _collected(what, few)) / ((many - few) * per_life)
+
+
 def report(label: str, value: float, unit: str, target: str, ok: Callable[[float], bool]) -> None:
     verdict = "meets" if ok(value) else "MISSES"
     print(f"{label:<44} {value:>12,.0f} {unit:<12} ({verdict} target {target})")
+
+
+def print_instructions() -> None:
+    if shutil.which("valgrind") is None:
+        print("\ninstructions per command: valgrind is not installed (apt-get install valgrind)")
+        return
+    print("\nCPU instructions (callgrind, 170 lives minus 20):")
+    bare = instructions("bare", len(LIFE_TRIGGERS))
+    for what, label in (("sla", "default SLA"), ("no-sla", "sla=[]")):
+        per_command = instructions(what, COMMANDS_PER_LIFE)
+        print(f"{'per Desk command, ' + label:<44} {per_command:>12,.0f} instructions")
+        print(f"{'ratio command : bare trigger, ' + label:<44} {per_command / bare:>12.1f} x")
+    print(f"{'per bare transitions trigger':<44} {bare:>12,.0f} instructions")
 
 
 def main() -> None:
@@ -191,6 +256,8 @@ def main() -> None:
     print("  largest allocation sites, bytes per ticket:")
     for site, size in sites:
         print(f"    {size:>8,.0f}  {site}")
+    if "--instructions" in sys.argv:
+        print_instructions()
     if "--profile" in sys.argv:
         for sla, label in ((None, "default SLA"), ([], "sla=[]")):
             print(f"\ncProfile, {label}, by own time:")
