@@ -951,3 +951,26 @@ def test_a_week_of_a_busy_desk_fires_every_deadline_once_on_time_and_in_order() 
     assert counts["escalated"] > 1_000
     assert counts["autoclose"] > 200
     assert time.perf_counter() - started < 60
+
+
+def test_a_command_that_leaves_the_clocks_be_keeps_the_deadlines_as_stored() -> None:
+    desk, clock = scenario_desk(monday(9))
+    ticket = open_case(desk)
+    with desk.store.transaction() as uow:
+        stored = uow.timers(ticket.id)
+    assert stored
+    assert ticket.next_deadline == min(timer.due_at for timer in stored)
+    clock.set(monday(10))
+    noted = desk.add_note(ticket.id, "Checked the login logs: nothing odd.", by="agent_li")
+    assigned = desk.assign(ticket.id, "agent_li", by="lead_zhao")
+    assert noted.sla is ticket.sla  # the clocks did not move
+    assert assigned.sla is ticket.sla
+    assert noted.next_deadline == assigned.next_deadline == ticket.next_deadline
+    with desk.store.transaction() as uow:
+        assert uow.timers(ticket.id) == stored
+    # Once the earliest deadline has come, the same kind of command handles it first.
+    clock.set(ticket.next_deadline)
+    desk.add_note(ticket.id, "Still looking.", by="agent_li")
+    assert [e.type for e in history_of(desk, ticket.id, EventType.SLA_WARNING)] == [
+        EventType.SLA_WARNING
+    ]

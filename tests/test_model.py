@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+import sys
+import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -87,3 +92,65 @@ def test_more_sets_of_changes_than_generated_replacers_still_replace(
     ]
     for change in changes:  # the last two go through the one function that asks
         assert replace(clock, change) == attrs.evolve(clock, **change)
+
+
+def test_replacers_generated_on_several_threads_at_once_stay_apart() -> None:
+    # Each thread asks for replacers of other sets of changed fields, in its own order: a
+    # replacer generated for one set must never be kept for another.
+    values: dict[str, Any] = {
+        "name": "next_response",
+        "elapsed": timedelta(minutes=5),
+        "cycle": 7,
+        "warnings_fired": (75,),
+        "pending_warnings": ((90, AT),),
+        "target": timedelta(hours=9),
+    }
+    sets = [list(order) for size in (1, 2, 3) for order in itertools.permutations(values, size)]
+    clock = SlaClock("first_response", timedelta(hours=1))
+    wrong: list[tuple[str, ...]] = []
+
+    def work(replace: Callable[[SlaClock, Mapping[str, Any]], SlaClock], seed: int) -> None:
+        for changed in random.Random(seed).sample(sets, len(sets)):
+            changes = {name: values[name] for name in changed}
+            try:
+                replaced = replace(clock, changes)
+            except KeyError:
+                wrong.append(tuple(changed))
+                continue
+            if any(getattr(replaced, name) != value for name, value in changes.items()):
+                wrong.append(tuple(changed))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for trial in range(25):
+            replace = _replacer(SlaClock)
+            seeds = range(trial * 8, trial * 8 + 6)
+            threads = [threading.Thread(target=work, args=(replace, seed)) for seed in seeds]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []
+
+
+def test_a_class_the_fast_builders_cannot_serve_is_refused_when_they_are_made() -> None:
+    @attrs.frozen(slots=True)
+    class Referable:  # keeps its __weakref__ slot
+        name: str
+
+    @attrs.frozen(slots=True, weakref_slot=False)
+    class Base:
+        name: str
+
+    @attrs.frozen(slots=True, weakref_slot=False)
+    class Derived(Base):
+        extra: int
+
+    for refused in (Referable, Derived):
+        with pytest.raises(TypeError, match=refused.__name__):
+            _replacer(refused)
+        with pytest.raises(TypeError, match=refused.__name__):
+            _maker(refused)

@@ -403,7 +403,9 @@ def _draft_class(cls: type[A]) -> type:
     is a call. Python allows the class assignment only between equal layouts, which a
     ``__weakref__`` slot breaks: the value classes built this way have none.
     """
-    draft = type(f"_{cls.__name__}Draft", cls.__bases__, {"__slots__": cls.__dict__["__slots__"]})
+    if cls.__bases__ != (object,) or "__slots__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} must be a slotted class with no base but object")
+    draft = type(f"_{cls.__name__}Draft", (object,), {"__slots__": cls.__dict__["__slots__"]})
     probe: Any = object.__new__(draft)
     try:
         probe.__class__ = cls  # a layout Python refuses fails here, not on every call
@@ -446,8 +448,10 @@ def _replacer(cls: type[A]) -> Callable[[A, Mapping[str, Any]], A]:
                 value = f"changes[{name!r}]" if name in changed else f"old.{name}"
             lines.append(f"    new.{name} = {value}")
         lines += ["    new.__class__ = cls", "    return new"]
-        exec("\n".join(lines), namespace)  # generated from the class's own fields
-        generated: Callable[[A, Mapping[str, Any]], A] = namespace["replace"]
+        # Defined into a dict of its own: threads may generate replacers at the same time.
+        defined: dict[str, Any] = {}
+        exec("\n".join(lines), namespace, defined)  # generated from the class's own fields
+        generated: Callable[[A, Mapping[str, Any]], A] = defined["replace"]
         return generated
 
     by_changed: dict[tuple[str, ...], Callable[[A, Mapping[str, Any]], A]] = {}
