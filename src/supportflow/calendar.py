@@ -440,12 +440,7 @@ class BusinessCalendar:
                 position = rec.before[i] + t - starts[i] if inside else rec.before[i + 1]
                 if inside:
                     self._opening = (starts[i], rec.ends[i])
-            target = position + d
-            if target <= rec.total:  # within the same week: most deadlines
-                j = bisect_left(rec.upto, target)
-                found.append(rec.starts[j] + target - rec.before[j])
-            else:
-                found.append(self._at(rec, w, target, d))
+            found.append(self._at(rec, w, position + d, d))
         return found
 
     def _at(self, rec: _Week, w: int, target: int, duration: timedelta | int) -> int:
