@@ -589,8 +589,7 @@ class Change:
         )
         before_category = workflow.category(previous)
         category = workflow.category(status)
-        self._pending["status"] = status  # ``_set`` for one field, on every transition
-        self._edits += 1
+        self._set(status=status)
         recorded = {
             "trigger": trigger,
             "from": previous,
