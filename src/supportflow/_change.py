@@ -768,17 +768,21 @@ class Change:
         category, resolved = rules.workflow.category, StatusCategory.RESOLVED
         return (category(status) is resolved) == (category(original.status) is resolved)
 
-    def catch_up(self, *, before_command: bool = False) -> None:
+    def catch_up(self, *, before_command: bool = False, kept: bool | None = None) -> None:
         """Handle every deadline due by ``now``, earliest first, each at its own time.
 
         Before a command, a deadline falling exactly at ``now`` is left to after it: an answer
-        given at the due instant meets the target.
+        given at the due instant meets the target. ``kept``: what ``_timers_kept()`` says now,
+        when the caller has asked already.
         """
         original = self.original
         if (
             original is not None
             and (original.next_deadline is None or original.next_deadline > self.now)
-            and ((self._ticket is original and not self._pending) or self._timers_kept())
+            and (
+                (self._ticket is original and not self._pending)
+                or (self._timers_kept() if kept is None else kept)
+            )
         ):
             return  # its deadlines are the stored ones, and the earliest is still ahead
         now = self.now
@@ -954,16 +958,21 @@ class Change:
     # -- saving ----------------------------------------------------------------------------
     def commit(self, uow: UnitOfWork, *, insert: bool) -> None:
         """Write the ticket, its events, timers and notifications in ``uow``."""
-        self.catch_up()  # what this command made due at once (urgent escalation, call-back)
+        # Whether the stored timers stand is asked once, before and after catching up, unless
+        # catching up handled a deadline (which changes the ticket).
+        kept = not insert and self._timers_kept()
+        handled = len(self.fired)
+        self.catch_up(kept=kept)  # what this command made due at once (urgent escalation, ...)
         if not self.recorded and not insert:
             return
+        if len(self.fired) != handled:
+            kept = self._timers_kept()
         stored = self._ticket
         assert stored is not None
         # Bookkeeping fields change only here, so they are read as stored; the events were
         # numbered from the stored sequence as they were recorded.
         sequence = stored.sequence
         events = self.recorded
-        kept = not insert and self._timers_kept()
         if kept:  # nothing they are worked out from changed: the stored rows stand
             timers, next_deadline = None, stored.next_deadline
         else:
