@@ -21,6 +21,7 @@ import pytest
 # The kit's plain asserts should explain themselves when they fail.
 pytest.register_assert_rewrite("supportflow.testing.storage_contract")
 
+from supportflow.errors import ConcurrencyConflict  # noqa: E402
 from supportflow.storage import MemoryStore, Storage  # noqa: E402
 from supportflow.storage.sqlite import SqliteStore  # noqa: E402
 from supportflow.testing.postgres import private_schema  # noqa: E402
@@ -261,3 +262,31 @@ def test_postgres_claims_walk_the_due_index(pg_schema_url: str) -> None:
     engine.dispose()
     assert "timers_due" in plan
     assert "Sort" not in plan
+
+
+def test_sqlstore_takes_back_its_batch_when_a_row_goes_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On databases other than PostgreSQL events go in one row at a time. A writer that commits
+    # one of the sequences meanwhile makes a row go missing (here: the third); the rows of the
+    # batch already in are taken back, so a caller that goes on and commits keeps none.
+    from supportflow.events import Event
+    from supportflow.storage import sql
+
+    store = sql.SqlStore("sqlite://", create=True)
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+    batch = [Event("t-1", n, "Noted", at, "agent_1", {"n": n}) for n in (1, 2, 3)]
+    insert_new = sql._SqlUnitOfWork._insert_new
+
+    def lose_the_third(
+        self: sql._SqlUnitOfWork, table: object, rows: list[dict[str, object]]
+    ) -> int:
+        if rows[0].get("sequence") == 3:
+            return 0
+        return insert_new(self, table, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sql._SqlUnitOfWork, "_insert_new", lose_the_third)
+    with store.transaction() as uow, pytest.raises(ConcurrencyConflict):
+        uow.append_events(batch)
+    with store.transaction() as uow:
+        assert uow.history("t-1") == []

@@ -708,9 +708,18 @@ class _SqlUnitOfWork:
                     "data": _plain(event.data),
                 }
             )
-        # A writer that committed the same sequence since our check makes a row go missing.
-        for row in rows:
+        # A writer that committed the same sequence since our check makes a row go missing;
+        # the rows this call put in before it are taken back, so that a caller who goes on
+        # after the conflict commits none of the batch.
+        for written, row in enumerate(rows):
             if self._insert_new(events, [row]) != 1:
+                for ours in rows[:written]:
+                    self._c.execute(
+                        sa.delete(events).where(
+                            events.c.ticket_id == ours["ticket_id"],
+                            events.c.sequence == ours["sequence"],
+                        )
+                    )
                 raise ConcurrencyConflict(row["ticket_id"], row["sequence"], None)
 
     def history(self, ticket_id: str) -> list[Event]:
@@ -1097,7 +1106,12 @@ _PG_APPEND_EVENTS = (
     " WHERE NOT EXISTS (SELECT FROM unnest(%(firsts)b::text[], %(first_sequences)b::int[])"
     " AS f(ticket_id, sequence) WHERE f.sequence <> 1 + COALESCE("
     "(SELECT max(s.sequence) FROM events s WHERE s.ticket_id = f.ticket_id), 0))"
-    " ORDER BY e.n ON CONFLICT DO NOTHING"
+    " ORDER BY e.n ON CONFLICT DO NOTHING RETURNING ticket_id, sequence"
+)
+
+_PG_TAKE_BACK_EVENTS = (
+    "DELETE FROM events WHERE (ticket_id, sequence) IN"
+    " (SELECT * FROM unnest(%(ticket_ids)b::text[], %(sequences)b::int[]))"
 )
 
 _PG_LAST_SEQUENCE = "SELECT max(sequence) FROM events WHERE ticket_id = %s"
@@ -1239,9 +1253,20 @@ class _PgUnitOfWork(_SqlUnitOfWork):
                 "firsts": firsts,
                 "first_sequences": first_sequences,
             },
-        ).rowcount
-        if inserted == len(ticket_ids):
+        ).all()
+        if len(inserted) == len(ticket_ids):
             return
+        if inserted:
+            # A writer committed one of these sequences while this statement waited for it:
+            # take back the rows that went in, so that a caller who goes on after the
+            # conflict commits none of the batch.
+            self._c.exec_driver_sql(
+                _PG_TAKE_BACK_EVENTS,
+                {
+                    "ticket_ids": [row[0] for row in inserted],
+                    "sequences": [row[1] for row in inserted],
+                },
+            )
         for ticket_id, sequence in zip(firsts, first_sequences, strict=True):
             stored = self._c.exec_driver_sql(_PG_LAST_SEQUENCE, (ticket_id,)).scalar()
             expected = int(stored or 0) + 1

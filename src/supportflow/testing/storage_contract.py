@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -585,6 +586,41 @@ class StorageContract:
         with store.transaction() as uow:
             assert [e.at for e in uow.history("t-1")] == [at(0), at(1)]
             assert uow.history("t-2") == []
+
+    def test_an_append_that_loses_a_race_keeps_none_of_its_events(self, store: Storage) -> None:
+        # Two units of work append to one ticket at once. The second finds its first sequence
+        # taken only while it writes; it gets ConcurrencyConflict, and a caller that goes on
+        # and commits anyway must not have written the rest of its batch.
+        first_written = threading.Event()
+        outcome: list[str] = []
+
+        def first() -> None:
+            with store.transaction() as uow:
+                uow.append_events([event("t-1", 1, 0, by="first")])
+                first_written.set()
+                time.sleep(0.5)  # the second writes meanwhile (or waits, on a serialising store)
+
+        def second() -> None:
+            first_written.wait(5)
+            try:
+                with store.transaction() as uow:
+                    try:
+                        uow.append_events([event("t-1", 1, 1, by="second"),
+                                           event("t-1", 2, 2, by="second")])  # fmt: skip
+                        outcome.append("appended")
+                    except ConcurrencyConflict:
+                        outcome.append("conflict")  # caught: the unit of work commits
+            except ConcurrencyConflict:
+                outcome.append("conflict on commit")
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert outcome in (["conflict"], ["conflict on commit"])
+        with store.transaction() as uow:
+            assert [(e.sequence, e.data) for e in uow.history("t-1")] == [(1, {"by": "first"})]
 
     def test_a_gap_in_sequences_is_refused(self, store: Storage) -> None:
         with store.transaction() as uow:
