@@ -25,6 +25,7 @@ on SQLite URLs for quick local checks.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -985,6 +986,10 @@ class _SqlUnitOfWork:
             "updated_at": _utc(record.updated_at, "record.updated_at"),
             "data": _plain(record.data),
         }
+        if self._c.dialect.name == "postgresql":
+            text = dump_json(values["data"])
+            if "\\u0000" in text:
+                _refuse_nul(text, values["data"], "record.data")
         name = f"{record.kind}/{record.id}"
         if expected_version is None:
             row = {"kind": record.kind, "id": record.id, **values}
@@ -1153,7 +1158,47 @@ _PG_ENQUEUE = (
 def _ticket_params(ticket: Ticket) -> tuple[tuple[Any, ...], str]:
     """The ticket's columns (``id`` first, no document) and its document as JSON text."""
     *columns, created_at = ticket_columns(ticket)
-    return (*columns, _utc(created_at, "ticket.created_at")), ticket_json(ticket)
+    text = ticket_json(ticket)
+    if "\\u0000" in text:
+        _refuse_nul(text, ticket_to_doc(ticket), "ticket")
+    return (*columns, _utc(created_at, "ticket.created_at")), text
+
+
+# U+0000 as JSON writes it, ``\u0000``, and not a backslash of the text followed by "u0000".
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _refuse_nul(text: str, doc: Any, field: str) -> None:
+    """Raise ``ValidationError`` naming where ``doc`` holds U+0000, if its JSON ``text`` does.
+
+    PostgreSQL stores no U+0000 in text, nor in a ``jsonb`` string: refused here with the path
+    to it rather than by the database, whose error would also end the transaction.
+    """
+    if _ESCAPED_NUL.search(text) is None:
+        return
+    where, value = _nul_at(doc, field)
+    raise ValidationError(
+        where, value, "text without U+0000 (NUL) characters: PostgreSQL cannot store them"
+    )
+
+
+def _nul_at(value: Any, path: str) -> tuple[str, Any]:
+    """The path to the first string (or key) in ``value`` holding U+0000, and that string."""
+    if isinstance(value, str):
+        return (path, value) if "\x00" in value else ("", None)
+    items: Any = ()
+    if isinstance(value, Mapping):
+        for key in value:
+            if "\x00" in str(key):
+                return f"{path}[{key!r}]", key
+        items = ((f"{path}.{key}", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    for where, item in items:
+        found = _nul_at(item, where)
+        if found[0]:
+            return found
+    return "", None
 
 
 def _from_pg(value: datetime) -> datetime:
@@ -1238,7 +1283,11 @@ class _PgUnitOfWork(_SqlUnitOfWork):
             types.append(event.type)
             ats.append(_utc(event.at, "event.at"))
             actors.append(event.actor)
-            datas.append(dump_json(dict(event.data)))
+            data = dump_json(dict(event.data))
+            if "\\u0000" in data or "\x00" in event.type or "\x00" in event.actor:
+                doc = {"type": event.type, "actor": event.actor, "data": dict(event.data)}
+                _refuse_nul(dump_json(doc), doc, "event")
+            datas.append(data)
         if not ticket_ids:
             return
         inserted = self._c.exec_driver_sql(
@@ -1311,6 +1360,10 @@ class _PgUnitOfWork(_SqlUnitOfWork):
                 raise ValidationError("notifications", notification, "Notification instances")
             created.append(_utc(notification.created_at, "notification.created_at"))
             keys.append(notification.idempotency_key)
-            docs.append(dump_json(notification_to_doc(notification)))
+            doc = notification_to_doc(notification)
+            text = dump_json(doc)
+            if "\\u0000" in text:
+                _refuse_nul(text, doc, "notification")
+            docs.append(text)
         if keys:
             self._c.exec_driver_sql(_PG_ENQUEUE, {"keys": keys, "created": created, "docs": docs})

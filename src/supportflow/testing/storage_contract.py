@@ -175,6 +175,20 @@ def event(ticket_id: str, sequence: int, minutes: float, **data: Any) -> Event:
     return Event(ticket_id, sequence, "Noted", at(minutes), "agent_1", data)
 
 
+def _written_or_refused(write: Callable[[], object], field: str, value: object) -> bool:
+    """Whether ``write`` stored what it was given; a store that refuses it must say so with a
+    ``ValidationError`` naming ``field`` and ``value``."""
+    refused: ValidationError | None = None
+    try:
+        write()
+    except ValidationError as error:
+        refused = error
+    if refused is None:
+        return True
+    assert (refused.field, refused.value) == (field, value), refused
+    return False
+
+
 def notification(key: str, minutes: float = 0, **changes: Any) -> Notification:
     made = Notification(
         idempotency_key=key,
@@ -621,6 +635,53 @@ class StorageContract:
         assert outcome in (["conflict"], ["conflict on commit"])
         with store.transaction() as uow:
             assert [(e.sequence, e.data) for e in uow.history("t-1")] == [(1, {"by": "first"})]
+
+    def test_nul_characters_read_back_or_are_refused_by_name(self, store: Storage) -> None:
+        # U+0000 arrives in pasted or badly encoded mail. A store keeps it, or refuses the write
+        # with a ValidationError naming where it is (PostgreSQL cannot store it), and the unit
+        # of work goes on: what it writes next is kept. A backslash followed by "u0000" is
+        # ordinary text everywhere.
+        bad = make_ticket("t-1", 1, subject="jammed\x00again")
+        bad_event = event("t-2", 1, 0, note="line one\x00line two")
+        literal = "a path like C:\\u0000\\printers"
+        with store.transaction() as uow:
+            kept_ticket = _written_or_refused(
+                lambda: uow.insert_ticket(bad), "ticket.subject", "jammed\x00again"
+            )
+            kept_event = _written_or_refused(
+                lambda: uow.append_events([bad_event]), "event.data.note", "line one\x00line two"
+            )
+            uow.insert_ticket(make_ticket("t-3", 3, subject=literal))
+            uow.append_events([event("t-3", 1, 0, note=literal)])
+        with store.transaction() as uow:
+            if kept_ticket:
+                assert uow.get_ticket("t-1") == bad
+            else:
+                with pytest.raises(TicketNotFound):
+                    uow.get_ticket("t-1")
+            assert uow.history("t-2") == ([bad_event] if kept_event else [])
+            assert uow.get_ticket("t-3").subject == literal
+            assert [e.data["note"] for e in uow.history("t-3")] == [literal]
+
+    def test_nul_characters_in_records_and_notifications_read_back_or_are_refused(
+        self, store: Storage
+    ) -> None:
+        note = record("survey", "r-1", data={"comment": "fine\x00thanks"})
+        message = notification("n-1", body="Dear\x00Ana")
+        with store.transaction() as uow:
+            kept_record = _written_or_refused(
+                lambda: uow.put_record(note), "record.data.comment", "fine\x00thanks"
+            )
+            kept_message = _written_or_refused(
+                lambda: uow.enqueue([message]), "notification.body", "Dear\x00Ana"
+            )
+            uow.put_record(record("survey", "r-2"))
+        with store.transaction() as uow:
+            assert uow.get_record("survey", "r-1") == (note if kept_record else None)
+            pending = uow.list_outbox(OutboxStatus.PENDING)
+            outbox = [entry.notification for entry in pending]
+            assert outbox == ([message] if kept_message else [])
+            assert uow.get_record("survey", "r-2") == record("survey", "r-2")
 
     def test_a_gap_in_sequences_is_refused(self, store: Storage) -> None:
         with store.transaction() as uow:
