@@ -13,7 +13,9 @@ the bytes of their subject, body and message strings, per ticket. Makes no asser
 ``--instructions`` adds CPU instructions per command, counted by valgrind's callgrind (when
 it is installed): the difference between 20 and 170 lives, so start-up cost drops out, at a
 fixed ``PYTHONHASHSEED``. Unlike the rates, these counts repeat exactly on a shared, noisy
-machine, so they are the figures to compare two versions of the code by.
+machine, so they are the figures to compare two versions of the code by. ``--per-command``
+with it splits them by command of the life (lives cut after each command, each count minus
+the one before; about ten minutes).
 
 Targets (the core issue's, for reading the figures): at least 25,000 commands/s, at most
 2 KB per stored ticket beyond its text.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import cProfile
 import gc
 import io
+import itertools
 import os
 import pstats
 import re
@@ -57,20 +60,38 @@ def make_desk(sla: list[Any] | None) -> tuple[Desk, ManualClock]:
     return Desk(store=MemoryStore(), clock=clock, sla=sla), clock
 
 
-def life(desk: Desk, clock: ManualClock, n: int) -> int:
-    """One ticket's whole life; returns the bytes of the text it stored."""
+LIFE_STEPS = (
+    "open",
+    "assign",
+    "agent reply",
+    "wait on customer",
+    "customer reply",
+    "resolve",
+    "close",
+)  # the commands of ``life``, in order
+
+
+def life(desk: Desk, clock: ManualClock, n: int, steps: int = COMMANDS_PER_LIFE) -> int:
+    """One ticket's whole life (its first ``steps`` commands: ``LIFE_STEPS``); returns the
+    bytes of the text it stored."""
     subject = f"Password reset mail #{n} never arrives"
     body = f"I asked for a reset link three times (request {n}) and got nothing."
     answer = f"Could you look in your spam folder? (ref {n})"
     thanks = f"Found it, thanks! ({n})"
     ticket = desk.open_ticket(subject=subject, body=body, customer=CUSTOMER, channel="email")
-    desk.assign(ticket.id, "agent_li", by="lead_zhao")
+    if steps > 1:
+        desk.assign(ticket.id, "agent_li", by="lead_zhao")
     clock.advance(seconds=30)
-    desk.reply(ticket.id, answer, by="agent_li")
-    desk.fire(ticket.id, "wait_on_customer", by="agent_li")
-    desk.reply(ticket.id, thanks, by="c-17", role="customer")
-    desk.resolve(ticket.id, by="agent_li", resolution="Mail was filtered as spam")
-    desk.close(ticket.id, by="c-17", reason="customer confirmed")
+    if steps > 2:
+        desk.reply(ticket.id, answer, by="agent_li")
+    if steps > 3:
+        desk.fire(ticket.id, "wait_on_customer", by="agent_li")
+    if steps > 4:
+        desk.reply(ticket.id, thanks, by="c-17", role="customer")
+    if steps > 5:
+        desk.resolve(ticket.id, by="agent_li", resolution="Mail was filtered as spam")
+    if steps > 6:
+        desk.close(ticket.id, by="c-17", reason="customer confirmed")
     return sum(sys.getsizeof(text) for text in (subject, body, answer, thanks))
 
 
@@ -181,9 +202,9 @@ def profile(sla: list[Any] | None, top: int = 25) -> str:
     return out.getvalue()
 
 
-def counted_run(what: str, lives: int) -> None:
-    """What ``instructions`` counts: ``lives`` ticket lives (``sla`` or ``no-sla``), or as
-    many lives of bare triggers (``bare``)."""
+def counted_run(what: str, lives: int, steps: int = COMMANDS_PER_LIFE) -> None:
+    """What ``instructions`` counts: ``lives`` ticket lives (``sla`` or ``no-sla``; their
+    first ``steps`` commands), or as many lives of bare triggers (``bare``)."""
     if what == "bare":
         events, holder = bare_machine_events(), _Holder()
         for _ in range(lives):
@@ -193,14 +214,14 @@ def counted_run(what: str, lives: int) -> None:
         return
     desk, clock = make_desk(None if what == "sla" else [])
     for n in range(lives):
-        life(desk, clock, n)
+        life(desk, clock, n, steps)
 
 
-def _collected(what: str, lives: int) -> int:
+def _collected(what: str, lives: int, steps: int = COMMANDS_PER_LIFE) -> int:
     """Instructions callgrind counts for a fresh interpreter running ``counted_run``."""
     program = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-        f"import bench_core; bench_core.counted_run({what!r}, {lives})"
+        f"import bench_core; bench_core.counted_run({what!r}, {lives}, {steps})"
     )
     done = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
@@ -216,6 +237,16 @@ def _collected(what: str, lives: int) -> int:
 def instructions(what: str, per_life: int, few: int = 20, many: int = 170) -> float:
     """Instructions per command (or per bare trigger): ``many`` lives minus ``few``."""
     return (_collected(what, many) - _collected(what, few)) / ((many - few) * per_life)
+
+
+def instructions_per_step(what: str, few: int = 20, many: int = 170) -> list[float]:
+    """Instructions of each command of the life (``LIFE_STEPS``): lives cut after each step,
+    each count minus the one before it."""
+    totals = [0.0]
+    for steps in range(1, COMMANDS_PER_LIFE + 1):
+        counted = _collected(what, many, steps) - _collected(what, few, steps)
+        totals.append(counted / (many - few))
+    return [after - before for before, after in itertools.pairwise(totals)]
 
 
 def report(label: str, value: float, unit: str, target: str, ok: Callable[[float], bool]) -> None:
@@ -234,6 +265,14 @@ def print_instructions() -> None:
         print(f"{'per Desk command, ' + label:<44} {per_command:>12,.0f} instructions")
         print(f"{'ratio command : bare trigger, ' + label:<44} {per_command / bare:>12.1f} x")
     print(f"{'per bare transitions trigger':<44} {bare:>12,.0f} instructions")
+    if "--per-command" not in sys.argv:
+        return
+    with_sla, without_sla = instructions_per_step("sla"), instructions_per_step("no-sla")
+    print(
+        f"\n{'instructions per command':<20} {'default SLA':>12} {'sla=[]':>12} {'SLA share':>12}"
+    )
+    for step, a, b in zip(LIFE_STEPS, with_sla, without_sla, strict=True):
+        print(f"{step:<20} {a:>12,.0f} {b:>12,.0f} {a - b:>12,.0f}")
 
 
 def main() -> None:

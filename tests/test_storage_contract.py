@@ -290,3 +290,4 @@ def test_sqlstore_takes_back_its_batch_when_a_row_goes_missing(
         uow.append_events(batch)
     with store.transaction() as uow:
         assert uow.history("t-1") == []
+    store.close()

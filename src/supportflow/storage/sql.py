@@ -986,10 +986,6 @@ class _SqlUnitOfWork:
             "updated_at": _utc(record.updated_at, "record.updated_at"),
             "data": _plain(record.data),
         }
-        if self._c.dialect.name == "postgresql":
-            text = dump_json(values["data"])
-            if "\\u0000" in text:
-                _refuse_nul(text, values["data"], "record.data")
         name = f"{record.kind}/{record.id}"
         if expected_version is None:
             row = {"kind": record.kind, "id": record.id, **values}
@@ -1168,6 +1164,21 @@ def _ticket_params(ticket: Ticket) -> tuple[tuple[Any, ...], str]:
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+_NO_NUL = "text without U+0000 (NUL) characters: PostgreSQL cannot store them"
+
+
+def _holds_nul(*texts: object) -> bool:
+    return any(isinstance(text, str) and "\x00" in text for text in texts)
+
+
+def _refuse_nul_text(texts: Mapping[str, str | None]) -> None:
+    """Raise ``ValidationError`` for the first of ``texts`` (field name: text) holding
+    U+0000 (PostgreSQL text columns: ids, keys, statuses)."""
+    for field, text in texts.items():
+        if _holds_nul(text):
+            raise ValidationError(field, text, _NO_NUL)
+
+
 def _refuse_nul(text: str, doc: Any, field: str) -> None:
     """Raise ``ValidationError`` naming where ``doc`` holds U+0000, if its JSON ``text`` does.
 
@@ -1177,9 +1188,7 @@ def _refuse_nul(text: str, doc: Any, field: str) -> None:
     if _ESCAPED_NUL.search(text) is None:
         return
     where, value = _nul_at(doc, field)
-    raise ValidationError(
-        where, value, "text without U+0000 (NUL) characters: PostgreSQL cannot store them"
-    )
+    raise ValidationError(where or field, value, _NO_NUL)
 
 
 def _nul_at(value: Any, path: str) -> tuple[str, Any]:
@@ -1218,6 +1227,8 @@ class _PgUnitOfWork(_SqlUnitOfWork):
 
     # -- tickets ---------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str) -> Ticket:
+        if _holds_nul(ticket_id):
+            raise TicketNotFound(ticket_id)  # no stored id holds one (an id read from a URL)
         text = self._c.exec_driver_sql(_PG_GET_TICKET, (ticket_id,)).scalar()
         if text is None:
             raise TicketNotFound(ticket_id)
@@ -1284,8 +1295,13 @@ class _PgUnitOfWork(_SqlUnitOfWork):
             ats.append(_utc(event.at, "event.at"))
             actors.append(event.actor)
             data = dump_json(dict(event.data))
-            if "\\u0000" in data or "\x00" in event.type or "\x00" in event.actor:
-                doc = {"type": event.type, "actor": event.actor, "data": dict(event.data)}
+            if "\\u0000" in data or "\x00" in f"{event.ticket_id}{event.type}{event.actor}":
+                doc = {
+                    "ticket_id": event.ticket_id,
+                    "type": event.type,
+                    "actor": event.actor,
+                    "data": dict(event.data),
+                }
                 _refuse_nul(dump_json(doc), doc, "event")
             datas.append(data)
         if not ticket_ids:
@@ -1323,9 +1339,51 @@ class _PgUnitOfWork(_SqlUnitOfWork):
                 raise ConcurrencyConflict(ticket_id, expected, sequence)
         raise ConcurrencyConflict(firsts[0], first_sequences[0], None)
 
+    # Lookups by an id or key holding U+0000 find nothing: no stored one holds it, and
+    # PostgreSQL refuses the parameter.
+    def history(self, ticket_id: str) -> list[Event]:
+        return [] if _holds_nul(ticket_id) else super().history(ticket_id)
+
+    def timers(self, ticket_id: str) -> list[Timer]:
+        return [] if _holds_nul(ticket_id) else super().timers(ticket_id)
+
+    def get_record(self, kind: str, record_id: str) -> Record | None:
+        return None if _holds_nul(kind, record_id) else super().get_record(kind, record_id)
+
+    def outbox_entry(self, key: str) -> OutboxEntry | None:
+        return None if _holds_nul(key) else super().outbox_entry(key)
+
+    def occurrences(self, key: str, since: datetime) -> list[str]:
+        return [] if _holds_nul(key) else super().occurrences(key, since)
+
+    # -- records, occurrences and delivery reports -------------------------------------------
+    def put_record(self, record: Record, expected_version: int | None = None) -> None:
+        if isinstance(record, Record):
+            _refuse_nul_text(
+                {"record.kind": record.kind, "record.id": record.id,
+                 "record.status": record.status, "record.ticket_id": record.ticket_id}
+            )  # fmt: skip
+            text = dump_json(_plain(record.data))
+            if "\\u0000" in text:
+                _refuse_nul(text, dict(record.data), "record.data")
+        super().put_record(record, expected_version)
+
+    def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        _refuse_nul_text({"key": key, "ticket_id": ticket_id})
+        super().record_occurrence(key, ticket_id, at)
+
+    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+        # The error is diagnostic text (a server's reply may hold anything): a NUL is written
+        # as "\x00" rather than the report refused, which would leave the row to be sent again.
+        super().mark_failed(key, str(error).replace("\x00", "\\x00"), retry_at)
+
     # -- timers ----------------------------------------------------------------------------
     def replace_timers(self, ticket_id: str, timers_: Sequence[Timer]) -> None:
         wanted = check_timers(ticket_id, timers_)
+        for timer in wanted.values():
+            _refuse_nul_text(
+                {"ticket_id": ticket_id, "timer.key": timer.key, "timer.kind": timer.kind}
+            )
         self._c.exec_driver_sql(
             _PG_REPLACE_TIMERS,
             {

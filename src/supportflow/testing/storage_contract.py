@@ -675,13 +675,41 @@ class StorageContract:
             kept_message = _written_or_refused(
                 lambda: uow.enqueue([message]), "notification.body", "Dear\x00Ana"
             )
+            kept_kind = _written_or_refused(
+                lambda: uow.put_record(record("survey\x00", "r-3")), "record.kind", "survey\x00"
+            )
+            timer = Timer("t-1", "sla:first\x00", at(30), "sla")
+            kept_timer = _written_or_refused(
+                lambda: uow.replace_timers("t-1", [timer]), "timer.key", "sla:first\x00"
+            )
+            kept_stream = _written_or_refused(
+                lambda: uow.append_events([event("t\x00", 1, 0)]), "event.ticket_id", "t\x00"
+            )
             uow.put_record(record("survey", "r-2"))
         with store.transaction() as uow:
+            assert (uow.get_record("survey\x00", "r-3") is not None) == kept_kind
+            assert uow.timers("t-1") == ([timer] if kept_timer else [])
+            assert len(uow.history("t\x00")) == kept_stream
+            with pytest.raises(TicketNotFound):
+                uow.get_ticket("t\x00")  # an id read from a URL: not found, on every store
             assert uow.get_record("survey", "r-1") == (note if kept_record else None)
             pending = uow.list_outbox(OutboxStatus.PENDING)
             outbox = [entry.notification for entry in pending]
             assert outbox == ([message] if kept_message else [])
             assert uow.get_record("survey", "r-2") == record("survey", "r-2")
+
+    def test_a_delivery_report_with_a_nul_is_recorded(self, store: Storage) -> None:
+        # A server's reply ends up in the error text: the report must be recorded (else the
+        # row is sent again), the NUL kept or written as "\\x00".
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1")])
+        with store.transaction() as uow:
+            uow.mark_failed("n-1", "550 rejected\x00", None)
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.status, entry.attempts) == (OutboxStatus.DEAD, 1)
+            assert entry.last_error in ("550 rejected\x00", "550 rejected\\x00")
 
     def test_a_gap_in_sequences_is_refused(self, store: Storage) -> None:
         with store.transaction() as uow:
