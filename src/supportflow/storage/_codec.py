@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar, get_origin
 
@@ -33,8 +34,11 @@ from supportflow.model import Message, Notification, SlaState, Ticket, Timer
 from supportflow.storage._port import OutboxEntry, Record
 
 __all__ = [
+    "NOT_UNICODE",
     "TicketCache",
+    "check_unicode",
     "converter",
+    "diagnostic_text",
     "dump_json",
     "event_from_doc",
     "event_to_doc",
@@ -42,18 +46,21 @@ __all__ = [
     "instant_to_micros",
     "load_json",
     "micros_to_instant",
+    "not_unicode",
     "notification_from_doc",
     "notification_to_doc",
     "outbox_entry_from_doc",
     "outbox_entry_to_doc",
     "record_from_doc",
     "record_to_doc",
+    "text_at",
     "ticket_from_doc",
     "ticket_json",
     "ticket_to_doc",
     "timer_from_doc",
     "timer_to_doc",
     "to_doc",
+    "unfindable",
 ]
 
 T = TypeVar("T")
@@ -216,12 +223,82 @@ def from_doc(doc: Any, as_type: type[T]) -> T:
         raise ValidationError(as_type.__name__, doc, f"a stored {as_type.__name__}") from exc
 
 
-def dump_json(doc: Any) -> str:
-    """Compact JSON text; non-ASCII stays readable, NaN and infinities are refused."""
+def dump_json(doc: Any, field: str = "data") -> str:
+    """Compact JSON text; non-ASCII stays readable. NaN, infinities and text that is not valid
+    Unicode are refused with a ``ValidationError`` (naming ``field``, or the path under it)."""
+    text = _dumps(doc)
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        _refuse_surrogates(doc, field)
+    return text
+
+
+def _dumps(doc: Any) -> str:
     try:
         return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValidationError("data", doc, f"plain JSON values ({exc})") from None
+
+
+# A lone surrogate is a str but not Unicode text: no database encodes it. Decoding bytes with
+# errors="surrogateescape" (as the email package does with undecodable headers) leaves them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+NOT_UNICODE = "valid Unicode text (no lone surrogates, as errors='surrogateescape' leaves)"
+
+
+def not_unicode(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def check_unicode(texts: Mapping[str, object]) -> None:
+    """Raise ``ValidationError`` for the first of ``texts`` (field name: value) that is text
+    but not valid Unicode (the columns beside the JSON documents: ids, keys, statuses)."""
+    for field, text in texts.items():
+        if isinstance(text, str) and not_unicode(text):
+            raise ValidationError(field, text, NOT_UNICODE)
+
+
+def unfindable(*keys: object) -> bool:
+    """Whether a lookup by ``keys`` must find nothing: one is text that no stored id or key
+    can hold, which a database would refuse as a parameter (an id read from a URL)."""
+    return any(isinstance(key, str) and not_unicode(key) for key in keys)
+
+
+def diagnostic_text(error: object) -> str:
+    """A delivery error as text any database stores. It may quote a server's reply, which may
+    hold anything, and refusing the report would leave the row to be sent again: lone
+    surrogates are written as ``\\udcxx``."""
+    text = str(error)
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _refuse_surrogates(doc: Any, field: str) -> None:
+    where, value = text_at(doc, field, not_unicode)
+    raise ValidationError(where or field, value, NOT_UNICODE)
+
+
+def text_at(value: Any, path: str, bad: Callable[[str], bool]) -> tuple[str, Any]:
+    """The path under ``path`` to the first string (or mapping key) in the JSON-like ``value``
+    for which ``bad`` holds, and that string; ``("", None)`` when there is none.
+
+    >>> text_at({"tags": ["ok", "b\x00d"]}, "ticket", lambda text: "\x00" in text)
+    ('ticket.tags[1]', 'b\x00d')
+    """
+    if isinstance(value, str):
+        return (path, value) if bad(value) else ("", None)
+    items: Any = ()
+    if isinstance(value, Mapping):
+        for key in value:
+            if isinstance(key, str) and bad(key):
+                return f"{path}[{key!r}]", key
+        items = ((f"{path}.{key}", item) for key, item in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    for where, item in items:
+        found = text_at(item, where, bad)
+        if found[0]:
+            return found
+    return "", None
 
 
 def load_json(text: str | bytes) -> Any:
@@ -255,8 +332,8 @@ def ticket_columns(ticket: Ticket) -> tuple[Any, ...]:
 
 
 # JSON text of the parts of a ticket that most saves leave as they were, by object.
-_sla_json = _ByObject(lambda value: dump_json(to_doc(value, SlaState)), copy=False)
-_message_json = _ByObject(lambda value: dump_json(to_doc(value, Message)), copy=False)
+_sla_json = _ByObject(lambda value: _dumps(to_doc(value, SlaState)), copy=False)
+_message_json = _ByObject(lambda value: _dumps(to_doc(value, Message)), copy=False)
 _ticket_head = make_dict_unstructure_fn(
     Ticket,
     converter,
@@ -274,10 +351,13 @@ def ticket_json(ticket: Ticket) -> str:
     """
     if not isinstance(ticket, Ticket):
         raise ValidationError("ticket", ticket, "a Ticket")
-    head = dump_json(_ticket_head(ticket))
+    head = _dumps(_ticket_head(ticket))
     sla = _sla_json(ticket.sla) if ticket.sla is not None else "null"
     messages = ",".join([_message_json(message) for message in ticket.messages])
-    return f'{head[:-1]},"sla":{sla},"messages":[{messages}]}}'
+    text = f'{head[:-1]},"sla":{sla},"messages":[{messages}]}}'
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        _refuse_surrogates(ticket_to_doc(ticket), "ticket")
+    return text
 
 
 def ticket_from_doc(doc: Any) -> Ticket:
@@ -411,6 +491,7 @@ def check_timers(ticket_id: str, timers: Any) -> dict[str, Timer]:
             raise ValidationError("timer.ticket_id", timer.ticket_id, f"{ticket_id!r}")
         if timer.key in by_key:
             raise ValidationError("timer.key", timer.key, "one timer per key")
+        check_unicode({"timer.key": timer.key, "timer.kind": timer.kind})
         by_key[timer.key] = timer
     return by_key
 
@@ -423,6 +504,14 @@ def check_event(event: Any) -> Event:
         raise ValidationError("event.sequence", event.sequence, "a whole number >= 1")
     if event.sequence < 1:
         raise ValidationError("event.sequence", event.sequence, "a whole number >= 1")
+    if not f"{event.ticket_id}{event.type}{event.actor}".isascii():
+        check_unicode(
+            {
+                "event.ticket_id": event.ticket_id,
+                "event.type": event.type,
+                "event.actor": event.actor,
+            }
+        )
     return event
 
 

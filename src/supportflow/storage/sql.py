@@ -54,15 +54,19 @@ from supportflow.storage._codec import (
     check_statuses,
     check_text,
     check_timers,
+    check_unicode,
+    diagnostic_text,
     dump_json,
     instant_to_micros,
     micros_to_instant,
     notification_from_doc,
     notification_to_doc,
+    text_at,
     ticket_columns,
     ticket_from_doc,
     ticket_json,
     ticket_to_doc,
+    unfindable,
 )
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery, UnitOfWork
 
@@ -480,7 +484,7 @@ def _ticket_values(ticket: Ticket) -> dict[str, Any]:
     if not isinstance(ticket, Ticket):
         raise ValidationError("ticket", ticket, "a Ticket")
     doc = ticket_to_doc(ticket)
-    dump_json(doc)  # refuse NaN and non-JSON values before the database sees them
+    dump_json(doc, "ticket")  # refuse NaN and non-JSON values before the database sees them
     return {
         "id": ticket.id,
         "number": ticket.number,
@@ -507,9 +511,9 @@ def _claim_window(
     return None if check_limit(limit) == 0 else (at, until)
 
 
-def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
+def _plain(data: Mapping[str, Any], field: str) -> dict[str, Any]:
     plain = dict(data)
-    dump_json(plain)  # refuse NaN and non-JSON values before the database sees them
+    dump_json(plain, field)  # refuse NaN and non-JSON values before the database sees them
     return plain
 
 
@@ -598,6 +602,9 @@ class _SqlUnitOfWork:
                 pass
         return inserted
 
+    def _unfindable(self, *keys: object) -> bool:
+        return unfindable(*keys)
+
     # -- tickets ---------------------------------------------------------------------------
     def next_ticket_number(self) -> int:
         if self._c.dialect.supports_sequences:
@@ -607,6 +614,8 @@ class _SqlUnitOfWork:
         return int(self._c.execute(sa.select(counters.c.value).where(where)).scalar_one())
 
     def get_ticket(self, ticket_id: str) -> Ticket:
+        if self._unfindable(ticket_id):
+            raise TicketNotFound(ticket_id)
         doc = self._c.execute(sa.select(tickets.c.doc).where(tickets.c.id == ticket_id)).scalar()
         if doc is None:
             raise TicketNotFound(ticket_id)
@@ -706,7 +715,7 @@ class _SqlUnitOfWork:
                     "type": event.type,
                     "at": _utc(event.at, "event.at"),
                     "actor": event.actor,
-                    "data": _plain(event.data),
+                    "data": _plain(event.data, "event.data"),
                 }
             )
         # A writer that committed the same sequence since our check makes a row go missing;
@@ -724,6 +733,8 @@ class _SqlUnitOfWork:
                 raise ConcurrencyConflict(row["ticket_id"], row["sequence"], None)
 
     def history(self, ticket_id: str) -> list[Event]:
+        if self._unfindable(ticket_id):
+            return []
         statement = (
             sa.select(*_EVENT_COLUMNS)
             .where(events.c.ticket_id == ticket_id)
@@ -806,6 +817,8 @@ class _SqlUnitOfWork:
                 raise ConcurrencyConflict(ticket_id, 0, None)
 
     def timers(self, ticket_id: str) -> list[Timer]:
+        if self._unfindable(ticket_id):
+            return []
         statement = (
             sa.select(*_TIMER_COLUMNS)
             .where(timers.c.ticket_id == ticket_id)
@@ -867,7 +880,7 @@ class _SqlUnitOfWork:
                 raise ValidationError("notifications", notification, "Notification instances")
             created = _utc(notification.created_at, "notification.created_at")
             doc = notification_to_doc(notification)
-            dump_json(doc)
+            dump_json(doc, "notification")
             rows.append(
                 {
                     "key": notification.idempotency_key,
@@ -941,13 +954,15 @@ class _SqlUnitOfWork:
                 status=status.value,
                 attempts=outbox.c.attempts + 1,
                 next_attempt_at=retry,
-                last_error=str(error),
+                last_error=diagnostic_text(error),
                 lease_owner=None,
                 lease_until=None,
             )
         )
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
+        if self._unfindable(key):
+            return None
         row = self._c.execute(sa.select(*_OUTBOX_COLUMNS).where(outbox.c.key == key)).first()
         return _outbox_entry(row) if row is not None else None
 
@@ -978,13 +993,17 @@ class _SqlUnitOfWork:
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
         if not isinstance(record, Record):
             raise ValidationError("record", record, "a Record")
+        check_unicode(
+            {"record.kind": record.kind, "record.id": record.id, "record.status": record.status,
+             "record.ticket_id": record.ticket_id}
+        )  # fmt: skip
         values = {
             "ticket_id": record.ticket_id,
             "status": record.status,
             "version": record.version,
             "created_at": _utc(record.created_at, "record.created_at"),
             "updated_at": _utc(record.updated_at, "record.updated_at"),
-            "data": _plain(record.data),
+            "data": _plain(record.data, "record.data"),
         }
         name = f"{record.kind}/{record.id}"
         if expected_version is None:
@@ -1014,6 +1033,8 @@ class _SqlUnitOfWork:
         return int(value) if value is not None else None
 
     def get_record(self, kind: str, record_id: str) -> Record | None:
+        if self._unfindable(kind, record_id):
+            return None
         row = self._c.execute(
             sa.select(records).where(records.c.kind == kind, records.c.id == record_id)
         ).first()
@@ -1045,6 +1066,7 @@ class _SqlUnitOfWork:
 
     # -- occurrences -----------------------------------------------------------------------
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        check_unicode({"key": key, "ticket_id": ticket_id})
         when = _utc(at, "at")
         self._c.execute(sa.insert(occurrences).values(key=key, ticket_id=ticket_id, at=when))
         # Forgetting what is older than a day keeps the table as small as the window.
@@ -1055,6 +1077,8 @@ class _SqlUnitOfWork:
         )
 
     def occurrences(self, key: str, since: datetime) -> list[str]:
+        if self._unfindable(key):
+            return []
         statement = (
             sa.select(occurrences.c.ticket_id)
             .where(occurrences.c.key == key, occurrences.c.at >= _utc(since, "since"))
@@ -1187,27 +1211,8 @@ def _refuse_nul(text: str, doc: Any, field: str) -> None:
     """
     if _ESCAPED_NUL.search(text) is None:
         return
-    where, value = _nul_at(doc, field)
+    where, value = text_at(doc, field, _holds_nul)
     raise ValidationError(where or field, value, _NO_NUL)
-
-
-def _nul_at(value: Any, path: str) -> tuple[str, Any]:
-    """The path to the first string (or key) in ``value`` holding U+0000, and that string."""
-    if isinstance(value, str):
-        return (path, value) if "\x00" in value else ("", None)
-    items: Any = ()
-    if isinstance(value, Mapping):
-        for key in value:
-            if "\x00" in str(key):
-                return f"{path}[{key!r}]", key
-        items = ((f"{path}.{key}", item) for key, item in value.items())
-    elif isinstance(value, (list, tuple)):
-        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
-    for where, item in items:
-        found = _nul_at(item, where)
-        if found[0]:
-            return found
-    return "", None
 
 
 def _from_pg(value: datetime) -> datetime:
@@ -1227,8 +1232,8 @@ class _PgUnitOfWork(_SqlUnitOfWork):
 
     # -- tickets ---------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str) -> Ticket:
-        if _holds_nul(ticket_id):
-            raise TicketNotFound(ticket_id)  # no stored id holds one (an id read from a URL)
+        if self._unfindable(ticket_id):
+            raise TicketNotFound(ticket_id)
         text = self._c.exec_driver_sql(_PG_GET_TICKET, (ticket_id,)).scalar()
         if text is None:
             raise TicketNotFound(ticket_id)
@@ -1294,7 +1299,7 @@ class _PgUnitOfWork(_SqlUnitOfWork):
             types.append(event.type)
             ats.append(_utc(event.at, "event.at"))
             actors.append(event.actor)
-            data = dump_json(dict(event.data))
+            data = dump_json(dict(event.data), "event.data")
             if "\\u0000" in data or "\x00" in f"{event.ticket_id}{event.type}{event.actor}":
                 doc = {
                     "ticket_id": event.ticket_id,
@@ -1339,22 +1344,8 @@ class _PgUnitOfWork(_SqlUnitOfWork):
                 raise ConcurrencyConflict(ticket_id, expected, sequence)
         raise ConcurrencyConflict(firsts[0], first_sequences[0], None)
 
-    # Lookups by an id or key holding U+0000 find nothing: no stored one holds it, and
-    # PostgreSQL refuses the parameter.
-    def history(self, ticket_id: str) -> list[Event]:
-        return [] if _holds_nul(ticket_id) else super().history(ticket_id)
-
-    def timers(self, ticket_id: str) -> list[Timer]:
-        return [] if _holds_nul(ticket_id) else super().timers(ticket_id)
-
-    def get_record(self, kind: str, record_id: str) -> Record | None:
-        return None if _holds_nul(kind, record_id) else super().get_record(kind, record_id)
-
-    def outbox_entry(self, key: str) -> OutboxEntry | None:
-        return None if _holds_nul(key) else super().outbox_entry(key)
-
-    def occurrences(self, key: str, since: datetime) -> list[str]:
-        return [] if _holds_nul(key) else super().occurrences(key, since)
+    def _unfindable(self, *keys: object) -> bool:
+        return super()._unfindable(*keys) or _holds_nul(*keys)
 
     # -- records, occurrences and delivery reports -------------------------------------------
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
@@ -1363,7 +1354,7 @@ class _PgUnitOfWork(_SqlUnitOfWork):
                 {"record.kind": record.kind, "record.id": record.id,
                  "record.status": record.status, "record.ticket_id": record.ticket_id}
             )  # fmt: skip
-            text = dump_json(_plain(record.data))
+            text = dump_json(dict(record.data), "record.data")
             if "\\u0000" in text:
                 _refuse_nul(text, dict(record.data), "record.data")
         super().put_record(record, expected_version)
@@ -1373,9 +1364,8 @@ class _PgUnitOfWork(_SqlUnitOfWork):
         super().record_occurrence(key, ticket_id, at)
 
     def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
-        # The error is diagnostic text (a server's reply may hold anything): a NUL is written
-        # as "\x00" rather than the report refused, which would leave the row to be sent again.
-        super().mark_failed(key, str(error).replace("\x00", "\\x00"), retry_at)
+        # PostgreSQL stores no NUL: written as "\x00" (see ``diagnostic_text``).
+        super().mark_failed(key, diagnostic_text(error).replace("\x00", "\\x00"), retry_at)
 
     # -- timers ----------------------------------------------------------------------------
     def replace_timers(self, ticket_id: str, timers_: Sequence[Timer]) -> None:
@@ -1419,7 +1409,7 @@ class _PgUnitOfWork(_SqlUnitOfWork):
             created.append(_utc(notification.created_at, "notification.created_at"))
             keys.append(notification.idempotency_key)
             doc = notification_to_doc(notification)
-            text = dump_json(doc)
+            text = dump_json(doc, "notification")
             if "\\u0000" in text:
                 _refuse_nul(text, doc, "notification")
             docs.append(text)

@@ -48,6 +48,8 @@ from supportflow.storage._codec import (
     check_statuses,
     check_text,
     check_timers,
+    check_unicode,
+    diagnostic_text,
     dump_json,
     instant_to_micros,
     load_json,
@@ -56,6 +58,7 @@ from supportflow.storage._codec import (
     notification_to_doc,
     ticket_columns,
     ticket_json,
+    unfindable,
 )
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery, UnitOfWork
 
@@ -438,6 +441,8 @@ class _SqliteUnitOfWork:
         return int(row[0])
 
     def get_ticket(self, ticket_id: str) -> Ticket:
+        if unfindable(ticket_id):
+            raise TicketNotFound(ticket_id)
         row = self._c.execute("SELECT doc FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
         if row is None:
             raise TicketNotFound(ticket_id)
@@ -555,7 +560,7 @@ class _SqliteUnitOfWork:
                 raise ConcurrencyConflict(event.ticket_id, expected, event.sequence)
             first.setdefault(event.ticket_id, event.sequence)
             next_sequence[event.ticket_id] = event.sequence + 1
-            data = dump_json(dict(event.data))
+            data = dump_json(dict(event.data), "event.data")
             at = _utc(event.at, "event.at")
             rows.append((event.ticket_id, event.sequence, event.type, at, event.actor, data))
         if not rows:
@@ -589,6 +594,8 @@ class _SqliteUnitOfWork:
         raise ConcurrencyConflict(rows[0][0], 0, None)
 
     def history(self, ticket_id: str) -> list[Event]:
+        if unfindable(ticket_id):
+            return []  # no stored one holds such text
         cursor = self._c.execute(
             "SELECT ticket_id, sequence, type, at, actor, data FROM events"
             " WHERE ticket_id = ? ORDER BY sequence",
@@ -662,6 +669,8 @@ class _SqliteUnitOfWork:
             )
 
     def timers(self, ticket_id: str) -> list[Timer]:
+        if unfindable(ticket_id):
+            return []  # no stored one holds such text
         cursor = self._c.execute(
             "SELECT ticket_id, key, due_at, kind FROM timers WHERE ticket_id = ?"
             " ORDER BY due_at, key",
@@ -708,7 +717,7 @@ class _SqliteUnitOfWork:
             if not isinstance(notification, Notification):
                 raise ValidationError("notifications", notification, "Notification instances")
             created = _utc(notification.created_at, "notification.created_at")
-            doc = dump_json(notification_to_doc(notification))
+            doc = dump_json(notification_to_doc(notification), "notification")
             rows.append((notification.idempotency_key, created, doc, created))
         self._c.executemany(
             "INSERT INTO outbox (key, status, next_attempt_at, attempts, doc, created_at)"
@@ -751,10 +760,12 @@ class _SqliteUnitOfWork:
             "UPDATE outbox SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
             " last_error = ?, lease_owner = NULL, lease_until = NULL"
             " WHERE key = ? AND status <> 'delivered'",
-            ("pending" if retry is not None else "dead", retry, str(error), key),
+            ("pending" if retry is not None else "dead", retry, diagnostic_text(error), key),
         )
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
+        if unfindable(key):
+            return None  # no stored one holds such text
         row = self._c.execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key = ?", (key,)
         ).fetchone()
@@ -780,13 +791,17 @@ class _SqliteUnitOfWork:
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
         if not isinstance(record, Record):
             raise ValidationError("record", record, "a Record")
+        check_unicode(
+            {"record.kind": record.kind, "record.id": record.id, "record.status": record.status,
+             "record.ticket_id": record.ticket_id}
+        )  # fmt: skip
         values = (
             record.ticket_id,
             record.status,
             record.version,
             _utc(record.created_at, "record.created_at"),
             _utc(record.updated_at, "record.updated_at"),
-            dump_json(dict(record.data)),
+            dump_json(dict(record.data), "record.data"),
         )
         name = f"{record.kind}/{record.id}"
         if expected_version is None:
@@ -815,6 +830,8 @@ class _SqliteUnitOfWork:
         return int(row[0]) if row is not None else None
 
     def get_record(self, kind: str, record_id: str) -> Record | None:
+        if unfindable(kind, record_id):
+            return None  # no stored one holds such text
         row = self._c.execute(
             f"SELECT {_RECORD_COLUMNS} FROM records WHERE kind = ? AND id = ?", (kind, record_id)
         ).fetchone()
@@ -852,6 +869,7 @@ class _SqliteUnitOfWork:
 
     # -- occurrences -----------------------------------------------------------------------
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        check_unicode({"key": key, "ticket_id": ticket_id})
         when = _utc(at, "at")
         self._c.execute(
             "INSERT INTO occurrences (key, ticket_id, at) VALUES (?, ?, ?)", (key, ticket_id, when)
@@ -861,6 +879,8 @@ class _SqliteUnitOfWork:
         self._c.execute("DELETE FROM occurrences WHERE key = ? AND at < ?", (key, horizon))
 
     def occurrences(self, key: str, since: datetime) -> list[str]:
+        if unfindable(key):
+            return []  # no stored one holds such text
         cursor = self._c.execute(
             "SELECT ticket_id FROM occurrences WHERE key = ? AND at >= ? ORDER BY at, ticket_id",
             (key, _utc(since, "since")),
