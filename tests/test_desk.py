@@ -124,6 +124,17 @@ def test_a_case_opened_without_priority_is_normal_and_not_explicit(desk: Desk) -
         ("customer", {"customer": "c-17"}),
         ("channel", {"channel": "fax"}),
         ("priority", {"priority": "asap"}),
+        ("tags", {"tags": None}),
+        ("tags", {"tags": [["vip"]]}),
+        ("tags", {"tags": [7]}),
+        ("fields", {"fields": 7}),
+        ("fields", {"fields": ["plan"]}),
+        ("fields", {"fields": {1: "gold"}}),
+        ("category", {"category": ["billing"]}),
+        ("assignee", {"assignee": ["agent_li"]}),
+        ("group", {"group": 3}),
+        ("kind", {"kind": ""}),
+        ("impact", {"impact": 2}),
     ],
 )
 def test_opening_a_malformed_case_names_the_field_and_stores_nothing(
@@ -140,6 +151,86 @@ def test_opening_a_malformed_case_names_the_field_and_stores_nothing(
         desk.open_ticket(**arguments)
     assert refused.value.field == field
     assert desk.tickets() == []
+
+
+_COMMANDS_ON_A_TICKET: dict[str, Any] = {
+    "get_ticket": lambda desk, t: desk.get_ticket(t),
+    "history": lambda desk, t: desk.history(t),
+    "reply": lambda desk, t: desk.reply(t, "Hello", by="agent_li"),
+    "add_note": lambda desk, t: desk.add_note(t, "Checked the logs", by="agent_li"),
+    "assign": lambda desk, t: desk.assign(t, "agent_li", by="lead_zhao"),
+    "fire": lambda desk, t: desk.fire(t, "triage", by="agent_li"),
+    "resolve": lambda desk, t: desk.resolve(t, by="agent_li"),
+    "close": lambda desk, t: desk.close(t, by="agent_li"),
+    "cancel": lambda desk, t: desk.cancel(t, by="agent_li", reason="spam"),
+    "set_priority": lambda desk, t: desk.set_priority(t, "high", by="agent_li"),
+    "update": lambda desk, t: desk.update(t, by="agent_li", category="billing"),
+    "acknowledge": lambda desk, t: desk.acknowledge(t, by="agent_li"),
+    "contact_dropped": lambda desk, t: desk.contact_dropped(t),
+    "execute": lambda desk, t: desk.execute(t, lambda change: None),
+}
+
+
+@pytest.mark.parametrize("command", sorted(_COMMANDS_ON_A_TICKET))
+@pytest.mark.parametrize("ticket_id", [None, 7, "", "  ", ["t-1"], b"t-1"])
+def test_a_command_given_no_ticket_id_names_it_and_changes_nothing(
+    desk: Desk, command: str, ticket_id: object
+) -> None:
+    # ``None`` in particular must not reach the path that opens a new ticket.
+    ticket = open_case(desk)
+    before = footprint(desk, ticket.id)
+    with pytest.raises(ValidationError) as refused:
+        _COMMANDS_ON_A_TICKET[command](desk, ticket_id)
+    assert (refused.value.field, refused.value.value) == ("ticket_id", ticket_id)
+    assert footprint(desk, ticket.id) == before
+    assert [t.id for t in desk.tickets()] == [ticket.id]
+
+
+@pytest.mark.parametrize(
+    ("field", "command"),
+    [
+        ("assignee", lambda desk, t: desk.assign(t, ["agent_li"], by="lead_zhao")),
+        ("group", lambda desk, t: desk.assign(t, group=7, by="lead_zhao")),
+        ("trigger", lambda desk, t: desk.fire(t, ["triage"], by="agent_li")),
+        ("resolution", lambda desk, t: desk.resolve(t, by="agent_li", resolution=["spam"])),
+        ("reason", lambda desk, t: desk.close(t, by="agent_li", reason=1)),
+        ("override_role", lambda desk, t: desk.reply(t, "Hi", by="a", override_role=2)),
+        ("category", lambda desk, t: desk.update(t, by="agent_li", category=7)),
+        ("add_tags", lambda desk, t: desk.update(t, by="agent_li", add_tags=None)),
+        ("remove_tags", lambda desk, t: desk.update(t, by="agent_li", remove_tags=[1])),
+        ("fields", lambda desk, t: desk.update(t, by="agent_li", fields=["plan"])),
+        ("other_id", lambda desk, t: desk.link(t, ["t-2"], by="agent_li")),
+        ("kind", lambda desk, t: desk.link(t, "t-2", kind=None, by="agent_li")),
+        ("outcome", lambda desk, t: desk.callback_done(t, by="agent_li", outcome=None)),
+        ("action", lambda desk, t: desk.execute(t, "close it")),
+    ],
+)
+def test_a_malformed_argument_is_named_and_changes_nothing(
+    desk: Desk, field: str, command: Any
+) -> None:
+    ticket = open_case(desk)
+    before = footprint(desk, ticket.id)
+    with pytest.raises(ValidationError) as refused:
+        command(desk, ticket.id)
+    assert refused.value.field == field
+    assert footprint(desk, ticket.id) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "query"),
+    [
+        ("limit", {"limit": 1.5}),
+        ("limit", {"limit": True}),
+        ("limit", {"limit": -1}),
+        ("status", {"status": 7}),
+        ("assignee", {"assignee": ["agent_li"]}),
+        ("tag", {"tag": ["vip"]}),
+    ],
+)
+def test_a_malformed_listing_filter_is_named(desk: Desk, field: str, query: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as refused:
+        desk.tickets(**query)
+    assert refused.value.field == field
 
 
 def test_an_empty_body_is_a_valid_first_message(desk: Desk) -> None:

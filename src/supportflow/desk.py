@@ -153,11 +153,13 @@ class Desk:
     # -- reading ---------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str) -> Ticket:
         """The ticket as stored now; ``TicketNotFound`` if there is none."""
+        _id("ticket_id", ticket_id)
         with self.store.transaction() as uow:
             return uow.get_ticket(ticket_id)
 
     def history(self, ticket_id: str) -> list[Event]:
         """Every event of the ticket in order: its audit trail."""
+        _id("ticket_id", ticket_id)
         with self.store.transaction() as uow:
             uow.get_ticket(ticket_id)
             return uow.history(ticket_id)
@@ -181,11 +183,12 @@ class Desk:
 
         ``category`` selects all statuses of that category (``"waiting"``, ...).
         """
-        if limit is not None and limit < 0:
-            raise ValidationError("limit", limit, "zero or more, or None for all")
+        if limit is not None:
+            _count("limit", limit, 0)
+        _optional_text(assignee=assignee, group=group, customer_id=customer_id, tag=tag)
         statuses: list[str] | None = None
         if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
+            statuses = sorted(_names(status, "status"))
             for name in statuses:
                 self.workflow.category(name)
         if category is not None:
@@ -239,6 +242,10 @@ class Desk:
         if not isinstance(customer.id, str) or not customer.id.strip():
             raise ValidationError("customer", customer, "a customer with a non-empty id")
         channel = coerce_enum(Channel, channel, "channel")
+        _text("kind", kind, empty_ok=False)
+        _optional_text(category=category, impact=impact, urgency=urgency, group=group,
+                       assignee=assignee, by=by)  # fmt: skip
+        names, custom = _names(tags), _fields(fields)
         explicit = priority is not None
         priority = coerce_enum(Priority, priority, "priority") if explicit else Priority.NORMAL
         ticket_id = self._new_id()
@@ -254,8 +261,8 @@ class Desk:
                 priority_explicit=explicit,
                 category=category,
                 kind=kind,
-                tags=_names(tags),
-                fields=dict(fields or {}),
+                tags=names,
+                fields=dict(custom),
                 impact=impact,
                 urgency=urgency,
                 group=group,
@@ -263,7 +270,7 @@ class Desk:
                 actor=by or customer.id,
             )
 
-        return self._run(None, build)
+        return self._run(None, build, new=True)
 
     def reply(
         self,
@@ -287,6 +294,7 @@ class Desk:
         _text("body", body, empty_ok=False)
         _actor(by)
         who = coerce_enum(Role, role, "role")
+        _maybe_text("override_role", override_role)
         return self._run(
             ticket_id,
             lambda change: change.message(body, by, who, public=True, override_role=override_role),
@@ -308,28 +316,33 @@ class Desk:
     ) -> Ticket:
         """Give the ticket to an agent and/or a group (team or tier)."""
         _actor(by)
+        _optional_text(assignee=assignee, group=group)
         if assignee is None and group is None:
             raise ValidationError("assignee", None, "an assignee, a group, or both")
         return self._run(ticket_id, lambda c: c.assign(assignee, group, by))
 
     def fire(self, ticket_id: str, trigger: str, *, by: str, **data: Any) -> Ticket:
         """Fire any workflow trigger; ``InvalidTransition`` names the triggers allowed now."""
+        _text("trigger", trigger, empty_ok=False)
         _actor(by)
         return self._run(ticket_id, lambda c: c.fire(trigger, by, dict(data)))
 
     def resolve(self, ticket_id: str, *, by: str, resolution: str | None = None) -> Ticket:
         """Mark the case solved; it closes by itself if the customer stays silent."""
         _actor(by)
+        _maybe_text("resolution", resolution)
         return self._run(ticket_id, lambda c: c.fire("resolve", by, {"resolution": resolution}))
 
     def reopen(self, ticket_id: str, *, by: str, reason: str | None = None) -> Ticket:
         """Take a resolved ticket back into work; its resolution clock resumes."""
         _actor(by)
+        _maybe_text("reason", reason)
         return self._run(ticket_id, lambda c: c.fire("reopen", by, {"reason": reason}))
 
     def close(self, ticket_id: str, *, by: str, reason: str | None = None) -> Ticket:
         """Close a resolved ticket (the customer confirmed, or the agent closes it)."""
         _actor(by)
+        _maybe_text("reason", reason)
         return self._run(ticket_id, lambda c: c.fire("close", by, {"reason": reason}))
 
     def cancel(self, ticket_id: str, *, by: str, reason: str) -> Ticket:
@@ -351,6 +364,7 @@ class Desk:
     ) -> Ticket:
         """Set the priority explicitly; rules no longer lower it. SLA targets follow."""
         _actor(by)
+        _maybe_text("reason", reason)
         priority = coerce_enum(Priority, priority, "priority")
         return self._run(ticket_id, lambda c: c.set_priority(priority, by, reason, explicit=True))
 
@@ -369,6 +383,8 @@ class Desk:
     ) -> Ticket:
         """Change classification fields; the SLA policy is chosen again if they matter to it."""
         _actor(by)
+        _optional_text(category=category, kind=kind, impact=impact, urgency=urgency)
+        custom = _fields(fields)
         changes: dict[str, Any] = {}
         if category is not None:
             changes["category"] = category
@@ -378,13 +394,14 @@ class Desk:
             changes["impact"] = impact
         if urgency is not None:
             changes["urgency"] = urgency
-        add, remove = _names(add_tags), _names(remove_tags)
-        return self._run(
-            ticket_id, lambda c: c.update(by, changes, add, remove, dict(fields or {}))
-        )
+        add, remove = _names(add_tags, "add_tags"), _names(remove_tags, "remove_tags")
+        return self._run(ticket_id, lambda c: c.update(by, changes, add, remove, dict(custom)))
 
     def link(self, ticket_id: str, other_id: str, *, kind: str = "related", by: str) -> Ticket:
         """Link two tickets (both sides record it)."""
+        _id("ticket_id", ticket_id)
+        _id("other_id", other_id)
+        _text("kind", kind, empty_ok=False)
         _actor(by)
         if other_id == ticket_id:
             raise ValidationError("other_id", other_id, "a different ticket")
@@ -415,11 +432,13 @@ class Desk:
 
     def contact_dropped(self, ticket_id: str, *, by: str = "system") -> Ticket:
         """A call or chat was cut off: a call-back task is due at once."""
+        _actor(by)
         return self._run(ticket_id, lambda c: c.contact_dropped(by))
 
     def callback_done(self, ticket_id: str, *, by: str, outcome: str = "reached") -> Ticket:
         """Record that the call-back after a dropped contact was made."""
         _actor(by)
+        _text("outcome", outcome, empty_ok=False)
         return self._run(ticket_id, lambda c: c.callback_done(by, outcome))
 
     def execute(self, ticket_id: str, action: Callable[[Change], None]) -> Ticket:
@@ -429,6 +448,8 @@ class Desk:
         (record events, notify, fire triggers, queue store writes in ``change.follow_ups``); it
         all commits in one unit of work, or nothing does.
         """
+        if not callable(action):
+            raise ValidationError("action", action, "a callable taking the change")
         return self._run(ticket_id, action)
 
     # -- due work --------------------------------------------------------------------------
@@ -447,8 +468,7 @@ class Desk:
         logged and reported in ``failed`` while the others go on; its timers stay leased and
         are tried again when the lease expires.
         """
-        if limit < 1:
-            raise ValidationError("limit", limit, "at least 1")
+        _count("limit", limit, 1)
         if errors not in ("raise", "continue"):
             raise ValidationError("errors", errors, "'raise' or 'continue'")
         instant = self._now(now, "now")
@@ -527,7 +547,12 @@ class Desk:
         raise AssertionError("unreachable")
 
     # -- the command path ------------------------------------------------------------------
-    def _run(self, ticket_id: str | None, action: Callable[[Change], None]) -> Ticket:
+    def _run(
+        self, ticket_id: str | None, action: Callable[[Change], None], *, new: bool = False
+    ) -> Ticket:
+        """Run ``action`` on the ticket, or on a new one with ``new``."""
+        if not new and (type(ticket_id) is not str or not ticket_id.strip()):
+            _id("ticket_id", ticket_id)  # raises, naming it (``None`` opens nothing)
         for attempt in itertools.count(1):
             now = to_utc(self.clock.now(), "clock.now()")
             try:
@@ -571,14 +596,53 @@ def _random_id() -> str:
     return os.urandom(16).hex()
 
 
+def _id(field: str, value: object) -> None:
+    if type(value) is not str or not value.strip():
+        raise ValidationError(field, value, "an id: a non-empty string")
+
+
+def _maybe_text(field: str, value: object) -> None:
+    if value is not None and type(value) is not str:
+        _optional_text(**{field: value})  # raises, unless a subclass of str
+
+
+def _optional_text(**values: object) -> None:
+    """Each value (by field name) is a string or ``None``."""
+    for field, value in values.items():
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(field, value, "a string or None")
+
+
+def _count(field: str, value: object, least: int) -> None:
+    if type(value) is not int or value < least:
+        raise ValidationError(field, value, f"a whole number, at least {least}")
+
+
+def _fields(value: object) -> dict[str, Any]:
+    """Custom fields: a mapping with string keys (``None`` for none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+        raise ValidationError("fields", value, "a mapping with string keys, or None")
+    return dict(value)
+
+
 def _text(field: str, value: object, *, empty_ok: bool = True) -> None:
     if not isinstance(value, str) or (not empty_ok and not value.strip()):
         raise ValidationError(field, value, "a non-empty string" if not empty_ok else "a string")
 
 
-def _names(value: str | Iterable[str]) -> frozenset[str]:
+def _names(value: str | Iterable[str], field: str = "tags") -> frozenset[str]:
     """Tags given as one string are one tag, not a set of characters."""
-    return frozenset((value,)) if isinstance(value, str) else frozenset(value)
+    if isinstance(value, str):
+        return frozenset((value,))
+    try:
+        names = frozenset(value)
+    except TypeError:  # not an iterable, or unhashable items: no tags
+        names = None
+    if names is None or (names and not all(isinstance(name, str) for name in names)):
+        raise ValidationError(field, value, "a tag or an iterable of tags (strings)")
+    return names
 
 
 def _actor(by: object) -> None:

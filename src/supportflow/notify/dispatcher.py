@@ -160,8 +160,8 @@ class Dispatcher:
         An error raised by the store while recording propagates; rows not yet recorded keep
         their lease and are delivered again once it expires.
         """
-        if limit < 1:
-            raise ValidationError("limit", limit, "at least 1")
+        if type(limit) is not int or limit < 1:
+            raise ValidationError("limit", limit, "a whole number, at least 1")
         claimed_at = self.clock.now()
         with self.store.transaction() as uow:
             entries = uow.claim_notifications(claimed_at, limit, self.owner, self.lease)
@@ -250,6 +250,8 @@ class Dispatcher:
     # -- dead letters ----------------------------------------------------------------------
     def dead_letters(self, limit: int = 100) -> list[OutboxEntry]:
         """Dead rows, oldest first, with ``last_error`` saying why."""
+        if type(limit) is not int or limit < 0:
+            raise ValidationError("limit", limit, "a whole number, at least 0")
         with self.store.transaction() as uow:
             return uow.list_outbox(OutboxStatus.DEAD, limit)
 
@@ -258,6 +260,8 @@ class Dispatcher:
 
         Raises ``ValidationError`` if no dead letter has that key.
         """
+        if not isinstance(key, str):
+            raise ValidationError("key", key, "the idempotency key of a dead letter")
         with self.store.transaction() as uow:
             entry = uow.outbox_entry(key)
             if entry is None:
