@@ -142,3 +142,19 @@ def test_ensure_aware_names_the_field_and_rejects_non_datetimes() -> None:
 def test_to_utc_keeps_the_instant() -> None:
     assert to_utc(FRIDAY_AFTERNOON) == FRIDAY_AFTERNOON
     assert to_utc(FRIDAY_AFTERNOON).tzinfo is timezone.utc
+
+
+@pytest.mark.parametrize("unit", ["weeks", "days", "hours", "minutes", "seconds"])
+def test_advancing_by_something_not_a_number_names_the_unit(unit: str) -> None:
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    with pytest.raises(ValidationError) as refused:
+        clock.advance(**{unit: None})
+    assert refused.value.field == unit
+    assert clock.now() == datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+def test_advancing_past_what_a_timedelta_holds_is_refused() -> None:
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    with pytest.raises(ValidationError) as refused:
+        clock.advance(days=1e12)
+    assert refused.value.field == "advance"

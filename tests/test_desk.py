@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from supportflow import (
+    Channel,
     ConcurrencyConflict,
     Customer,
     Desk,
@@ -208,6 +209,37 @@ def test_a_malformed_listing_filter_is_named(desk: Desk, field: str, query: dict
     with pytest.raises(ValidationError) as refused:
         desk.tickets(**query)
     assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("field", "options"),
+    [
+        ("store", {"store": "memory"}),
+        ("clock", {"clock": "system"}),
+        ("workflow", {"workflow": {"new": "active"}}),
+        ("sla", {"sla": 7}),
+        ("sla", {"sla": ["standard"]}),
+        ("escalation", {"escalation": [None]}),
+        ("extensions", {"extensions": [object()]}),
+        ("verify_channels", {"verify_channels": None}),
+        ("verify_channels", {"verify_channels": ["fax"]}),
+        ("max_attempts", {"max_attempts": 0}),
+        ("max_attempts", {"max_attempts": None}),
+        ("team_lead", {"team_lead": ""}),
+        ("manager", {"manager": None}),
+        ("timer_lease", {"timer_lease": 300}),
+        ("id_factory", {"id_factory": "uuid4"}),
+        ("worker_id", {"worker_id": 7}),
+    ],
+)
+def test_a_desk_built_wrongly_names_the_option(field: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Desk(**options)
+    assert refused.value.field == field
+
+
+def test_a_desk_takes_one_channel_to_verify_as_a_string() -> None:
+    assert Desk(verify_channels="phone").rules.verify_channels == {Channel.PHONE}
 
 
 def test_an_empty_body_is_a_valid_first_message(desk: Desk) -> None:

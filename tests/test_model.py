@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from supportflow.errors import ValidationError
 from supportflow.model import (
     Channel,
     Customer,
@@ -154,3 +155,21 @@ def test_a_class_the_fast_builders_cannot_serve_is_refused_when_they_are_made() 
             _replacer(refused)
         with pytest.raises(TypeError, match=refused.__name__):
             _maker(refused)
+
+
+@pytest.mark.parametrize(
+    ("field", "fields"),
+    [
+        ("customer.id", {"id": 17}),
+        ("customer.name", {"id": "c-1", "name": None}),
+        ("customer.tier", {"id": "c-1", "tier": ["vip"]}),
+        ("customer.language", {"id": "c-1", "language": 3}),
+        ("customer.verified", {"id": "c-1", "verified": "yes"}),
+        ("customer.contacts", {"id": "c-1", "contacts": {"email": 1}}),
+        ("customer.contacts", {"id": "c-1", "contacts": "ana@example.com"}),
+    ],
+)
+def test_a_malformed_customer_names_the_field(field: str, fields: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Customer(**fields)
+    assert refused.value.field == field

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -1031,6 +1032,29 @@ def test_conditions_refuse_unknown_channels_and_priorities() -> None:
         SlaCondition(priorities=["critical"])
     assert SlaCondition(tags="vip").tags == frozenset({"vip"})
     assert SlaCondition(channels="chat").channels == frozenset({"chat"})
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        ("condition", lambda: SlaCondition(channels=None)),
+        ("condition", lambda: SlaCondition(tags=7)),
+        ("targets", lambda: SlaPolicy("p", targets=None)),
+        ("targets", lambda: SlaPolicy("p", targets={"high": timedelta(hours=1)})),
+        ("warnings", lambda: SlaPolicy("p", targets={}, warnings=None)),
+        ("warnings", lambda: SlaPolicy("p", targets={}, warnings=[True])),
+        ("warnings", lambda: SlaPolicy("p", targets={}, warnings=[75.5])),
+        ("warnings", lambda: SlaPolicy("p", targets={}, warnings=[100])),
+    ],
+)
+def test_malformed_policies_name_the_field(field: str, build: Any) -> None:
+    with pytest.raises(ValidationError) as refused:
+        build()
+    assert refused.value.field == field
+
+
+def test_warnings_may_be_given_by_a_generator() -> None:
+    assert SlaPolicy("p", targets={}, warnings=(p for p in (90, 75))).warnings == (75, 90)
 
 
 def test_an_answer_at_the_due_instant_meets_the_target() -> None:

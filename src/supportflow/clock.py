@@ -84,7 +84,15 @@ class ManualClock:
         seconds: float = 0,
     ) -> datetime:
         """Move forward by the given amounts of elapsed time and return the new instant."""
-        step = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+        try:
+            step = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+        except (TypeError, OverflowError):
+            amounts = {"weeks": weeks, "days": days, "hours": hours, "minutes": minutes,
+                       "seconds": seconds}  # fmt: skip
+            for unit, amount in amounts.items():
+                if not isinstance(amount, (int, float)):
+                    raise ValidationError(unit, amount, "a number") from None
+            raise ValidationError("advance", amounts, "a duration timedelta can hold") from None
         if step < timedelta(0):
             raise ValidationError("advance", step, "a non-negative duration; use set() to go back")
         with self._lock:

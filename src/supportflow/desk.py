@@ -15,7 +15,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
@@ -113,8 +113,20 @@ class Desk:
         worker_id: str | None = None,
         timer_lease: timedelta = timedelta(minutes=5),
     ) -> None:
-        if max_attempts < 1:
-            raise ValidationError("max_attempts", max_attempts, "at least 1")
+        _check_setup(store=store, clock=clock, workflow=workflow, id_factory=id_factory,
+                     timer_lease=timer_lease)  # fmt: skip
+        if sla is not None:
+            sla = _all_of("sla", sla, SlaPolicy)
+        escalation = _all_of("escalation", escalation, EscalationPolicy)
+        extensions = _all_of("extensions", extensions, DeskExtension)
+        if isinstance(verify_channels, (str, Channel)):
+            verify_channels = (verify_channels,)  # one channel, not a set of characters
+        if not isinstance(verify_channels, Iterable):
+            raise ValidationError("verify_channels", verify_channels, "channels (an iterable)")
+        _count("max_attempts", max_attempts, 1)
+        _text("team_lead", team_lead, empty_ok=False)
+        _text("manager", manager, empty_ok=False)
+        _maybe_text("worker_id", worker_id)
         self.store: Storage = store if store is not None else MemoryStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.workflow = workflow if workflow is not None else default_workflow()
@@ -594,6 +606,37 @@ _REVERSE = {
 
 def _random_id() -> str:
     return os.urandom(16).hex()
+
+
+def _check_setup(
+    *, store: object, clock: object, workflow: object, id_factory: object, timer_lease: object
+) -> None:
+    """What a desk is built with, checked once so that a mistake shows here and not in the
+    first command."""
+    if store is not None and not isinstance(store, Storage):
+        raise ValidationError("store", store, "a supportflow.storage.Storage")
+    if clock is not None and not isinstance(clock, Clock):
+        raise ValidationError("clock", clock, "a supportflow.Clock (with now())")
+    if workflow is not None and not isinstance(workflow, Workflow):
+        raise ValidationError("workflow", workflow, "a supportflow.Workflow")
+    if id_factory is not None and not callable(id_factory):
+        raise ValidationError("id_factory", id_factory, "a callable returning a new id")
+    if not isinstance(timer_lease, timedelta) or timer_lease <= timedelta(0):
+        raise ValidationError("timer_lease", timer_lease, "a positive timedelta")
+
+
+T = TypeVar("T")
+
+
+def _all_of(field: str, items: Iterable[T], kind: type[T]) -> tuple[T, ...]:
+    """``items`` as a tuple, each a ``kind``."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Iterable):
+        raise ValidationError(field, items, f"{kind.__name__} objects (an iterable)")
+    found = tuple(items)
+    for item in found:
+        if not isinstance(item, kind):
+            raise ValidationError(field, item, f"{kind.__name__} objects")
+    return found
 
 
 def _id(field: str, value: object) -> None:

@@ -191,6 +191,29 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value) if value else _EMPTY
 
 
+def _text(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        field = f"{type(instance).__name__.lower()}.{attribute.name}"
+        raise ValidationError(field, value, "a string")
+
+
+def _flag(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        field = f"{type(instance).__name__.lower()}.{attribute.name}"
+        raise ValidationError(field, value, "True or False")
+
+
+def _contacts(value: Mapping[str, str] | None) -> Mapping[str, str]:
+    """A customer's contacts: a mapping of kind (``email``, ``phone``) to address."""
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, Mapping) or not all(
+        isinstance(kind, str) and isinstance(address, str) for kind, address in value.items()
+    ):
+        raise ValidationError("customer.contacts", value, "a mapping of strings to strings")
+    return dict(value) if value else _EMPTY
+
+
 _EMPTY: Mapping[str, Any] = {}
 
 
@@ -202,12 +225,12 @@ class Customer:
     True
     """
 
-    id: str
-    name: str = ""
-    contacts: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
-    tier: str = "standard"
-    verified: bool = False
-    language: str = "en"
+    id: str = attrs.field(validator=_text)
+    name: str = attrs.field(default="", validator=_text)
+    contacts: Mapping[str, str] = attrs.field(factory=dict, converter=_contacts)
+    tier: str = attrs.field(default="standard", validator=_text)
+    verified: bool = attrs.field(default=False, validator=_flag)
+    language: str = attrs.field(default="en", validator=_text)
 
     @property
     def is_vip(self) -> bool:

@@ -85,7 +85,11 @@ class SlaTarget:
 
 def _items(values: Iterable[object] | str) -> Iterable[object]:
     # A lone value (``"vip"``, ``Channel.CHAT``) is one value, not a sequence of characters.
-    return (values,) if isinstance(values, (str, enum.Enum)) else values
+    if isinstance(values, (str, enum.Enum)):
+        return (values,)
+    if not isinstance(values, Iterable):
+        raise ValidationError("condition", values, "a value or an iterable of values")
+    return values
 
 
 def _names(values: Iterable[object] | str) -> frozenset[str]:
@@ -144,11 +148,20 @@ class SlaCondition:
 
 
 def _targets(value: Mapping[Priority | str, SlaTarget]) -> Mapping[Priority, SlaTarget]:
+    if not isinstance(value, Mapping):
+        raise ValidationError("targets", value, "a mapping of priority to SlaTarget")
+    for target in value.values():
+        if not isinstance(target, SlaTarget):
+            raise ValidationError("targets", target, "SlaTarget values")
     return {coerce_enum(Priority, key, "targets"): target for key, target in value.items()}
 
 
 def _warnings(value: Iterable[int]) -> tuple[int, ...]:
-    thresholds = tuple(sorted(set(value)))
+    given = tuple(value) if isinstance(value, Iterable) else None
+    # ``type(...) is int``: a bool is no percentage.
+    if given is None or not all(type(percent) is int for percent in given):
+        raise ValidationError("warnings", value, "whole percentages between 1 and 99")
+    thresholds = tuple(sorted(set(given)))
     for percent in thresholds:
         if not 0 < percent < 100:
             raise ValidationError("warnings", percent, "percentages between 1 and 99")
