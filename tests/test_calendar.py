@@ -7,6 +7,7 @@ across DST changes), not read off the implementation.
 from __future__ import annotations
 
 import copy
+import subprocess
 import sys
 from datetime import date, datetime, time, timedelta, timezone
 
@@ -627,3 +628,22 @@ def test_the_remembered_opening_ends_where_the_opening_ends() -> None:
     assert weekdays.between(late, late + 60 * second) == 30 * second
     assert weekdays.between(monday + 8 * H, monday + 9 * H + 30 * second) == 30 * second
     assert weekdays.between(monday + 9 * H, monday + 18 * H) == 9 * H
+
+
+def test_none_as_the_first_instant_a_process_converts_is_refused() -> None:
+    # The calendar remembers the last instant it converted; in a fresh process nothing has
+    # been converted yet, and None must not pass for it.
+    program = (
+        "from datetime import timedelta\n"
+        "from supportflow.calendar import BusinessCalendar\n"
+        "from supportflow.errors import ValidationError\n"
+        "office = BusinessCalendar('UTC', {0: [('09:00', '17:00')]})\n"
+        "try:\n"
+        "    print(office.add(None, timedelta(minutes=1)))\n"
+        "except ValidationError as error:\n"
+        "    print(error.field)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "start"

@@ -158,3 +158,11 @@ def test_advancing_past_what_a_timedelta_holds_is_refused() -> None:
     with pytest.raises(ValidationError) as refused:
         clock.advance(days=1e12)
     assert refused.value.field == "advance"
+
+
+@pytest.mark.parametrize("amounts", [{"seconds": float("nan")}, {"days": 3_000_000}])
+def test_advancing_by_nan_or_past_the_calendar_is_refused(amounts: dict[str, float]) -> None:
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc))
+    with pytest.raises(ValidationError):
+        clock.advance(**amounts)
+    assert clock.now() == datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)

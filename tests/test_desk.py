@@ -7,6 +7,7 @@ and that a refused command leaves no trace.
 
 from __future__ import annotations
 
+import enum
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,6 +137,8 @@ def test_a_case_opened_without_priority_is_normal_and_not_explicit(desk: Desk) -
         ("group", {"group": 3}),
         ("kind", {"kind": ""}),
         ("impact", {"impact": 2}),
+        ("fields", {"fields": {"score": float("nan")}}),
+        ("fields", {"fields": {"seen": {1, 2}}}),
     ],
 )
 def test_opening_a_malformed_case_names_the_field_and_stores_nothing(
@@ -230,6 +233,15 @@ def test_a_malformed_listing_filter_is_named(desk: Desk, field: str, query: dict
         ("timer_lease", {"timer_lease": 300}),
         ("id_factory", {"id_factory": "uuid4"}),
         ("worker_id", {"worker_id": 7}),
+        ("idle_chat", {"idle_chat": object()}),
+        ("auto_close", {"auto_close": 5}),
+        ("callbacks", {"callbacks": "daily"}),
+        ("triage", {"triage": object()}),
+        ("reply_policy", {"reply_policy": 5}),
+        ("notify_customers", {"notify_customers": "no"}),
+        ("notifiers", {"notifiers": [1]}),
+        ("notifiers", {"notifiers": {"agent": 5}}),
+        ("dispatcher_options", {"dispatcher_options": {"bogus": 1}}),
     ],
 )
 def test_a_desk_built_wrongly_names_the_option(field: str, options: dict[str, Any]) -> None:
@@ -1000,3 +1012,16 @@ def test_two_agents_replying_at_once_lose_no_message() -> None:
 def test_every_error_is_a_supportflow_error() -> None:
     for error in (InvalidTransition, TicketNotFound, ConcurrencyConflict, ValidationError):
         assert issubclass(error, SupportflowError)
+
+
+def test_ids_and_limits_may_be_subclasses_of_str_and_int(desk: Desk) -> None:
+    class TicketId(str):
+        pass
+
+    class Page(enum.IntEnum):
+        TEN = 10
+
+    ticket = open_case(desk)
+    assert desk.get_ticket(TicketId(ticket.id)).id == ticket.id
+    assert desk.reply(TicketId(ticket.id), "Hello", by="agent_li").version == ticket.version + 1
+    assert [t.id for t in desk.tickets(limit=Page.TEN)] == [ticket.id]

@@ -1037,8 +1037,8 @@ def test_conditions_refuse_unknown_channels_and_priorities() -> None:
 @pytest.mark.parametrize(
     ("field", "build"),
     [
-        ("condition", lambda: SlaCondition(channels=None)),
-        ("condition", lambda: SlaCondition(tags=7)),
+        ("channels", lambda: SlaCondition(channels=None)),
+        ("tags", lambda: SlaCondition(tags=7)),
         ("targets", lambda: SlaPolicy("p", targets=None)),
         ("targets", lambda: SlaPolicy("p", targets={"high": timedelta(hours=1)})),
         ("warnings", lambda: SlaPolicy("p", targets={}, warnings=None)),

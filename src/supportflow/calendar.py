@@ -41,7 +41,9 @@ _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal(); ordinal 1 (0001-01-01)
 # Instants whose whole week is representable as a datetime in any zone.
 _MIN_US = (date(1, 1, 8).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
 _MAX_US = (date(9999, 12, 13).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
-_LAST_US: tuple[object, int] = (None, 0)  # the last instant ``_to_us`` converted, and its value
+# The last instant ``_to_us`` converted, and its value (an object no caller holds at first:
+# ``None`` would match a ``None`` given in error).
+_LAST_US: tuple[object, int] = (object(), 0)
 _SEARCH_WEEKS = 522  # give up after ~10 years without a single open minute
 _BLOCK_BITS = 6  # plain/irregular week flags are computed 64 weeks at a time
 _BLOCK = 1 << _BLOCK_BITS

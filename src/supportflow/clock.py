@@ -86,7 +86,7 @@ class ManualClock:
         """Move forward by the given amounts of elapsed time and return the new instant."""
         try:
             step = timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
-        except (TypeError, OverflowError):
+        except (TypeError, ValueError, OverflowError):  # not a number, NaN, too large
             amounts = {"weeks": weeks, "days": days, "hours": hours, "minutes": minutes,
                        "seconds": seconds}  # fmt: skip
             for unit, amount in amounts.items():
@@ -96,7 +96,12 @@ class ManualClock:
         if step < timedelta(0):
             raise ValidationError("advance", step, "a non-negative duration; use set() to go back")
         with self._lock:
-            self._now = self._now + step
+            try:
+                self._now = self._now + step
+            except OverflowError:
+                raise ValidationError(
+                    "advance", step, "a step ending before the year 10000"
+                ) from None
             return self._now
 
     def set(self, instant: datetime) -> datetime:

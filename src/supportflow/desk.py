@@ -10,6 +10,7 @@ command on a fresh load a bounded number of times.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import uuid
@@ -37,6 +38,7 @@ from supportflow.model import (
     Timer,
     VerificationMethod,
     coerce_enum,
+    whole_number,
 )
 from supportflow.notify import Dispatcher, DispatchReport, LogNotifier, Notifier
 from supportflow.notify.guard import ReplyGuard, ReplyPolicy
@@ -115,6 +117,24 @@ class Desk:
     ) -> None:
         _check_setup(store=store, clock=clock, workflow=workflow, id_factory=id_factory,
                      timer_lease=timer_lease)  # fmt: skip
+        for field, value, kind in (
+            ("idle_chat", idle_chat, IdleChatPolicy),
+            ("auto_close", auto_close, AutoClosePolicy),
+            ("callbacks", callbacks, CallbackPolicy),
+            ("triage", triage, Triage),
+            ("reply_policy", reply_policy, ReplyPolicy),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise ValidationError(field, value, f"{kind.__name__} or None")
+        if not isinstance(notify_customers, bool):
+            raise ValidationError("notify_customers", notify_customers, "True or False")
+        if notifiers is not None and (
+            not isinstance(notifiers, Mapping)
+            or not all(isinstance(notifier, Notifier) for notifier in notifiers.values())
+        ):
+            raise ValidationError("notifiers", notifiers, "a mapping of recipient role to Notifier")
+        if dispatcher_options is not None and not isinstance(dispatcher_options, Mapping):
+            raise ValidationError("dispatcher_options", dispatcher_options, "a mapping")
         if sla is not None:
             sla = _all_of("sla", sla, SlaPolicy)
         escalation = _all_of("escalation", escalation, EscalationPolicy)
@@ -123,7 +143,7 @@ class Desk:
             verify_channels = (verify_channels,)  # one channel, not a set of characters
         if not isinstance(verify_channels, Iterable):
             raise ValidationError("verify_channels", verify_channels, "channels (an iterable)")
-        _count("max_attempts", max_attempts, 1)
+        max_attempts = whole_number("max_attempts", max_attempts, 1)
         _text("team_lead", team_lead, empty_ok=False)
         _text("manager", manager, empty_ok=False)
         _maybe_text("worker_id", worker_id)
@@ -151,16 +171,21 @@ class Desk:
         self._new_id = id_factory or _random_id
         self.worker_id = worker_id or f"desk-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.timer_lease = timer_lease
-        self.dispatcher = Dispatcher(
-            self.store,
-            notifiers if notifiers is not None else {},
-            clock=self.clock,
-            **{
-                "fallback": None if notifiers is not None else LogNotifier(),
-                "owner": self.worker_id,
-                **(dispatcher_options or {}),
-            },
-        )
+        try:
+            self.dispatcher = Dispatcher(
+                self.store,
+                notifiers if notifiers is not None else {},
+                clock=self.clock,
+                **{
+                    "fallback": None if notifiers is not None else LogNotifier(),
+                    "owner": self.worker_id,
+                    **(dispatcher_options or {}),
+                },
+            )
+        except TypeError as error:  # an option Dispatcher does not take
+            raise ValidationError(
+                "dispatcher_options", dispatcher_options, f"Dispatcher options ({error})"
+            ) from None
 
     # -- reading ---------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str) -> Ticket:
@@ -196,7 +221,7 @@ class Desk:
         ``category`` selects all statuses of that category (``"waiting"``, ...).
         """
         if limit is not None:
-            _count("limit", limit, 0)
+            limit = whole_number("limit", limit, 0)
         _optional_text(assignee=assignee, group=group, customer_id=customer_id, tag=tag)
         statuses: list[str] | None = None
         if status is not None:
@@ -480,7 +505,7 @@ class Desk:
         logged and reported in ``failed`` while the others go on; its timers stay leased and
         are tried again when the lease expires.
         """
-        _count("limit", limit, 1)
+        limit = whole_number("limit", limit, 1)
         if errors not in ("raise", "continue"):
             raise ValidationError("errors", errors, "'raise' or 'continue'")
         instant = self._now(now, "now")
@@ -640,7 +665,7 @@ def _all_of(field: str, items: Iterable[T], kind: type[T]) -> tuple[T, ...]:
 
 
 def _id(field: str, value: object) -> None:
-    if type(value) is not str or not value.strip():
+    if not isinstance(value, str) or not value.strip():
         raise ValidationError(field, value, "an id: a non-empty string")
 
 
@@ -656,17 +681,16 @@ def _optional_text(**values: object) -> None:
             raise ValidationError(field, value, "a string or None")
 
 
-def _count(field: str, value: object, least: int) -> None:
-    if type(value) is not int or value < least:
-        raise ValidationError(field, value, f"a whole number, at least {least}")
-
-
 def _fields(value: object) -> dict[str, Any]:
     """Custom fields: a mapping with string keys (``None`` for none)."""
     if value is None:
         return {}
     if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
         raise ValidationError("fields", value, "a mapping with string keys, or None")
+    try:  # every store keeps them as JSON: NaN, sets and objects are no field values
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValidationError("fields", value, f"plain JSON values ({error})") from None
     return dict(value)
 
 
@@ -684,7 +708,7 @@ def _names(value: str | Iterable[str], field: str = "tags") -> frozenset[str]:
     except TypeError:  # not an iterable, or unhashable items: no tags
         names = None
     if names is None or (names and not all(isinstance(name, str) for name in names)):
-        raise ValidationError(field, value, "a tag or an iterable of tags (strings)")
+        raise ValidationError(field, value, "a string or an iterable of strings")
     return names
 
 

@@ -83,30 +83,36 @@ class SlaTarget:
         return target
 
 
-def _items(values: Iterable[object] | str) -> Iterable[object]:
+def _items(values: Iterable[object] | str, field: str) -> Iterable[object]:
     # A lone value (``"vip"``, ``Channel.CHAT``) is one value, not a sequence of characters.
     if isinstance(values, (str, enum.Enum)):
         return (values,)
     if not isinstance(values, Iterable):
-        raise ValidationError("condition", values, "a value or an iterable of values")
+        raise ValidationError(field, values, "a value or an iterable of values")
     return values
 
 
-def _names(values: Iterable[object] | str) -> frozenset[str]:
-    return frozenset(v.value if isinstance(v, enum.Enum) else str(v) for v in _items(values))
+def _names(values: Iterable[object] | str, field: str = "tags") -> frozenset[str]:
+    return frozenset(v.value if isinstance(v, enum.Enum) else str(v) for v in _items(values, field))
+
+
+def _categories(values: Iterable[object] | str) -> frozenset[str]:
+    return _names(values, "categories")
 
 
 def _priorities(values: Iterable[Priority | str] | Priority | str) -> frozenset[str]:
-    return frozenset(coerce_enum(Priority, v, "priorities").value for v in _items(values))
+    return frozenset(
+        coerce_enum(Priority, v, "priorities").value for v in _items(values, "priorities")
+    )
 
 
 def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[str]:
-    return frozenset(coerce_enum(Channel, v, "channels").value for v in _items(values))
+    return frozenset(coerce_enum(Channel, v, "channels").value for v in _items(values, "channels"))
 
 
 def _tiers(values: Iterable[str] | str) -> frozenset[str]:
     # Tiers are compared without regard to case, like ``Customer.is_vip``.
-    return frozenset(name.strip().lower() for name in _names(values))
+    return frozenset(name.strip().lower() for name in _names(values, "tiers"))
 
 
 @attrs.frozen(slots=True)
@@ -124,7 +130,7 @@ class SlaCondition:
     priorities: frozenset[str] = attrs.field(default=frozenset(), converter=_priorities)
     channels: frozenset[str] = attrs.field(default=frozenset(), converter=_channels)
     tiers: frozenset[str] = attrs.field(default=frozenset(), converter=_tiers)
-    categories: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
+    categories: frozenset[str] = attrs.field(default=frozenset(), converter=_categories)
     tags: frozenset[str] = attrs.field(default=frozenset(), converter=_names)
 
     def explain(self, ticket: Ticket) -> str | None:

@@ -28,7 +28,7 @@ import attrs
 
 from supportflow.clock import Clock
 from supportflow.errors import ValidationError
-from supportflow.model import Recipient, RecipientRole, coerce_enum
+from supportflow.model import Recipient, RecipientRole, coerce_enum, whole_number
 from supportflow.notify.base import DeliveryError, Notifier
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Storage
 
@@ -160,8 +160,7 @@ class Dispatcher:
         An error raised by the store while recording propagates; rows not yet recorded keep
         their lease and are delivered again once it expires.
         """
-        if type(limit) is not int or limit < 1:
-            raise ValidationError("limit", limit, "a whole number, at least 1")
+        limit = whole_number("limit", limit, 1)
         claimed_at = self.clock.now()
         with self.store.transaction() as uow:
             entries = uow.claim_notifications(claimed_at, limit, self.owner, self.lease)
@@ -250,8 +249,7 @@ class Dispatcher:
     # -- dead letters ----------------------------------------------------------------------
     def dead_letters(self, limit: int = 100) -> list[OutboxEntry]:
         """Dead rows, oldest first, with ``last_error`` saying why."""
-        if type(limit) is not int or limit < 0:
-            raise ValidationError("limit", limit, "a whole number, at least 0")
+        limit = whole_number("limit", limit, 0)
         with self.store.transaction() as uow:
             return uow.list_outbox(OutboxStatus.DEAD, limit)
 

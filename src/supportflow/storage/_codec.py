@@ -226,17 +226,17 @@ def from_doc(doc: Any, as_type: type[T]) -> T:
 def dump_json(doc: Any, field: str = "data") -> str:
     """Compact JSON text; non-ASCII stays readable. NaN, infinities and text that is not valid
     Unicode are refused with a ``ValidationError`` (naming ``field``, or the path under it)."""
-    text = _dumps(doc)
+    text = _dumps(doc, field)
     if not text.isascii() and _SURROGATE.search(text) is not None:
         _refuse_surrogates(doc, field)
     return text
 
 
-def _dumps(doc: Any) -> str:
+def _dumps(doc: Any, field: str = "data") -> str:
     try:
         return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
-        raise ValidationError("data", doc, f"plain JSON values ({exc})") from None
+        raise ValidationError(field, doc, f"plain JSON values ({exc})") from None
 
 
 # A lone surrogate is a str but not Unicode text: no database encodes it. Decoding bytes with
@@ -351,7 +351,7 @@ def ticket_json(ticket: Ticket) -> str:
     """
     if not isinstance(ticket, Ticket):
         raise ValidationError("ticket", ticket, "a Ticket")
-    head = _dumps(_ticket_head(ticket))
+    head = _dumps(_ticket_head(ticket), "ticket")
     sla = _sla_json(ticket.sla) if ticket.sla is not None else "null"
     messages = ",".join([_message_json(message) for message in ticket.messages])
     text = f'{head[:-1]},"sla":{sla},"messages":[{messages}]}}'
@@ -468,6 +468,7 @@ def check_text(value: Any, field: str) -> str:
     """``value`` as a non-empty string, else ``ValidationError``."""
     if not isinstance(value, str) or not value:
         raise ValidationError(field, value, "a non-empty string")
+    check_unicode({field: value})
     return value
 
 
@@ -493,6 +494,7 @@ def check_timers(ticket_id: str, timers: Any) -> dict[str, Timer]:
             raise ValidationError("timer.key", timer.key, "one timer per key")
         check_unicode({"timer.key": timer.key, "timer.kind": timer.kind})
         by_key[timer.key] = timer
+    check_unicode({"ticket_id": ticket_id})
     return by_key
 
 

@@ -652,7 +652,10 @@ class _SqlUnitOfWork:
             raise ValidationError("query", query, "a TicketQuery")
         statement = sa.select(tickets.c.doc).order_by(tickets.c.number)
         statuses = check_statuses(query.status)
+        if self._unfindable(query.assignee, query.group, query.customer_id, query.tag):
+            return []  # no stored ticket holds such text (the database would refuse it)
         if statuses is not None:
+            statuses = [status for status in statuses if not self._unfindable(status)]
             if not statuses:
                 return []
             statement = statement.where(tickets.c.status.in_(statuses))
@@ -860,6 +863,8 @@ class _SqlUnitOfWork:
     def release_timer(self, timer: Timer, owner: str) -> None:
         if not isinstance(timer, Timer):
             raise ValidationError("timer", timer, "a Timer")
+        if self._unfindable(timer.ticket_id, timer.key):
+            return  # no stored timer has such a key
         self._c.execute(
             sa.delete(timers).where(
                 timers.c.ticket_id == timer.ticket_id,
@@ -932,6 +937,8 @@ class _SqlUnitOfWork:
         return [_outbox_entry(row) for row in rows]
 
     def mark_delivered(self, key: str, at: datetime) -> None:
+        if self._unfindable(key):
+            return  # no row has such a key
         self._c.execute(
             sa.update(outbox)
             .where(outbox.c.key == key)
@@ -944,6 +951,8 @@ class _SqlUnitOfWork:
         )
 
     def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+        if self._unfindable(key):
+            return  # no row has such a key
         retry = _utc(retry_at, "retry_at") if retry_at is not None else None
         status = OutboxStatus.PENDING if retry is not None else OutboxStatus.DEAD
         # A late report from a worker whose lease ran out must not revive a delivered row.
@@ -977,6 +986,8 @@ class _SqlUnitOfWork:
         return [_outbox_entry(row) for row in self._c.execute(statement)]
 
     def requeue(self, key: str, at: datetime) -> None:
+        if self._unfindable(key):
+            return  # no row has such a key
         self._c.execute(
             sa.update(outbox)
             .where(outbox.c.key == key, outbox.c.status == OutboxStatus.DEAD.value)
@@ -1049,6 +1060,8 @@ class _SqlUnitOfWork:
         created_from: datetime | None = None,
         created_to: datetime | None = None,
     ) -> list[Record]:
+        if self._unfindable(kind, ticket_id, status):
+            return []
         statement = (
             sa.select(records)
             .where(records.c.kind == kind)
@@ -1347,6 +1360,12 @@ class _PgUnitOfWork(_SqlUnitOfWork):
     def _unfindable(self, *keys: object) -> bool:
         return super()._unfindable(*keys) or _holds_nul(*keys)
 
+    def claim_notifications(
+        self, now: datetime, limit: int, owner: str, lease: timedelta
+    ) -> list[OutboxEntry]:
+        _refuse_nul_text({"owner": owner})
+        return super().claim_notifications(now, limit, owner, lease)
+
     # -- records, occurrences and delivery reports -------------------------------------------
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
         if isinstance(record, Record):
@@ -1370,10 +1389,9 @@ class _PgUnitOfWork(_SqlUnitOfWork):
     # -- timers ----------------------------------------------------------------------------
     def replace_timers(self, ticket_id: str, timers_: Sequence[Timer]) -> None:
         wanted = check_timers(ticket_id, timers_)
+        _refuse_nul_text({"ticket_id": ticket_id})
         for timer in wanted.values():
-            _refuse_nul_text(
-                {"ticket_id": ticket_id, "timer.key": timer.key, "timer.kind": timer.kind}
-            )
+            _refuse_nul_text({"timer.key": timer.key, "timer.kind": timer.kind})
         self._c.exec_driver_sql(
             _PG_REPLACE_TIMERS,
             {
@@ -1388,6 +1406,7 @@ class _PgUnitOfWork(_SqlUnitOfWork):
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[Timer]:
         window = _claim_window(now, limit, owner, lease)
+        _refuse_nul_text({"owner": owner})
         if window is None:
             return []
         at, until = window

@@ -498,7 +498,10 @@ class _SqliteUnitOfWork:
         clauses: list[str] = []
         params: list[Any] = []
         statuses = check_statuses(query.status)
+        if unfindable(query.assignee, query.group, query.customer_id, query.tag):
+            return []  # no stored ticket holds such text (the database would refuse it)
         if statuses is not None:
+            statuses = [status for status in statuses if not unfindable(status)]
             if not statuses:
                 return []
             clauses.append(f"status IN ({_marks(len(statuses))})")
@@ -702,6 +705,8 @@ class _SqliteUnitOfWork:
     def release_timer(self, timer: Timer, owner: str) -> None:
         if not isinstance(timer, Timer):
             raise ValidationError("timer", timer, "a Timer")
+        if unfindable(timer.ticket_id, timer.key):
+            return  # no stored timer has such a key
         self._c.execute(
             "DELETE FROM timers WHERE ticket_id = ? AND key = ? AND due_at = ?",
             (timer.ticket_id, timer.key, _utc(timer.due_at, "timer.due_at")),
@@ -747,6 +752,8 @@ class _SqliteUnitOfWork:
         return [_outbox_entry(row[1:]) for row in rows]
 
     def mark_delivered(self, key: str, at: datetime) -> None:
+        if unfindable(key):
+            return  # no row has such a key
         self._c.execute(
             "UPDATE outbox SET status = 'delivered', delivered_at = ?, lease_owner = NULL,"
             " lease_until = NULL WHERE key = ?",
@@ -754,6 +761,8 @@ class _SqliteUnitOfWork:
         )
 
     def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+        if unfindable(key):
+            return  # no row has such a key
         retry = _utc(retry_at, "retry_at") if retry_at is not None else None
         # A late report from a worker whose lease ran out must not revive a delivered row.
         self._c.execute(
@@ -781,6 +790,8 @@ class _SqliteUnitOfWork:
         return [_outbox_entry(row) for row in cursor]
 
     def requeue(self, key: str, at: datetime) -> None:
+        if unfindable(key):
+            return  # no row has such a key
         self._c.execute(
             "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
             " lease_owner = NULL, lease_until = NULL WHERE key = ? AND status = 'dead'",
@@ -846,6 +857,8 @@ class _SqliteUnitOfWork:
         created_from: datetime | None = None,
         created_to: datetime | None = None,
     ) -> list[Record]:
+        if unfindable(kind, ticket_id, status):
+            return []
         clauses = ["kind = ?"]
         params: list[Any] = [kind]
         if ticket_id is not None:

@@ -706,6 +706,45 @@ class StorageContract:
             assert uow.get_record("survey", "r-2") == record("survey", "r-2")
 
     @pytest.mark.parametrize("odd", ["\x00", "\udcff"], ids=["nul", "surrogate"])
+    def test_filters_and_reports_with_odd_text_find_nothing(self, store: Storage, odd: str) -> None:
+        # Filters and keys no stored row can hold (a search box, a URL) match nothing, and a
+        # report about such a key changes nothing, instead of failing in the driver.
+        self._insert(store, make_ticket("t-1", 1, tags=frozenset({"vip"})))
+        with store.transaction() as uow:
+            uow.put_record(record("survey", "r-1"))
+            uow.enqueue([notification("n-1")])
+        with store.transaction() as uow:
+            for query in (
+                TicketQuery(assignee=f"agent{odd}"),
+                TicketQuery(tag=f"vip{odd}"),
+                TicketQuery(customer_id=f"c{odd}"),
+                TicketQuery(status=[f"open{odd}"]),
+            ):
+                assert uow.find_tickets(query) == []
+            assert [t.id for t in uow.find_tickets(TicketQuery(status=["open", f"x{odd}"]))] == [
+                "t-1"
+            ]
+            assert uow.find_records(f"survey{odd}") == []
+            assert uow.find_records("survey", ticket_id=f"t{odd}") == []
+            uow.release_timer(Timer(f"t{odd}", "sla:x", at(1), "sla"), "worker")
+            uow.mark_delivered(f"n{odd}", at(1))
+            uow.mark_failed(f"n{odd}", "refused", None)
+            uow.requeue(f"n{odd}", at(1))
+            _written_or_refused(
+                lambda: uow.claim_due_timers(at(60), 5, f"worker{odd}", LEASE), "owner",
+                f"worker{odd}",
+            )  # fmt: skip
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.attempts == 0
+            assert uow.get_record("survey", "r-1") == record("survey", "r-1")
+            _written_or_refused(
+                lambda: uow.claim_notifications(at(60), 5, f"worker{odd}", LEASE), "owner",
+                f"worker{odd}",
+            )  # fmt: skip
+
+    @pytest.mark.parametrize("odd", ["\x00", "\udcff"], ids=["nul", "surrogate"])
     def test_a_delivery_report_with_odd_text_is_recorded(self, store: Storage, odd: str) -> None:
         # A server's reply ends up in the error text: the report must be recorded (else the
         # row is sent again), the text kept or written with a backslash escape.
