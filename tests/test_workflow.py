@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 from datetime import datetime, timezone
+from typing import Any
 
 import attrs
 import pytest
@@ -221,6 +222,50 @@ def test_a_workflow_without_statuses_has_no_valid_initial_status() -> None:
     with pytest.raises(ValidationError) as refused:
         Workflow(statuses={}, transitions=[], initial="new")
     assert refused.value.field == "initial"
+
+
+_GO = Transition("go", "new", "done")
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        ("statuses", lambda: Workflow(statuses=None, transitions=[_GO], initial="new")),
+        ("statuses", lambda: Workflow(statuses={1: "new"}, transitions=[_GO], initial="new")),
+        ("transitions", lambda: Workflow(statuses=_TWO, transitions=None, initial="new")),
+        ("transitions[0]", lambda: Workflow(statuses=_TWO, transitions=["go"], initial="new")),
+        (
+            "automatic",
+            lambda: Workflow(statuses=_TWO, transitions=[_GO], initial="new", automatic=["assign"]),
+        ),
+        (
+            "automatic['assign']",
+            lambda: Workflow(
+                statuses=_TWO, transitions=[_GO], initial="new", automatic={"assign": 5}
+            ),
+        ),
+        ("name", lambda: Workflow(statuses=_TWO, transitions=[_GO], initial="new", name=5)),
+        ("trigger", lambda: Transition(None, "new", "done")),
+        ("sources", lambda: Transition("go", None, "done")),
+        ("sources", lambda: Transition("go", [], "done")),
+        ("dest", lambda: Transition("go", "new", "")),
+        ("guards", lambda: Transition("go", "new", "done", guards=["serial"])),
+        ("check", lambda: Guard("serial recorded", "fields.serial")),
+    ],
+)
+def test_a_malformed_workflow_names_the_field(field: str, build: Any) -> None:
+    with pytest.raises(ValidationError) as refused:
+        build()
+    assert refused.value.field == field
+
+
+def test_asking_the_category_of_something_unhashable_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError) as refused:
+        default_workflow().category(["open"])  # type: ignore[arg-type]
+    assert refused.value.field == "status"
+
+
+_TWO = {"new": "new", "done": "closed"}
 
 
 @pytest.mark.parametrize("category", [None, "pending", 3])

@@ -23,6 +23,16 @@ HAPPENINGS = ("assign", "agent_reply", "customer_reply")
 """What the desk reports to ``Workflow.automatic``: an assignment, and public replies."""
 
 
+def _name_of_guard(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValidationError("description", value, "a non-empty string")
+
+
+def _check_of_guard(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not callable(value):
+        raise ValidationError("check", value, "a callable taking the ticket")
+
+
 @attrs.frozen(slots=True)
 class Guard:
     """A named condition a transition needs: ``check(ticket)`` must be true.
@@ -30,22 +40,44 @@ class Guard:
     >>> has_serial = Guard("serial number recorded", lambda t: "serial" in t.fields)
     """
 
-    description: str
-    check: Callable[[Ticket], bool]
+    description: str = attrs.field(validator=_name_of_guard)
+    check: Callable[[Ticket], bool] = attrs.field(validator=_check_of_guard)
 
 
 def _sources(value: str | Iterable[str]) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else tuple(value)
+    return _names(value, "sources")
+
+
+def _names(value: str | Iterable[str], field: str) -> tuple[str, ...]:
+    """A lone name is one name; otherwise each item must be a non-empty string."""
+    if isinstance(value, str):
+        value = (value,)
+    names = tuple(value) if isinstance(value, Iterable) else None
+    if not names or not all(isinstance(name, str) and name for name in names):
+        raise ValidationError(field, value, "a name or a list of names (non-empty strings)")
+    return names
+
+
+def _name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValidationError(attribute.name, value, "a non-empty string")
+
+
+def _guards(value: Iterable[Guard]) -> tuple[Guard, ...]:
+    guards = tuple(value) if isinstance(value, Iterable) else None
+    if guards is None or not all(isinstance(guard, Guard) for guard in guards):
+        raise ValidationError("guards", value, "Guard objects")
+    return guards
 
 
 @attrs.frozen(slots=True)
 class Transition:
     """``trigger`` moves a ticket from any of ``sources`` (or ``"*"``) to ``dest``."""
 
-    trigger: str
+    trigger: str = attrs.field(validator=_name)
     sources: tuple[str, ...] = attrs.field(converter=_sources)
-    dest: str
-    guards: tuple[Guard, ...] = attrs.field(default=(), converter=tuple)
+    dest: str = attrs.field(validator=_name)
+    guards: tuple[Guard, ...] = attrs.field(default=(), converter=_guards)
 
 
 class _Holder:
@@ -87,9 +119,19 @@ class Workflow:
         name: str = "workflow",
         automatic: Mapping[str, str | Sequence[str]] | None = None,
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValidationError("name", name, "a non-empty string")
+        if not isinstance(statuses, Mapping):
+            raise ValidationError("statuses", statuses, "a mapping of status to category")
+        if isinstance(transitions, (str, bytes)) or not isinstance(transitions, Iterable):
+            raise ValidationError("transitions", transitions, "Transition objects")
+        if automatic is not None and not isinstance(automatic, Mapping):
+            raise ValidationError("automatic", automatic, "a mapping of happening to triggers")
         self.name = name
         self.statuses: dict[str, StatusCategory] = {}
         for status, category in statuses.items():
+            if not isinstance(status, str) or not status or status == ANY_STATUS:
+                raise ValidationError("statuses", status, "status names (non-empty strings)")
             if category is None:
                 raise ValidationError(f"statuses[{status!r}]", None, "a StatusCategory")
             self.statuses[status] = coerce_enum(StatusCategory, category, f"statuses[{status!r}]")
@@ -99,6 +141,9 @@ class Workflow:
             )
         self.initial = initial
         self.transitions = tuple(transitions)
+        for index, transition in enumerate(self.transitions):
+            if not isinstance(transition, Transition):
+                raise ValidationError(f"transitions[{index}]", transition, "a Transition")
         self._check_transitions()
         self._check_reachable()
         self.automatic: dict[str, tuple[str, ...]] = {}
@@ -106,7 +151,7 @@ class Workflow:
             # A typo here would silently switch the automation off: only known happenings.
             if happening not in HAPPENINGS:
                 raise ValidationError("automatic", happening, f"one of {', '.join(HAPPENINGS)}")
-            self.automatic[happening] = _sources(listed)  # a lone trigger is one trigger
+            self.automatic[happening] = _names(listed, f"automatic[{happening!r}]")
         for happening, triggers in self.automatic.items():
             for trigger in triggers:
                 if trigger not in self.triggers:
@@ -142,7 +187,7 @@ class Workflow:
         """The category of ``status``; ``ValidationError`` for an unknown one."""
         try:
             return self.statuses[status]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: unhashable, so no status either
             raise ValidationError("status", status, f"one of {sorted(self.statuses)}") from None
 
     def allowed(self, status: str) -> tuple[str, ...]:
