@@ -244,6 +244,29 @@ class TestIdleChat:
             IdleChatPolicy(**options)
         assert error.value.field == field
 
+    @pytest.mark.parametrize(
+        ("options", "field"),
+        [
+            ({"channels": None}, "channels"),
+            ({"channels": 5}, "channels"),
+            ({"channels": [None]}, "channels"),
+            ({"remind_after": 3}, "remind_after"),
+            ({"close_after": "5m"}, "close_after"),
+            ({"reminder": None}, "reminder"),
+            ({"reminder": 5}, "reminder"),
+            ({"closing": ["Bye"]}, "closing"),
+            ({"enabled": "no"}, "enabled"),
+            ({"enabled": None}, "enabled"),
+            ({"enabled": 0}, "enabled"),
+        ],
+    )
+    def test_ill_typed_idle_settings_are_refused_naming_their_field(
+        self, options: dict[str, Any], field: str
+    ) -> None:
+        with pytest.raises(ValidationError) as refused:
+            IdleChatPolicy(**options)
+        assert refused.value.field == field
+
 
 # -- auto-close -------------------------------------------------------------------------------
 def closed_by_system(desk: Desk, ticket_id: str) -> list[datetime]:
@@ -359,6 +382,43 @@ class TestAutoClose:
         with pytest.raises(ValidationError) as error:
             AutoClosePolicy(after=timedelta(0))
         assert error.value.field == "after"
+
+    @pytest.mark.parametrize(
+        ("policy", "options", "field"),
+        [
+            (AutoClosePolicy, {"calendar": 5}, "calendar"),
+            (AutoClosePolicy, {"calendar": "office"}, "calendar"),
+            (AutoClosePolicy, {"calendar": None}, "calendar"),
+            (AutoClosePolicy, {"after": 7}, "after"),
+            (AutoClosePolicy, {"enabled": "yes"}, "enabled"),
+            (CallbackPolicy, {"escalate_after": 30}, "escalate_after"),
+            (CallbackPolicy, {"escalate_after": None}, "escalate_after"),
+        ],
+    )
+    def test_ill_typed_auto_close_and_callback_settings_are_refused_naming_their_field(
+        self, policy: Callable[..., object], options: dict[str, Any], field: str
+    ) -> None:
+        with pytest.raises(ValidationError) as refused:
+            policy(**options)
+        assert refused.value.field == field
+
+    def test_well_typed_automation_settings_of_every_kind_still_build(self) -> None:
+        pendulum = pytest.importorskip("pendulum")
+        idle = IdleChatPolicy(
+            remind_after=pendulum.duration(minutes=2),  # a timedelta subclass
+            close_after=4 * M,
+            channels=(c for c in [Channel.CHAT, "social"]),
+            reminder="Still there?",
+            closing="Bye for now.",
+            enabled=False,
+        )
+        assert idle.channels == frozenset({Channel.CHAT, Channel.SOCIAL})
+        assert IdleChatPolicy(channels=Channel.SOCIAL).channels == frozenset({Channel.SOCIAL})
+        assert IdleChatPolicy(channels=[]).channels == frozenset()
+        auto = AutoClosePolicy(after=pendulum.duration(days=2), calendar=OFFICE, enabled=False)
+        callbacks = CallbackPolicy(escalate_after=pendulum.duration(minutes=20))
+        desk = Desk(idle_chat=idle, auto_close=auto, callbacks=callbacks)
+        assert desk is not None
 
 
 # -- dropped contacts and call-backs ----------------------------------------------------------

@@ -785,3 +785,97 @@ class TestValidation:
         with pytest.raises(ValidationError) as error:
             Desk(escalation=[TIERS, TIERS])
         assert _field(error) == "escalation"
+
+    @pytest.mark.parametrize(
+        ("options", "field"),
+        [
+            ({"after": 5}, "after"),
+            ({"after": "2h"}, "after"),
+            ({"sla_clock": "resolution", "fraction": "x"}, "fraction"),
+            ({"sla_clock": "resolution", "fraction": True}, "fraction"),
+            ({"after": H, "repeat_every": 5}, "repeat_every"),
+            ({"after": H, "notify": None}, "notify"),
+            ({"after": H, "notify": 5}, "notify"),
+            ({"after": H, "add_tags": None}, "add_tags"),
+            ({"after": H, "add_tags": 5}, "add_tags"),
+            ({"after": H, "add_tags": ["escalated", 5]}, "add_tags"),
+            ({"when": "urgent"}, "when"),
+            ({"when": {"priorities": ["urgent"]}}, "when"),
+            ({"after": H, "reassign_group": 5}, "reassign_group"),
+            ({"after": H, "reassign_to": ["eng_wu"]}, "reassign_to"),
+        ],
+    )
+    def test_ill_typed_level_settings_are_refused_naming_their_field(
+        self, options: dict[str, Any], field: str
+    ) -> None:
+        with pytest.raises(ValidationError) as refused:
+            EscalationLevel("lead", **options)
+        assert refused.value.field == field
+
+    @pytest.mark.parametrize("name", [None, 5, b"lead"])
+    def test_a_level_name_is_a_string(self, name: Any) -> None:
+        with pytest.raises(ValidationError) as refused:
+            EscalationLevel(name, after=H)
+        assert refused.value.field == "name"
+
+    @pytest.mark.parametrize(
+        ("levels", "field"),
+        [
+            (None, "levels"),
+            (5, "levels"),
+            ("lead", "levels"),
+            (EscalationLevel("lead", after=H), "levels"),  # one level still goes in a list
+            (["lead"], "levels[0]"),
+            ([EscalationLevel("lead", after=H), None], "levels[1]"),
+        ],
+    )
+    def test_ill_typed_policy_levels_are_refused_naming_their_field(
+        self, levels: Any, field: str
+    ) -> None:
+        with pytest.raises(ValidationError) as refused:
+            EscalationPolicy("p", levels)
+        assert refused.value.field == field
+
+    @pytest.mark.parametrize(
+        ("options", "field"),
+        [
+            ({"name": None}, "name"),
+            ({"calendar": 5}, "calendar"),
+            ({"calendar": "office"}, "calendar"),
+            ({"condition": None}, "condition"),
+            ({"condition": {"tiers": ["vip"]}}, "condition"),
+        ],
+    )
+    def test_ill_typed_policy_settings_are_refused_naming_their_field(
+        self, options: dict[str, Any], field: str
+    ) -> None:
+        settings: dict[str, Any] = {"name": "p", "levels": [EscalationLevel("lead", after=H)]}
+        with pytest.raises(ValidationError) as refused:
+            EscalationPolicy(**{**settings, **options})
+        assert refused.value.field == field
+
+    def test_well_typed_settings_of_every_kind_still_build(self) -> None:
+        pendulum = pytest.importorskip("pendulum")
+        level = EscalationLevel(
+            "lead",
+            after=pendulum.duration(hours=2),  # a timedelta subclass
+            since="updated",
+            notify=("team_lead", "on_call:night"),
+            reassign_group="tier2",
+            reassign_to="eng_wu",
+            raise_priority="high",
+            add_tags=(tag for tag in ["escalated", "tier2"]),
+            repeat_every=pendulum.duration(minutes=30),
+        )
+        assert level.add_tags == frozenset({"escalated", "tier2"})
+        assert level.raise_priority is Priority.HIGH
+        breach = EscalationLevel("breach", sla_clock="resolution", fraction=1)
+        urgent = EscalationLevel("urgent", when=EscalationCondition(priorities="urgent"))
+        policy = EscalationPolicy(
+            "mixed",
+            levels=(lv for lv in [level, breach, urgent]),
+            calendar=OFFICE,
+            condition=EscalationCondition(tiers=["vip"]),
+        )
+        assert [lv.name for lv in policy.levels] == ["lead", "breach", "urgent"]
+        assert Desk(escalation=[TIERS, NAGGING, policy]) is not None

@@ -27,8 +27,31 @@ def _positive(instance: object, attribute: attrs.Attribute[timedelta], value: ti
 
 def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[Channel]:
     # A lone channel (``"chat"``) is one channel, not a sequence of characters.
-    items = (values,) if isinstance(values, str) else values
+    if isinstance(values, str):
+        items: Iterable[Channel | str] = (values,)
+    elif isinstance(values, Iterable):
+        items = values
+    else:
+        raise ValidationError("channels", values, "a channel or an iterable of channels")
     return frozenset(coerce_enum(Channel, value, "channels") for value in items)
+
+
+# Type checks of the settings, run once when a policy is built (never per command).
+def _text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise ValidationError(attribute.name, value, "a string")
+
+
+def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(attribute.name, value, "True or False")
+
+
+def _calendar(
+    instance: object, attribute: attrs.Attribute[BusinessCalendar], value: BusinessCalendar
+) -> None:
+    if not isinstance(value, BusinessCalendar):
+        raise ValidationError(attribute.name, value, "a BusinessCalendar")
 
 
 @attrs.frozen(slots=True)
@@ -45,9 +68,15 @@ class IdleChatPolicy:
         default=frozenset({Channel.CHAT}),
         converter=_channels,
     )
-    reminder: str = "Are you still there? This chat will close soon if we don't hear from you."
-    closing: str = "We're closing this chat for now. Reply any time and we'll pick it up again."
-    enabled: bool = True
+    reminder: str = attrs.field(
+        default="Are you still there? This chat will close soon if we don't hear from you.",
+        validator=_text,
+    )
+    closing: str = attrs.field(
+        default="We're closing this chat for now. Reply any time and we'll pick it up again.",
+        validator=_text,
+    )
+    enabled: bool = attrs.field(default=True, validator=_flag)
 
     def __attrs_post_init__(self) -> None:
         if self.close_after <= self.remind_after:
@@ -66,8 +95,8 @@ class AutoClosePolicy:
     """
 
     after: timedelta = attrs.field(default=timedelta(days=7), validator=_positive)
-    calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
-    enabled: bool = True
+    calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_calendar)
+    enabled: bool = attrs.field(default=True, validator=_flag)
 
     def due(self, resolved_at: datetime) -> datetime:
         """When a ticket resolved at ``resolved_at`` closes by itself (UTC)."""

@@ -50,13 +50,17 @@ _TARGET_NAMES = ("assignee", "group", "team_lead", "manager")
 _TARGET_PREFIXES = ("on_call:", "agent:")
 
 
-def _one_or_many(values: Iterable[str] | str) -> tuple[str, ...]:
+def _one_or_many(values: Iterable[str] | str, field: str) -> tuple[str, ...]:
     """A lone string is one item, not a sequence of characters."""
-    return (values,) if isinstance(values, str) else tuple(values)
+    if isinstance(values, str):
+        return (values,)
+    if not isinstance(values, Iterable):
+        raise ValidationError(field, values, "a string or an iterable of strings")
+    return tuple(values)
 
 
 def _targets(values: Iterable[str] | str) -> tuple[str, ...]:
-    targets = _one_or_many(values)
+    targets = _one_or_many(values, "notify")
     for target in targets:
         if not isinstance(target, str) or not (
             target in _TARGET_NAMES
@@ -74,11 +78,51 @@ def _targets(values: Iterable[str] | str) -> tuple[str, ...]:
 
 
 def _tags(values: Iterable[str] | str) -> frozenset[str]:
-    return frozenset(_one_or_many(values))
+    tags = _one_or_many(values, "add_tags")
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise ValidationError("add_tags", tag, "tag names (strings)")
+    return frozenset(tags)
 
 
 def _priority_or_none(value: Priority | str | None) -> Priority | None:
     return None if value is None else coerce_enum(Priority, value, "raise_priority")
+
+
+# Type checks of the settings, run once when a level or a policy is built (never per command).
+def _text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str):
+        raise ValidationError(attribute.name, value, "a string")
+
+
+def _text_or_none(
+    instance: object, attribute: attrs.Attribute[str | None], value: str | None
+) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(attribute.name, value, "a string or None")
+
+
+def _duration_or_none(
+    instance: object, attribute: attrs.Attribute[timedelta | None], value: timedelta | None
+) -> None:
+    # pendulum Durations are timedelta subclasses, so they pass.
+    if value is not None and not isinstance(value, timedelta):
+        raise ValidationError(attribute.name, value, "a timedelta or None")
+
+
+def _fraction(
+    instance: object, attribute: attrs.Attribute[float | None], value: float | None
+) -> None:
+    # The range (and "given with sla_clock") is checked once all fields are set.
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValidationError("fraction", value, "a number in (0, 1]")
+
+
+def _condition_or_none(
+    instance: object, attribute: attrs.Attribute[SlaCondition | None], value: SlaCondition | None
+) -> None:
+    if value is not None and not isinstance(value, SlaCondition):
+        raise ValidationError(attribute.name, value, "an EscalationCondition or None")
 
 
 @attrs.frozen(slots=True)
@@ -86,18 +130,18 @@ class EscalationLevel:
     """One step of a policy. Give exactly one trigger: ``after`` (with ``since``),
     ``sla_clock`` with ``fraction``, or ``when``."""
 
-    name: str
-    after: timedelta | None = None
+    name: str = attrs.field(validator=_text)
+    after: timedelta | None = attrs.field(default=None, validator=_duration_or_none)
     since: str = "opened"
     sla_clock: str | None = None
-    fraction: float | None = None
-    when: SlaCondition | None = None
+    fraction: float | None = attrs.field(default=None, validator=_fraction)
+    when: SlaCondition | None = attrs.field(default=None, validator=_condition_or_none)
     notify: tuple[str, ...] = attrs.field(default=(), converter=_targets)
-    reassign_group: str | None = None
-    reassign_to: str | None = None
+    reassign_group: str | None = attrs.field(default=None, validator=_text_or_none)
+    reassign_to: str | None = attrs.field(default=None, validator=_text_or_none)
     raise_priority: Priority | None = attrs.field(default=None, converter=_priority_or_none)
     add_tags: frozenset[str] = attrs.field(default=frozenset(), converter=_tags)
-    repeat_every: timedelta | None = None
+    repeat_every: timedelta | None = attrs.field(default=None, validator=_duration_or_none)
 
     def __attrs_post_init__(self) -> None:
         triggers = {"after": self.after, "sla_clock": self.sla_clock, "when": self.when}
@@ -122,10 +166,29 @@ class EscalationLevel:
 
 
 def _levels(values: Iterable[EscalationLevel]) -> tuple[EscalationLevel, ...]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ValidationError("levels", values, "EscalationLevel objects (an iterable)")
     levels = tuple(values)
     if not levels:
         raise ValidationError("levels", levels, "at least one EscalationLevel")
+    for index, level in enumerate(levels):
+        if not isinstance(level, EscalationLevel):
+            raise ValidationError(f"levels[{index}]", level, "an EscalationLevel")
     return levels
+
+
+def _calendar(
+    instance: object, attribute: attrs.Attribute[BusinessCalendar], value: BusinessCalendar
+) -> None:
+    if not isinstance(value, BusinessCalendar):
+        raise ValidationError("calendar", value, "a BusinessCalendar")
+
+
+def _condition(
+    instance: object, attribute: attrs.Attribute[SlaCondition], value: SlaCondition
+) -> None:
+    if not isinstance(value, SlaCondition):
+        raise ValidationError("condition", value, "an EscalationCondition")
 
 
 @attrs.frozen(slots=True)
@@ -134,8 +197,8 @@ class EscalationPolicy:
 
     name: str = attrs.field()
     levels: tuple[EscalationLevel, ...] = attrs.field(converter=_levels)
-    calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
-    condition: SlaCondition = attrs.field(factory=SlaCondition)
+    calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_calendar)
+    condition: SlaCondition = attrs.field(factory=SlaCondition, validator=_condition)
 
     @name.validator
     def _check_name(self, attribute: attrs.Attribute[str], value: str) -> None:
