@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supportflow import Desk
 from supportflow.clock import ManualClock
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient, RecipientRole
@@ -435,3 +436,75 @@ def test_configuration_is_checked(
 ) -> None:
     with pytest.raises(ValidationError, match=option):
         Dispatcher(store, {}, clock=clock, **{option: value})
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("notifiers", None),
+        ("notifiers", [("customer", MemoryNotifier())]),
+        ("notifiers", {"customer": 5}),
+        ("store", None),
+        ("clock", None),
+        ("clock", 5),
+        ("max_attempts", None),
+        ("max_attempts", "6"),
+        ("max_attempts", 6.0),
+        ("max_attempts", True),
+        ("base_delay", None),
+        ("base_delay", 30),
+        ("max_delay", None),
+        ("max_delay", 3600),
+        ("jitter", None),
+        ("jitter", "0.2"),
+        ("jitter", True),
+        ("jitter", float("nan")),
+        ("lease", None),
+        ("lease", 300),
+        ("owner", 5),
+        ("random", 5),
+        ("fallback", 5),
+    ],
+)
+def test_ill_typed_configuration_is_named(
+    store: MemoryStore, clock: ManualClock, option: str, value: Any
+) -> None:
+    arguments: dict[str, Any] = {"store": store, "notifiers": {}, "clock": clock, option: value}
+    with pytest.raises(ValidationError) as refused:
+        Dispatcher(**arguments)
+    assert refused.value.field == option
+
+
+@pytest.mark.parametrize("attempts", [None, "3", 2.5, [1]])
+def test_backoff_names_an_ill_typed_attempt_count(
+    store: MemoryStore, clock: ManualClock, attempts: Any
+) -> None:
+    dispatcher = Dispatcher(store, {}, clock=clock)
+    with pytest.raises(ValidationError) as refused:
+        dispatcher.backoff(attempts)
+    assert refused.value.field == "attempts"
+
+
+def test_well_typed_configuration_is_kept(store: MemoryStore, clock: ManualClock) -> None:
+    dispatcher = Dispatcher(
+        store,
+        {RecipientRole.CUSTOMER: MemoryNotifier()},
+        clock=clock,
+        max_attempts=3,
+        base_delay=timedelta(seconds=10),
+        max_delay=timedelta(minutes=1),
+        jitter=0,
+        lease=timedelta(minutes=1),
+        owner="w-1",
+        random=random.Random(1),
+        fallback=MemoryNotifier(),
+    )
+    assert (dispatcher.max_attempts, dispatcher.jitter, dispatcher.owner) == (3, 0, "w-1")
+    assert dispatcher.backoff(3) == timedelta(seconds=40)
+
+
+@pytest.mark.parametrize("option", ["max_attempts", "base_delay", "jitter", "lease"])
+def test_desk_passes_the_dispatchers_own_refusal_on(option: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Desk(dispatcher_options={option: None})
+    assert refused.value.field == option

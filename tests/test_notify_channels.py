@@ -660,3 +660,162 @@ def test_webhook_url_with_query_keeps_it(receiver: Receiver) -> None:
     WebhookNotifier(url, SECRET, timeout=5).deliver(_note(), ())
     [request] = receiver.requests
     assert urllib.parse.urlsplit(request["path"]).query == "tenant=acme"
+
+
+# -- ill-typed configuration: a ValidationError naming the argument, before anything is sent --
+SMTP_OK: dict[str, Any] = {"host": "127.0.0.1", "port": 25, "sender": "a@b.example"}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("host", 5),
+        ("host", None),
+        ("host", ""),
+        ("port", None),
+        ("port", "25"),
+        ("port", 25.0),
+        ("port", True),
+        ("port", 0),
+        ("port", 65536),
+        ("sender", 5),
+        ("sender", None),
+        ("sender", ""),
+        ("timeout", None),
+        ("timeout", "10"),
+        ("timeout", timedelta(seconds=10)),
+        ("timeout", float("nan")),
+        ("timeout", float("inf")),
+        ("timeout", True),
+        ("timeout", 0),
+        ("domain", None),
+        ("domain", 5),
+        ("username", 5),
+    ],
+)
+def test_smtp_refuses_ill_typed_configuration(option: str, value: Any) -> None:
+    kwargs = {**SMTP_OK, option: value}
+    if option == "username":
+        kwargs["password"] = "p"
+    with pytest.raises(ValidationError) as refused:
+        SmtpNotifier(**kwargs)
+    assert refused.value.field == option
+
+
+def test_smtp_never_shows_a_refused_password() -> None:
+    with pytest.raises(ValidationError) as refused:
+        SmtpNotifier(**SMTP_OK, username="u", password=b"hunter2")  # type: ignore[arg-type]
+    assert refused.value.field == "password"
+    assert "hunter2" not in str(refused.value)
+
+
+@pytest.mark.parametrize("port", [1, 25, 587, 65535])
+def test_smtp_accepts_every_port(port: int) -> None:
+    assert SmtpNotifier("mail.example", port, sender="a@b.example", timeout=3).port == port
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "field"),
+    [
+        ((5, SECRET), {}, "url"),
+        ((None, SECRET), {}, "url"),
+        (("http://[::1/hook", SECRET), {}, "url"),
+        (("https://hooks.example/x", 5), {}, "secret"),
+        (("https://hooks.example/x", None), {}, "secret"),
+        (("https://hooks.example/x", SECRET), {"timeout": None}, "timeout"),
+        (("https://hooks.example/x", SECRET), {"timeout": "5"}, "timeout"),
+        (("https://hooks.example/x", SECRET), {"timeout": timedelta(seconds=5)}, "timeout"),
+        (("https://hooks.example/x", SECRET), {"timeout": float("nan")}, "timeout"),
+        (("https://hooks.example/x", SECRET), {"clock": 5}, "clock"),
+        (("https://hooks.example/x", SECRET), {"headers": 5}, "headers"),
+        (("https://hooks.example/x", SECRET), {"headers": [("X-Tenant", "acme")]}, "headers"),
+        (("https://hooks.example/x", SECRET), {"headers": {"X-Tenant": 5}}, "headers"),
+        (("https://hooks.example/x", SECRET), {"headers": {5: "acme"}}, "headers"),
+        (("https://hooks.example/x", SECRET), {"headers": {"X:Tenant": "acme"}}, "headers"),
+        (("https://hooks.example/x", SECRET), {"headers": {"X-租户": "acme"}}, "headers"),
+        (("https://hooks.example/x", SECRET), {"headers": {"X-Tenant": "工单"}}, "headers"),
+    ],
+)
+def test_webhook_refuses_ill_typed_configuration(
+    args: tuple[Any, ...], kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        WebhookNotifier(*args, **kwargs)
+    assert refused.value.field == field
+
+
+def test_webhook_never_shows_a_refused_secret() -> None:
+    with pytest.raises(ValidationError) as refused:
+        WebhookNotifier("https://hooks.example/x", ["whsec-in-a-list"])  # type: ignore[arg-type]
+    assert "whsec-in-a-list" not in str(refused.value)
+
+
+def test_webhook_keeps_accepting_bytes_secrets_and_latin1_headers(receiver: Receiver) -> None:
+    notifier = WebhookNotifier(
+        receiver.url, bytearray(SECRET, "ascii"), timeout=5, headers={"X-Tenant": "café"}
+    )
+    notifier.deliver(_note(), _note().recipients)
+    [request] = receiver.requests
+    assert request["valid"]
+    assert request["headers"]["X-Tenant"] == "café"
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ((None, 1767571200, b"{}"), "secret"),
+        ((5, 1767571200, b"{}"), "secret"),
+        ((SECRET, 1767571200, None), "body"),
+        ((SECRET, 1767571200, 5), "body"),
+        ((SECRET, "١٧٦٧", b"{}"), "timestamp"),
+    ],
+)
+def test_sign_refuses_ill_typed_arguments(args: tuple[Any, ...], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        sign(*args)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"secret": None}, "secret"),
+        ({"body": None}, "body"),
+        ({"signature": 5}, "signature"),
+        ({"signature": b"sha256=00"}, "signature"),
+        ({"now": None}, "now"),
+        ({"now": float("nan")}, "now"),
+        ({"tolerance": None}, "tolerance"),
+        ({"tolerance": float("nan")}, "tolerance"),
+    ],
+)
+def test_verify_signature_refuses_ill_typed_arguments(changes: dict[str, Any], field: str) -> None:
+    arguments: dict[str, Any] = {
+        "secret": SECRET,
+        "timestamp": "1767571200",
+        "body": b"{}",
+        "signature": sign(SECRET, 1767571200, b"{}"),
+        "now": 1767571200,
+        "tolerance": 300,
+    }
+    arguments.update(changes)
+    with pytest.raises(ValidationError) as refused:
+        verify_signature(**arguments)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize("timestamp", [None, "9" * 400, "soon"])
+def test_verify_signature_rejects_absent_or_absurd_headers(timestamp: Any) -> None:
+    header = sign(SECRET, 1767571200, b"{}")
+    assert not verify_signature(SECRET, timestamp, b"{}", header, now=1767571200)
+    assert not verify_signature(SECRET, "1767571200", b"{}", None, now=1767571200)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [((None,), "notification"), ((_note(), 5), "recipients"), ((_note(), [5]), "recipients")],
+)
+def test_notification_payload_names_a_wrong_argument(args: tuple[Any, ...], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        notification_payload(*args)
+    assert refused.value.field == field

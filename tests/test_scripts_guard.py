@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supportflow.errors import ReplyBlocked, ValidationError
-from supportflow.model import Customer, Message, Ticket
+from supportflow.model import Customer, Message, RecipientRole, Ticket
 from supportflow.notify import (
     BUILTIN_TEMPLATES,
     Finding,
@@ -450,3 +450,64 @@ class TestEnforce:
     def test_a_role_without_a_person_is_a_mistake(self) -> None:
         with pytest.raises(ValidationError, match="override_by"):
             ReplyGuard(TERMS).enforce(self.ticket, self.body, override_role="manager")
+
+
+# -- ill-typed arguments: a ValidationError naming the argument -----------------------------
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"allowed_domains": None}, "allowed_domains"),
+        ({"allowed_domains": 5}, "allowed_domains"),
+        ({"allowed_domains": [5]}, "allowed_domains"),
+        ({"forbidden_terms": None}, "forbidden_terms"),
+        ({"forbidden_terms": 5}, "forbidden_terms"),
+        ({"forbidden_terms": [None]}, "forbidden_terms"),
+        ({"override_roles": None}, "override_roles"),
+        ({"override_roles": 5}, "override_roles"),
+        ({"override_roles": [5]}, "override_roles"),
+        ({"override_roles": "manager"}, "override_roles"),
+        ({"min_note_overlap": None}, "min_note_overlap"),
+    ],
+)
+def test_reply_policy_names_an_ill_typed_argument(changes: dict[str, Any], field: str) -> None:
+    arguments: dict[str, Any] = {"allowed_domains": ["example.com"], **changes}
+    with pytest.raises(ValidationError) as refused:
+        ReplyPolicy(**arguments)
+    assert refused.value.field == field
+
+
+def test_reply_policy_reads_any_iterable_once() -> None:
+    policy = ReplyPolicy(
+        allowed_domains=(d for d in ["example.com"]),
+        forbidden_terms=(t for t in ["free", "保证"]),
+        override_roles=(r for r in [RecipientRole.MANAGER, "Team_Lead"]),
+    )
+    assert policy.allowed_domains == frozenset({"example.com"})
+    assert policy.forbidden_terms == ("free", "保证")
+    assert policy.override_roles == frozenset({"manager", "team_lead"})
+
+
+@pytest.mark.parametrize("policy", [None, 5, {"allowed_domains": ["example.com"]}])
+def test_reply_guard_needs_a_policy(policy: Any) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ReplyGuard(policy)
+    assert refused.value.field == "policy"
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: ReplyScripts(default_language=None), "default_language"),
+        (lambda: ReplyScripts(default_language=5), "default_language"),
+        (lambda: ReplyScripts(default_language=" "), "default_language"),
+        (lambda: ReplyScripts(5), "templates"),
+        (lambda: ReplyScripts().with_templates(None), "templates"),
+        (lambda: ReplyScripts().with_templates({5: {"greeting": "Hi"}}), "templates"),
+        (lambda: ReplyScripts().with_templates({"en": "Hi"}), "templates['en']"),
+        (lambda: ReplyScripts().with_templates({"en": {}}, default_language=5), "default_language"),
+    ],
+)
+def test_reply_scripts_name_an_ill_typed_argument(build: Any, field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        build()
+    assert refused.value.field == field

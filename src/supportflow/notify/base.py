@@ -7,10 +7,12 @@ A notifier either returns (the receiver accepted the notification) or raises. It
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from numbers import Integral
 from typing import Protocol, runtime_checkable
 
-from supportflow.errors import SupportflowError
+from supportflow.errors import SupportflowError, ValidationError
 from supportflow.model import Notification, Recipient
 
 __all__ = ["DeliveryError", "Notifier"]
@@ -63,3 +65,22 @@ class DeliveryError(SupportflowError):
             f"DeliveryError({str(self)!r}, permanent={self.permanent!r}, "
             f"response={self.response!r})"
         )
+
+
+def check_timeout(value: object, field: str = "timeout") -> None:
+    """Refuse what a socket timeout cannot take: ``value`` must be a finite, positive number of
+    seconds (an ``int`` or ``float``; not a bool, not a ``timedelta``).
+
+    >>> check_timeout(2.5)
+    >>> check_timeout(None)
+    Traceback (most recent call last):
+    ...
+    supportflow.errors.ValidationError: timeout=None is invalid: ...
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, float | Integral)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValidationError(field, value, "a positive number of seconds")

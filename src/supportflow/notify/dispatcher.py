@@ -23,6 +23,7 @@ import secrets
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
+from numbers import Integral, Real
 
 import attrs
 
@@ -61,6 +62,16 @@ class DispatchReport:
 class _Outcome:
     error: str | None = None
     permanent: bool = False
+
+
+def _is_whole(value: object) -> bool:
+    """An ``int`` (or an ``IntEnum``, a NumPy integer), not a bool."""
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """A real number (``int``, ``float``, ``Fraction``, NumPy's), not a bool."""
+    return isinstance(value, Real) and not isinstance(value, bool)
 
 
 def _default_owner() -> str:
@@ -110,19 +121,40 @@ class Dispatcher:
         random: _random.Random | None = None,
         fallback: Notifier | None = None,
     ) -> None:
+        if not isinstance(store, Storage):
+            raise ValidationError("store", store, "a supportflow.storage.Storage")
+        if not isinstance(notifiers, Mapping) or not all(
+            isinstance(notifier, Notifier) for notifier in notifiers.values()
+        ):
+            raise ValidationError("notifiers", notifiers, "a mapping of recipient role to Notifier")
+        if not isinstance(clock, Clock):
+            raise ValidationError("clock", clock, "a supportflow.Clock (with now())")
+        if not _is_whole(max_attempts):
+            raise ValidationError("max_attempts", max_attempts, "a whole number, at least 1")
         if max_attempts < 1:
             raise ValidationError("max_attempts", max_attempts, "at least 1")
+        for field, value in (("base_delay", base_delay), ("max_delay", max_delay)):
+            if not isinstance(value, timedelta):
+                raise ValidationError(field, value, "a positive duration (a timedelta)")
         if base_delay <= timedelta(0):
             raise ValidationError("base_delay", base_delay, "a positive duration")
         if max_delay < base_delay:
             raise ValidationError("max_delay", max_delay, f"at least base_delay ({base_delay})")
-        if not 0 <= jitter < 1:
+        if not _is_real(jitter) or not 0 <= jitter < 1:
             raise ValidationError("jitter", jitter, "a fraction in [0, 1)")
+        if not isinstance(lease, timedelta):
+            raise ValidationError("lease", lease, "a positive duration (a timedelta)")
         if lease <= timedelta(0):
             raise ValidationError("lease", lease, "a positive duration")
+        if owner is not None and not isinstance(owner, str):
+            raise ValidationError("owner", owner, "a string naming this worker, or None")
+        if random is not None and not callable(getattr(random, "uniform", None)):
+            raise ValidationError("random", random, "a random.Random (with uniform()), or None")
+        if fallback is not None and not isinstance(fallback, Notifier):
+            raise ValidationError("fallback", fallback, "a Notifier, or None")
         self.store = store
         self.clock = clock
-        self.max_attempts = max_attempts
+        self.max_attempts = int(max_attempts)
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.jitter = jitter
@@ -145,8 +177,11 @@ class Dispatcher:
         [30, 60, 120, 3600]
         """
         # Cap the exponent first: 2**attempts grows past what timedelta can hold.
-        exponent = min(max(attempts - 1, 0), 40)
-        return min(self.max_delay, self.base_delay * (1 << exponent))
+        try:
+            exponent = min(max(attempts - 1, 0), 40)
+            return min(self.max_delay, self.base_delay * (1 << exponent))
+        except TypeError:  # only a wrong argument gets here: naming it costs nothing otherwise
+            raise ValidationError("attempts", attempts, "a whole number of failures") from None
 
     def retry_delay(self, attempts: int) -> timedelta:
         """:meth:`backoff` varied by a random fraction within ``± jitter``."""

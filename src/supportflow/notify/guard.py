@@ -144,22 +144,34 @@ def _domain(value: Any) -> str:
 def _domains(values: Collection[str]) -> frozenset[str]:
     if isinstance(values, str):
         raise ValidationError("allowed_domains", values, "a collection of domains, not a string")
+    if not isinstance(values, Iterable):
+        raise ValidationError("allowed_domains", values, "a collection of domains")
     return frozenset(_domain(value) for value in values)
 
 
 def _terms(values: Collection[str]) -> tuple[str, ...]:
     if isinstance(values, str):
         raise ValidationError("forbidden_terms", values, "a collection of terms, not a string")
-    for value in values:
+    if not isinstance(values, Iterable):
+        raise ValidationError("forbidden_terms", values, "a collection of terms")
+    terms = tuple(values)  # read once: a generator would be empty the second time
+    for value in terms:
         if not isinstance(value, str) or not _fold_text(value):
             raise ValidationError("forbidden_terms", value, "non-blank terms")
-    return tuple(dict.fromkeys(values))
+    return tuple(dict.fromkeys(terms))
 
 
 def _roles(values: Collection[str]) -> frozenset[str]:
     if isinstance(values, str):
         raise ValidationError("override_roles", values, "a collection of roles, not a string")
-    return frozenset(_role_name(value) for value in values)
+    if not isinstance(values, Iterable):
+        raise ValidationError("override_roles", values, "a collection of roles")
+    roles = tuple(values)
+    for value in roles:
+        # A role is its name, or an enum member whose value is the name (RecipientRole).
+        if not isinstance(getattr(value, "value", value), str):
+            raise ValidationError("override_roles", value, "role names (strings)")
+    return frozenset(_role_name(value) for value in roles)
 
 
 def _role_name(value: Any) -> str:
@@ -264,6 +276,8 @@ class ReplyGuard:
     """
 
     def __init__(self, policy: ReplyPolicy) -> None:
+        if not isinstance(policy, ReplyPolicy):
+            raise ValidationError("policy", policy, "a ReplyPolicy")
         self.policy = policy
         self._terms = self._compile_terms(policy.forbidden_terms)
 

@@ -152,6 +152,8 @@ class ReplyScripts:
                 if not isinstance(name, str) or not name.strip():
                     raise ValidationError(f"templates[{language!r}]", name, "template names")
                 self._templates[(name, lang)] = _check_template(name, lang, text)
+        if not isinstance(default_language, str) or not default_language.strip():
+            raise ValidationError("default_language", default_language, "a language code like 'en'")
         self.default_language = _norm_language(default_language)
 
     @classmethod
@@ -178,8 +180,14 @@ class ReplyScripts:
         >>> scripts.template("greeting", "en")
         'Hi {customer_name}!'
         """
+        if not isinstance(data, Mapping):
+            raise ValidationError("templates", data, "a mapping {language: {name: template}}")
         merged = self.to_dict()
         for language, named in data.items():
+            if not isinstance(language, str) or not language.strip():
+                raise ValidationError("templates", language, "language codes such as 'en'")
+            if not isinstance(named, Mapping):
+                raise ValidationError(f"templates[{language!r}]", named, "a mapping {name: text}")
             merged.setdefault(_norm_language(language), {}).update(named)
         return type(self)(merged, default_language=default_language or self.default_language)
 

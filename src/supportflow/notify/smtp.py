@@ -23,10 +23,11 @@ from email.errors import HeaderDefect
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from numbers import Integral
 
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient, RecipientRole
-from supportflow.notify.base import DeliveryError
+from supportflow.notify.base import DeliveryError, check_timeout
 
 __all__ = ["EMAIL_ROLES", "SmtpNotifier", "message_id", "thread_id"]
 
@@ -97,6 +98,21 @@ def _html(text: str) -> str:
     return f"{head}\n{rendered}\n</body></html>\n"
 
 
+def _check_text(field: str, value: object, expected: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, value, expected)
+
+
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 1 <= int(value) <= 65535:
+        raise ValidationError("port", value, "a whole number from 1 to 65535")
+    return int(value)
+
+
+def _redacted(value: object) -> str:
+    return f"<{type(value).__name__}>"
+
+
 def _smtp_text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
@@ -127,16 +143,22 @@ class SmtpNotifier:
         timeout: float = 10.0,
         domain: str = "supportflow.local",
     ) -> None:
-        if timeout <= 0:
-            raise ValidationError("timeout", timeout, "a positive number of seconds")
+        _check_text("host", host, "the SMTP server's host name, a non-empty string")
+        _check_text("sender", sender, "an e-mail address such as help@example.com")
+        if username is not None and not isinstance(username, str):
+            raise ValidationError("username", username, "a string or None")
+        if password is not None and not isinstance(password, str):
+            # The type, never the value: a password must not reach a log line.
+            raise ValidationError("password", _redacted(password), "a string or None")
+        check_timeout(timeout)
         if (username is None) != (password is None):
             raise ValidationError("username", username, "username and password given together")
-        if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
+        if not isinstance(domain, str) or not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
             raise ValidationError("domain", domain, "a host name such as desk.example.com")
         name, addr = parseaddr(sender)
         self.sender = self._address(name, addr, "sender")
         self.host = host
-        self.port = port
+        self.port = _port(port)
         self.starttls = starttls
         self.timeout = timeout
         self.domain = domain

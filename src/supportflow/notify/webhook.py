@@ -18,17 +18,19 @@ import hashlib
 import hmac
 import http.client
 import json
+import math
+import re
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import IO, Any
 
 from supportflow.clock import Clock, SystemClock
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient
-from supportflow.notify.base import DeliveryError
+from supportflow.notify.base import DeliveryError, check_timeout
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -44,6 +46,7 @@ TIMESTAMP_HEADER = "X-Supportflow-Timestamp"
 _EXCERPT = 500  # characters of a rejected response kept for the dead letter
 # 4xx statuses that mean "later", not "never".
 _TRANSIENT_4XX = frozenset({408, 425, 429})
+_HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*")  # what http.client sends, once ASCII
 
 
 def _plain(value: Any) -> Any:
@@ -73,23 +76,43 @@ def notification_payload(
     >>> notification_payload(note)["created_at"]
     '2026-01-05T00:00:00+00:00'
     """
-    chosen = notification.recipients if recipients is None else recipients
-    return {
-        "idempotency_key": notification.idempotency_key,
-        "kind": notification.kind,
-        "ticket_id": notification.ticket_id,
-        "subject": notification.subject,
-        "body": notification.body,
-        "recipients": [
-            {"role": r.role.value, "address": r.address, "name": r.name} for r in chosen
-        ],
-        "data": dict(notification.data),
-        "created_at": notification.created_at.isoformat(),
-    }
+    try:
+        chosen = notification.recipients if recipients is None else recipients
+        return {
+            "idempotency_key": notification.idempotency_key,
+            "kind": notification.kind,
+            "ticket_id": notification.ticket_id,
+            "subject": notification.subject,
+            "body": notification.body,
+            "recipients": [
+                {"role": r.role.value, "address": r.address, "name": r.name} for r in chosen
+            ],
+            "data": dict(notification.data),
+            "created_at": notification.created_at.isoformat(),
+        }
+    except (AttributeError, TypeError):
+        # Only a wrong argument gets here; naming it costs nothing on the way that works.
+        if not isinstance(notification, Notification):
+            raise ValidationError("notification", notification, "a Notification") from None
+        if not isinstance(recipients, Iterable) or not all(
+            isinstance(recipient, Recipient) for recipient in recipients
+        ):
+            raise ValidationError("recipients", recipients, "Recipient objects, or None") from None
+        raise
 
 
 def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _redacted(value: object) -> str:
+    # What a refused secret is shown as: its type, never its content.
+    return f"<{type(value).__name__}>"
+
+
+def _check_secret(secret: object) -> None:
+    if not isinstance(secret, str | bytes | bytearray):
+        raise ValidationError("secret", _redacted(secret), "a shared secret: str or bytes")
 
 
 def sign(secret: str | bytes, timestamp: int | str, body: str | bytes) -> str:
@@ -98,8 +121,15 @@ def sign(secret: str | bytes, timestamp: int | str, body: str | bytes) -> str:
     >>> sign("s3cret", 1767571200, b'{"a":1}')[:15]
     'sha256=456c6993'
     """
-    message = f"{timestamp}.".encode("ascii") + _as_bytes(body)
-    digest = hmac.new(_as_bytes(secret), message, hashlib.sha256).hexdigest()
+    try:
+        message = f"{timestamp}.".encode("ascii") + _as_bytes(body)
+        digest = hmac.new(_as_bytes(secret), message, hashlib.sha256).hexdigest()
+    except (TypeError, UnicodeEncodeError):
+        # Only a wrong argument gets here; naming it costs nothing on the way that works.
+        _check_secret(secret)
+        if not f"{timestamp}".isascii():
+            raise ValidationError("timestamp", timestamp, "unix seconds: an int") from None
+        raise ValidationError("body", body, "the request body: str or bytes") from None
     return f"sha256={digest}"
 
 
@@ -126,13 +156,27 @@ def verify_signature(
     >>> verify_signature("s3cret", "1767571200", body, header, now=1767571200 + 3600)
     False
     """
+    if signature is None:
+        return False  # no signature header: not signed, like a missing timestamp
+    if not isinstance(signature, str):
+        raise ValidationError("signature", signature, "the signature header, a str")
+    try:
+        now_seconds = now.timestamp() if isinstance(now, datetime) else float(now)
+    except (TypeError, ValueError):
+        raise ValidationError("now", now, "a datetime or unix seconds") from None
+    try:
+        window = tolerance.total_seconds() if isinstance(tolerance, timedelta) else float(tolerance)
+    except (TypeError, ValueError):
+        raise ValidationError("tolerance", tolerance, "seconds or a timedelta") from None
+    if math.isnan(now_seconds) or math.isnan(window):
+        # NaN compares false with everything: the replay check would pass any timestamp.
+        field, value = ("now", now) if math.isnan(now_seconds) else ("tolerance", tolerance)
+        raise ValidationError(field, value, "a number, not NaN")
     try:
         sent_at = int(str(timestamp).strip())
-    except ValueError:
-        return False
-    now_seconds = now.timestamp() if isinstance(now, datetime) else float(now)
-    window = tolerance.total_seconds() if isinstance(tolerance, timedelta) else float(tolerance)
-    if abs(now_seconds - sent_at) > window:
+        if abs(now_seconds - sent_at) > window:
+            return False
+    except (ValueError, OverflowError):  # not a number, or too large to be a time
         return False
     expected = sign(secret, sent_at, body)
     # compare_digest: the time taken must not reveal how many leading characters matched.
@@ -151,6 +195,35 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         return None
+
+
+def _extra_headers(headers: object) -> dict[str, str]:
+    """``headers`` as a dict, each name and value one that ``http.client`` can send."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise ValidationError("headers", headers, "a mapping of header name to value, or None")
+    extra = dict(headers)
+    for name, value in extra.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            # The name only: a header value may be a credential.
+            raise ValidationError("headers", name, "header names and values as strings")
+        if any(c in f"{name}{value}" for c in "\r\n"):
+            raise ValidationError("headers", name, "header names and values without newlines")
+        # What http.client would refuse, or fail to encode, on every delivery.
+        if not (name.isascii() and _HEADER_NAME.fullmatch(name)) or not _latin1(value):
+            raise ValidationError(
+                "headers", name, "an ASCII header name without ':', a Latin-1 value"
+            )
+    return extra
+
+
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _header_safe(value: str) -> str:
@@ -180,20 +253,26 @@ class WebhookNotifier:
         clock: Clock | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationError("url", url, "an http:// or https:// URL with a host")
+        expected_url = "an http:// or https:// URL with a host"
+        if not isinstance(url, str):
+            raise ValidationError("url", url, expected_url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            hostname = parts.hostname
+        except ValueError:  # e.g. a broken IPv6 literal or port
+            raise ValidationError("url", url, expected_url) from None
+        if parts.scheme not in ("http", "https") or not hostname:
+            raise ValidationError("url", url, expected_url)
+        _check_secret(secret)
         if not secret:
             raise ValidationError("secret", "", "a non-empty shared secret")
-        if timeout <= 0:
-            raise ValidationError("timeout", timeout, "a positive number of seconds")
-        extra = dict(headers or {})
-        for name, value in extra.items():
-            if any(c in f"{name}{value}" for c in "\r\n"):
-                raise ValidationError("headers", name, "header names and values without newlines")
+        check_timeout(timeout)
+        if clock is not None and not isinstance(clock, Clock):
+            raise ValidationError("clock", clock, "a supportflow.Clock (with now()), or None")
+        extra = _extra_headers(headers)
         self.url = url
         self.timeout = timeout
-        self._secret = _as_bytes(secret)
+        self._secret = _as_bytes(secret) if isinstance(secret, str) else bytes(secret)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._headers = extra
         self._opener = urllib.request.build_opener(_RefuseRedirects())
