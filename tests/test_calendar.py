@@ -412,6 +412,29 @@ class TestErrors:
             office(subdivision="BY")
         assert info.value.field == "subdivision"
 
+    @pytest.mark.parametrize(
+        ("options", "field"),
+        [
+            ({"country": 5}, "country"),
+            ({"country": ["DE"]}, "country"),
+            ({"country": "DE", "subdivision": [1]}, "subdivision"),
+            ({"country": "DE", "subdivision": 9}, "subdivision"),
+            ({"subdivision": [1]}, "subdivision"),
+            ({"name": 5}, "name"),
+            ({"name": ["office"]}, "name"),
+        ],
+    )
+    def test_ill_typed_options_are_refused_when_built(
+        self, options: dict[str, object], field: str
+    ) -> None:
+        with pytest.raises(ValidationError) as refused:
+            office(**options)
+        assert refused.value.field == field
+
+    def test_names_are_kept_and_default_to_the_zone(self) -> None:
+        assert office(name="Berlin office").name == "Berlin office"
+        assert office(name=None).name == "business hours (Europe/Berlin)"
+
     def test_bad_duration_type(self) -> None:
         with pytest.raises(ValidationError) as info:
             office().add(at(BERLIN, 2026, 3, 2, 9), 60)  # type: ignore[arg-type]

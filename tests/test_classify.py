@@ -407,6 +407,51 @@ def test_bad_values_raise_validation_errors(build: Any, field: str) -> None:
     assert error.value.field == field
 
 
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Classifier(None), "rules"),  # type: ignore[arg-type]
+        (lambda: Classifier(5), "rules"),  # type: ignore[arg-type]
+        (lambda: Classifier(VPN), "rules"),  # type: ignore[arg-type]
+        (lambda: Classifier([1]), "rules[0]"),  # type: ignore[list-item]
+        (lambda: Classifier([], sensitive_words=5), "sensitive_words"),  # type: ignore[arg-type]
+        (lambda: Classifier([], sensitive_words="lawyer"), "sensitive_words"),
+        (lambda: Classifier([], matrix={}), "matrix"),  # type: ignore[arg-type]
+        (lambda: PriorityMatrix([1]), "matrix"),  # type: ignore[arg-type]
+        (lambda: PriorityMatrix("high"), "matrix"),  # type: ignore[arg-type]
+        (lambda: PriorityMatrix(5), "matrix"),  # type: ignore[arg-type]
+        (lambda: Rule("r", None), "when"),  # type: ignore[arg-type]
+        (lambda: Rule("r", "vpn"), "when"),  # type: ignore[arg-type]
+        (lambda: Rule(None, IsVip()), "name"),  # type: ignore[arg-type]
+        (lambda: Rule("r", IsVip(), None), "then"),  # type: ignore[arg-type]
+        (lambda: Rule("r", IsVip(), 5), "then"),  # type: ignore[arg-type]
+        (lambda: Rule("r", IsVip(), [RouteTo("a"), "b"]), "then[1]"),  # type: ignore[list-item]
+        (lambda: Rule("r", IsVip(), stop="yes"), "stop"),  # type: ignore[arg-type]
+        (lambda: Rule("r", IsVip(), stop=1), "stop"),  # type: ignore[arg-type]
+        (lambda: FlagTeamLead(5), "reason"),  # type: ignore[arg-type]
+        (lambda: FlagTeamLead(None), "reason"),  # type: ignore[arg-type]
+    ],
+)
+def test_ill_typed_arguments_are_refused_when_built(build: Any, field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        build()
+    assert refused.value.field == field
+
+
+def test_well_typed_arguments_build_as_before() -> None:
+    lone = Rule("r", IsVip(), RouteTo("vip"))  # type: ignore[arg-type]  # one action is a list
+    generated = Classifier(
+        (rule for rule in [lone]), sensitive_words=("lawyer",), matrix=PriorityMatrix()
+    )
+
+    assert lone.then == (RouteTo("vip"),)
+    assert generated.rules == (lone,)
+    assert Classifier([], sensitive_words=None).sensitive_words is None
+    assert Rule("r", IsVip(), (), stop=True).stop
+    assert FlagTeamLead().reason == ""
+    assert PriorityMatrix(None) == PriorityMatrix()
+
+
 # ------------------------------------------------------------------------- rules as data
 
 DOCUMENT: dict[str, Any] = {

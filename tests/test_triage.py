@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import pendulum
 import pytest
 
 from supportflow import Customer, Desk, EventType, Priority, RecipientRole, Role, Ticket
@@ -579,6 +580,42 @@ def test_the_incident_policy_refuses_nonsense() -> None:
         IncidentPolicy(window=timedelta(0))
     with pytest.raises(ValidationError, match="on_resolve"):
         IncidentPolicy(on_resolve="close")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: Triage(5, 5), "classifier"),  # type: ignore[arg-type]
+        (lambda: Triage(RULES), "classifier"),  # type: ignore[arg-type]
+        (lambda: Triage(None, 5), "incidents"),  # type: ignore[arg-type]
+        (lambda: Triage(Classifier([]), {"threshold": 5}), "incidents"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(threshold=None), "threshold"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(threshold="5"), "threshold"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(threshold=2.5), "threshold"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(threshold=True), "threshold"),
+        (lambda: IncidentPolicy(window=5), "window"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(window=None), "window"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(on_resolve=["note"]), "on_resolve"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(examples=None), "examples"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(examples="3"), "examples"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(examples=1.5), "examples"),  # type: ignore[arg-type]
+        (lambda: IncidentPolicy(examples=-1), "examples"),
+    ],
+)
+def test_ill_typed_triage_arguments_are_refused_when_built(build: Any, field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        build()
+    assert refused.value.field == field
+
+
+def test_well_typed_triage_arguments_build_as_before() -> None:
+    policy = IncidentPolicy(threshold=2, window=pendulum.duration(minutes=5), examples=0)
+    triage = Triage(incidents=policy)
+
+    assert policy.window == timedelta(minutes=5)
+    assert triage.incidents is policy
+    assert triage.classifier.rules == ()
+    assert Triage(None, None).incidents is None
 
 
 def test_a_rule_given_fingerprint_groups_different_words() -> None:

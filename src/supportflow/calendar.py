@@ -215,6 +215,8 @@ class BusinessCalendar:
             raise ValidationError("timezone", timezone, "an IANA time zone name")
         self._zone: _dt.tzinfo = zone
         self._timezone = timezone
+        if name is not None and not isinstance(name, str):
+            raise ValidationError("name", name, "a label (a string), or None")
         self._name = name if name is not None else f"business hours ({timezone})"
 
         # Weekly hours, in microseconds since local midnight.
@@ -268,6 +270,10 @@ class BusinessCalendar:
             )
 
         # Country holidays, loaded lazily per year.
+        if country is not None and not isinstance(country, str):
+            raise ValidationError("country", country, "an ISO 3166 country code such as 'US'")
+        if subdivision is not None and not isinstance(subdivision, str):
+            raise ValidationError("subdivision", subdivision, "a subdivision code such as 'CA'")
         self._country = country
         self._subdivision = subdivision
         self._country_years: dict[int, frozenset[date]] = {}

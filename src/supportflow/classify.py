@@ -44,7 +44,6 @@ from supportflow._conditions import (
     RuleIndex,
     TierIs,
     check_texts,
-    is_condition,
     non_empty,
 )
 from supportflow._conditions import (
@@ -140,6 +139,8 @@ class PriorityMatrix:
 
     def __init__(self, table: Mapping[tuple[str, str], Priority | str] | None = None) -> None:
         table = _DEFAULT_TABLE if table is None else table
+        if not isinstance(table, Mapping):
+            raise ValidationError("matrix", table, "a mapping of (impact, urgency) to priority")
         parsed: dict[tuple[str, str], Priority] = {}
         for key, value in table.items():
             if not isinstance(key, tuple) or len(key) != 2:
@@ -363,11 +364,17 @@ class AssignTo(Action):
         return {"assign_to": self.assignee}
 
 
+def _text(_: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
+    """attrs validator: a string, which may be empty."""
+    if not isinstance(value, str):
+        raise ValidationError(attribute.name, value, "a string")
+
+
 @attrs.frozen
 class FlagTeamLead(Action):
     """Ask the team lead to look at the ticket; ``reason`` is shown to them."""
 
-    reason: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
+    reason: str = attrs.field(default="", validator=_text)
     kind = "flag_team_lead"
 
     def apply(self, draft: _Draft, rule: str) -> str:
@@ -395,10 +402,24 @@ class SetFingerprint(Action):
 def _actions(actions: Iterable[Action]) -> tuple[Action, ...]:
     if isinstance(actions, Action):
         actions = (actions,)
+    elif not isinstance(actions, Iterable):
+        raise ValidationError("then", actions, "an Action or a list of Actions")
     for index, action in enumerate(actions := tuple(actions)):
         if not isinstance(action, Action):
             raise ValidationError(f"then[{index}]", action, "an Action")
     return actions
+
+
+def _condition(_: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
+    """attrs validator: a :class:`Condition`."""
+    if not isinstance(value, Condition):
+        raise ValidationError(attribute.name, value, "a Condition such as Keywords([...])")
+
+
+def _flag(_: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
+    """attrs validator: ``True`` or ``False``."""
+    if not isinstance(value, bool):
+        raise ValidationError(attribute.name, value, "True or False")
 
 
 @attrs.frozen
@@ -410,9 +431,9 @@ class Rule:
     """
 
     name: str = attrs.field(validator=non_empty)
-    when: Condition = attrs.field(validator=is_condition)
+    when: Condition = attrs.field(validator=_condition)
     then: tuple[Action, ...] = attrs.field(default=(), converter=_actions)
-    stop: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    stop: bool = attrs.field(default=False, validator=_flag)
 
     def to_dict(self) -> dict[str, t.Any]:
         """The rule in the document schema; ``then`` is a list only if one object can't say it
@@ -524,6 +545,10 @@ class Classifier:
     ) -> None:
         if not isinstance(matrix, PriorityMatrix):
             raise ValidationError("matrix", matrix, "a PriorityMatrix")
+        if not isinstance(rules, Iterable):
+            raise ValidationError("rules", rules, "a list of Rule objects")
+        if sensitive_words is not None and not isinstance(sensitive_words, Iterable):
+            raise ValidationError("sensitive_words", sensitive_words, "a list of words, or None")
         self.rules, self.matrix = tuple(rules), matrix
         for index, rule in enumerate(self.rules):
             self._check(index, rule)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import timedelta
+from numbers import Integral
 from typing import Any, Literal
 
 import attrs
@@ -45,6 +46,7 @@ from supportflow.model import (
     Role,
     StatusCategory,
     Ticket,
+    whole_number,
 )
 from supportflow.storage import Record, UnitOfWork
 
@@ -69,12 +71,17 @@ class IncidentPolicy:
     examples: int = 5
 
     def __attrs_post_init__(self) -> None:
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, Integral):
+            raise ValidationError("threshold", self.threshold, "a whole number, at least 2")
         if self.threshold < 2:
             raise ValidationError("threshold", self.threshold, "at least 2")
+        if not isinstance(self.window, timedelta):
+            raise ValidationError("window", self.window, "a datetime.timedelta")
         if self.window <= timedelta(0):
             raise ValidationError("window", self.window, "a positive duration")
         if self.on_resolve not in ("resolve", "note"):
             raise ValidationError("on_resolve", self.on_resolve, "'resolve' or 'note'")
+        whole_number("examples", self.examples, 0)
 
 
 class Triage(DeskExtension):
@@ -89,6 +96,10 @@ class Triage(DeskExtension):
         classifier: Classifier | None = None,
         incidents: IncidentPolicy | None = None,
     ) -> None:
+        if classifier is not None and not isinstance(classifier, Classifier):
+            raise ValidationError("classifier", classifier, "a Classifier, or None for no rules")
+        if incidents is not None and not isinstance(incidents, IncidentPolicy):
+            raise ValidationError("incidents", incidents, "an IncidentPolicy, or None")
         self.classifier = classifier if classifier is not None else Classifier([])
         self.incidents = incidents
 
