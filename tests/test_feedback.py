@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from supportflow import Customer, Desk, IdleChatPolicy, Ticket
 from supportflow.errors import ValidationError
 from supportflow.events import EventType
+from supportflow.extensions import Change
 from supportflow.extensions.feedback import FeedbackExtension
 from supportflow.feedback import (
     ComplaintIncomplete,
@@ -20,8 +22,12 @@ from supportflow.feedback import (
     RejectReason,
     SurveyRejected,
     SurveyScores,
+    complaint_missing,
+    follow_up_reasons,
+    is_merged,
     read_survey_token,
     sign_survey_token,
+    survey_wanted,
 )
 from supportflow.model import Notification, RecipientRole
 from supportflow.services import FeedbackService
@@ -522,3 +528,124 @@ def test_tokens_expire_to_the_second() -> None:
         read_survey_token(SECRET, token, expires)
     with pytest.raises(ValidationError, match="survey_id"):
         sign_survey_token(SECRET, "s\n1", "t-1", expires)
+
+
+# -- ill-typed arguments ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [({"survey_channels": 5}, "survey_channels"), ({"survey_channels": "email"}, "survey_channels"),
+     ({"survey_channels": [None]}, "survey_channels"), ({"survey_url": None}, "survey_url"),
+     ({"survey_url": "https://ex.com/s/{id}"}, "survey_url"),
+     ({"follow_up_assignee": ""}, "follow_up_assignee"),
+     ({"follow_up_assignee": 5}, "follow_up_assignee"), ({"follow_up_vip": "yes"}, "follow_up_vip"),
+     ({"complaint_kind": None}, "complaint_kind"), ({"merged_tag": ""}, "merged_tag"),
+     ({"merged_link": 3}, "merged_link"), ({"secret": "a-string-not-bytes"}, "secret")],
+)  # fmt: skip
+def test_policy_refuses_ill_typed_options(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        FeedbackPolicy(**{"secret": SECRET, **options})
+    assert refused.value.field == field
+
+
+def test_policy_still_takes_what_it_took() -> None:
+    policy = FeedbackPolicy(secret=SECRET, survey_channels=("email", "chat"),
+                            survey_url="https://ex.com/s/{token}", follow_up_assignee="lead",
+                            follow_up_vip=False)  # fmt: skip
+    assert {c.value for c in policy.survey_channels or ()} == {"email", "chat"}
+    assert policy.survey_url.format(token="abc") == "https://ex.com/s/abc"
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [(lambda ext: FeedbackExtension(None), "policy"),
+     (lambda ext: FeedbackExtension({"secret": SECRET}), "policy"),
+     (lambda ext: FeedbackService(None, ext), "desk"),
+     (lambda ext: FeedbackService(Desk(extensions=ext.extensions), None), "extension")],
+)  # fmt: skip
+def test_extension_and_service_refuse_what_they_are_not_built_from(
+    build: Callable[[FeedbackExtension], object], field: str
+) -> None:
+    extension = FeedbackExtension(FeedbackPolicy(secret=SECRET))
+    with pytest.raises(ValidationError) as refused:
+        build(extension)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda s: s.surveys([1]), "ticket_id"), (lambda s: s.surveys(""), "ticket_id"),
+     (lambda s: s.surveys(status=5), "status"), (lambda s: s.follow_ups(ticket_id=7), "ticket_id"),
+     (lambda s: s.schedule_follow_up([1], by="agent_li"), "ticket_id"),
+     (lambda s: s.schedule_follow_up("t-1", by="agent_li", assignee=5), "assignee"),
+     (lambda s: s.complete_follow_up(None, "reached_satisfied", by="agent_li"), "ticket_id"),
+     (lambda s: s.complete_follow_up("t-1", "reached_satisfied", by="a", note=5), "note"),
+     (lambda s: s.record_complaint(5, root_cause="a", responsibility="b", remedy="c", by="d"),
+      "ticket_id"),
+     (lambda s: s.capture(None, kind="bug", summary="x", by="agent_li"), "ticket_id"),
+     (lambda s: s.attach([1], "t-1", by="agent_li"), "record_id"),
+     (lambda s: s.attach("r-1", [1], by="agent_li"), "ticket_id"),
+     (lambda s: s.set_status([1], "accepted"), "record_id"),
+     (lambda s: s.set_status("r-1", "accepted", notify_customers="yes"), "notify_customers"),
+     (lambda s: s.set_status("r-1", "accepted", by=None), "by"),
+     (lambda s: s.cite_article(None, "kb-42", by="agent_li"), "ticket_id"),
+     (lambda s: s.tickets_citing([1]), "article_id"),
+     (lambda s: s.tickets_citing(""), "article_id"),
+     (lambda s: s.mark_typical_case(None, by="team_lead"), "ticket_id"),
+     (lambda s: s.complaint_missing(None), "ticket_id")],
+)  # fmt: skip
+def test_service_refuses_ill_typed_arguments(
+    centre: Centre, call: Callable[[FeedbackService], object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        call(centre.service)
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [(lambda ext, c: ext.schedule_follow_up(c, "complaint", by="agent_li"), "reasons"),
+     (lambda ext, c: ext.schedule_follow_up(c, [None], by="agent_li"), "reasons"),
+     (lambda ext, c: ext.schedule_follow_up(c, ["manual"], by=""), "by"),
+     (lambda ext, c: ext.schedule_follow_up(c, ["manual"], by="a", due_at=T0.replace(tzinfo=None)),
+      "due_at"),
+     (lambda ext, c: ext.complete_follow_up(c, "fine", by="agent_li", note=None, out=[]),
+      "outcome"),
+     (lambda ext, c: ext.record_complaint(c, by="a", root_cause=None, responsibility="b",
+                                          remedy="c"), "root_cause")],
+)  # fmt: skip
+def test_extension_commands_refuse_ill_typed_arguments(
+    centre: Centre, command: Callable[[FeedbackExtension, Change], object], field: str
+) -> None:
+    ticket = centre.open()
+    with pytest.raises(ValidationError) as refused:
+        centre.desk.execute(ticket.id, lambda change: command(centre.extension, change))
+    assert refused.value.field == field
+    assert centre.service.follow_ups(ticket.id) == []  # nothing was stored
+
+
+EXPIRES = T0 + timedelta(days=1)
+TOKEN = sign_survey_token(SECRET, "s-1", "t-1", EXPIRES)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda t, p: sign_survey_token("secret", "s-1", "t-1", EXPIRES), "secret"),
+     (lambda t, p: sign_survey_token(SECRET, "s-1", "t-1", None), "expires_at"),
+     (lambda t, p: read_survey_token(SECRET, TOKEN, None), "now"),
+     (lambda t, p: read_survey_token(SECRET, TOKEN, T0.replace(tzinfo=None)), "now"),
+     (lambda t, p: read_survey_token(None, TOKEN, T0), "secret"),
+     (lambda t, p: survey_wanted(None, p), "ticket"),
+     (lambda t, p: survey_wanted(t, None), "policy"),
+     (lambda t, p: is_merged(t.id, p), "ticket"),
+     (lambda t, p: follow_up_reasons(t, "reopen"), "policy"),
+     (lambda t, p: complaint_missing(None), "ticket")],
+)  # fmt: skip
+def test_the_pure_rules_refuse_ill_typed_arguments(
+    centre: Centre, call: Callable[[Ticket, FeedbackPolicy], object], field: str
+) -> None:
+    ticket, policy = centre.open(), centre.extension.policy
+    with pytest.raises(ValidationError) as refused:
+        call(ticket, policy)
+    assert refused.value.field == field
+    assert survey_wanted(ticket, policy) is True
+    assert read_survey_token(bytearray(SECRET), TOKEN, T0).survey_id == "s-1"

@@ -26,8 +26,8 @@ import csv
 import io
 import subprocess
 import sys
-from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -56,10 +56,14 @@ from supportflow.metrics import (
     MetricsRow,
     _Run,
     compute,
+    format_duration,
+    format_rate,
+    period_label,
     to_csv,
     to_markdown,
 )
 from supportflow.services import FeedbackService, daily_report, monthly_report, weekly_report
+from supportflow.services.reports import report
 from supportflow.storage import OutboxStatus, Record
 from supportflow.testing import ManualClock, scenario_desk
 
@@ -426,3 +430,105 @@ def test_month_report_example_runs() -> None:
     assert result.returncode == 0, result.stderr
     assert "# Monthly support report: 2026-03" in result.stdout
     assert "## By channel" in result.stdout
+
+
+# -- ill-typed arguments ------------------------------------------------------------------------
+QUERY = MetricsQuery(MONDAY, MONDAY + timedelta(days=1))
+OPENED = Event("t-1", 1, EventType.TICKET_OPENED, at(1), "c-1", {"channel": "email"})
+ANSWERED = Record("survey", "s-1", {"csat": 5, "answered_at": at(2).isoformat()}, at(2), at(2),
+                  "t-1", "answered")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda: MetricsQuery(at(0), at(1), timezone=None), "timezone"),
+     (lambda: MetricsQuery(at(0), at(1), timezone=ZoneInfo(SHANGHAI)), "timezone"),
+     (lambda: MetricsQuery(at(0), at(1), include_total="yes"), "include_total"),
+     (lambda: MetricsQuery(None, at(1)), "start"),
+     (lambda: compute(None, QUERY), "events"), (lambda: compute(5, QUERY), "events"),
+     (lambda: compute([object()], QUERY), "events"),
+     (lambda: compute(["TicketOpened"], QUERY), "events"),
+     (lambda: compute(iter([OPENED, {"type": "TicketOpened"}]), QUERY), "events"),
+     (lambda: compute([attrs.evolve(OPENED, at=datetime(2026, 6, 1, 1))], QUERY), "events"),
+     (lambda: compute([attrs.evolve(OPENED, at=None)], QUERY), "events"),
+     (lambda: compute([], None), "query"), (lambda: compute([OPENED], "day"), "query"),
+     (lambda: compute([], QUERY, None), "feedback"),
+     (lambda: compute([], QUERY, [object()]), "feedback"),
+     (lambda: compute([], QUERY, [attrs.evolve(ANSWERED, data={"answered_at": "noon"})]),
+      "feedback"),
+     (lambda: to_csv(None), "rows"), (lambda: to_csv([None]), "rows"),
+     (lambda: to_markdown("rows"), "rows"),
+     (lambda: format_duration(5), "value"), (lambda: format_duration("1h"), "value"),
+     (lambda: format_rate(""), "value"), (lambda: format_rate(True), "value"),
+     (lambda: format_rate(50.0, signed="yes"), "signed"),
+     (lambda: period_label(None), "row"),
+     (lambda: DurationStats.of(5), "seconds"), (lambda: DurationStats.of(["60"]), "seconds")],
+)  # fmt: skip
+def test_metrics_refuse_ill_typed_arguments(call: Callable[[], object], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        call()
+    assert refused.value.field == field
+
+
+def test_metrics_still_take_what_they_took() -> None:
+    [row] = compute(iter([OPENED]), QUERY, (ANSWERED,))
+    assert (row.opened, row.csat_responses) == (1, 1)
+    assert to_csv(rows=[row]) == to_csv((row,))
+    assert [format_duration(None), format_duration(minutes(2))] == ["–", "2m 00s"]
+    assert [format_rate(None), format_rate(80), format_rate(40.0, signed=True)] == [
+        "–",
+        "80.0%",
+        "+40",
+    ]
+    assert DurationStats.of([]) == DurationStats()
+
+
+def test_a_fault_inside_the_loop_is_not_blamed_on_the_events() -> None:
+    class Broken(BusinessCalendar):
+        def between(self, start: datetime, end: datetime) -> timedelta:
+            raise TypeError("a bug, not bad input")
+
+    calendar = Broken("UTC", {day: [("00:00", "24:00")] for day in range(7)})
+    reply = Event("t-1", 2, EventType.MESSAGE_ADDED, at(2), "agent_a",
+                  {"role": "agent", "author": "agent_a"})  # fmt: skip
+    with pytest.raises(TypeError, match="a bug"):
+        compute([OPENED, reply], MetricsQuery(at(0), at(24), calendar=calendar))
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda desk: daily_report(None, MONDAY.date()), "desk"),
+     (lambda desk: daily_report(desk, None), "day"),
+     (lambda desk: daily_report(desk, "2026-06-01"), "day"),
+     (lambda desk: daily_report(desk, MONDAY.date(), tz=None), "tz"),
+     (lambda desk: daily_report(desk, MONDAY.date(), tz=ZoneInfo(SHANGHAI)), "tz"),
+     (lambda desk: daily_report(desk, MONDAY.date(), "Mars/Olympus"), "tz"),
+     (lambda desk: daily_report(desk, date.max), "day"),
+     (lambda desk: daily_report(desk, MONDAY.date(), group_by="team"), "group_by"),
+     (lambda desk: daily_report(desk, MONDAY.date(), history_from="2026-01-01"), "history_from"),
+     (lambda desk: weekly_report(desk, None), "week_of"),
+     (lambda desk: weekly_report(object(), MONDAY.date()), "desk"),
+     (lambda desk: monthly_report(desk, 2026, None), "month"),
+     (lambda desk: monthly_report(desk, 2026, 13), "month"),
+     (lambda desk: monthly_report(desk, 2026, 3.0), "month"),
+     (lambda desk: monthly_report(desk, "2026", 3), "year"),
+     (lambda desk: monthly_report(desk, 0, 3), "year"),
+     (lambda desk: monthly_report(desk, 9999, 12), "month"),
+     (lambda desk: monthly_report(None, 2026, 3), "desk"),
+     (lambda desk: report(desk, at(0), at(1), title=None), "title"),
+     (lambda desk: report(desk, at(0), None, title="x"), "end")],
+)  # fmt: skip
+def test_reports_refuse_ill_typed_arguments(
+    six_tickets: Scenario, call: Callable[[Desk], object], field: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        call(six_tickets.desk)
+    assert refused.value.field == field
+
+
+def test_a_report_day_may_still_be_a_datetime(six_tickets: Scenario) -> None:
+    desk = six_tickets.desk
+    by_date = daily_report(desk, MONDAY.date(), SHANGHAI)
+    assert daily_report(desk, MONDAY, SHANGHAI).rows == by_date.rows
+    june = monthly_report(desk, 2026, 6, SHANGHAI, history_from=at(0) - timedelta(days=1))
+    assert june.total.opened == 6

@@ -205,7 +205,35 @@ def _secret(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -
 def _channels(value: Iterable[Channel | str] | None) -> frozenset[Channel] | None:
     if value is None:
         return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ValidationError(
+            "survey_channels", value, "an iterable of channels (Channel or its value), or None"
+        )
     return frozenset(coerce_enum(Channel, item, "survey_channels") for item in value)
+
+
+def _name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(attribute.name, value, "a non-empty string")
+
+
+def _optional_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValidationError(attribute.name, value, "a non-empty string or None")
+
+
+def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(attribute.name, value, "True or False")
+
+
+def _url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        value.format(token="token")
+    except (AttributeError, KeyError, IndexError, ValueError):  # not a string, or bad fields
+        raise ValidationError(
+            attribute.name, value, "a string whose only replacement field is {token}"
+        ) from None
 
 
 def _choice(*allowed: str) -> Any:
@@ -249,7 +277,7 @@ class FeedbackPolicy:
         default=timedelta(days=14), validator=_timedelta(timedelta(seconds=1))
     )
     survey_channels: frozenset[Channel] | None = attrs.field(default=None, converter=_channels)
-    survey_url: str = "{token}"
+    survey_url: str = attrs.field(default="{token}", validator=_url)
     low_csat_threshold: int = attrs.field(default=2, validator=_between(1, 5))
     follow_up_delay: timedelta = attrs.field(
         default=timedelta(days=1), validator=_timedelta(timedelta(0))
@@ -258,12 +286,12 @@ class FeedbackPolicy:
     follow_up_retry_interval: timedelta = attrs.field(
         default=timedelta(hours=4), validator=_timedelta(timedelta(seconds=1))
     )
-    follow_up_assignee: str | None = None
-    follow_up_vip: bool = True
+    follow_up_assignee: str | None = attrs.field(default=None, validator=_optional_name)
+    follow_up_vip: bool = attrs.field(default=True, validator=_flag)
     not_satisfied: str = attrs.field(default="reopen", validator=_choice("reopen", "new_ticket"))
-    complaint_kind: str = "complaint"
-    merged_tag: str = "merged"
-    merged_link: str = "merged_into"
+    complaint_kind: str = attrs.field(default="complaint", validator=_name)
+    merged_tag: str = attrs.field(default="merged", validator=_name)
+    merged_link: str = attrs.field(default="merged_into", validator=_name)
 
     def __repr__(self) -> str:  # the secret stays out of logs
         return (
@@ -327,6 +355,11 @@ class SurveyClaims:
     expires_at: datetime
 
 
+def _key(secret: object) -> None:
+    if not isinstance(secret, (bytes, bytearray)):
+        raise ValidationError("secret", "<hidden>", "bytes")
+
+
 def _message(survey_id: str, ticket_id: str, expiry: int) -> bytes:
     return f"{survey_id}\n{ticket_id}\n{expiry}".encode()
 
@@ -342,9 +375,12 @@ def _unb64(text: str) -> bytes:
 def sign_survey_token(secret: bytes, survey_id: str, ticket_id: str, expires_at: datetime) -> str:
     """A URL-safe token naming the survey and ticket, valid before ``expires_at`` (to the
     second), signed with HMAC-SHA256 under ``secret``."""
+    _key(secret)
     for field, value in (("survey_id", survey_id), ("ticket_id", ticket_id)):
         if not isinstance(value, str) or not value or "\n" in value:
             raise ValidationError(field, value, "a non-empty single-line string")
+    if not isinstance(expires_at, datetime):
+        raise ValidationError("expires_at", expires_at, "a datetime")
     expiry = int(expires_at.timestamp())
     payload = json.dumps({"s": survey_id, "t": ticket_id, "e": expiry}, separators=(",", ":"))
     signature = hmac.new(secret, _message(survey_id, ticket_id, expiry), hashlib.sha256).digest()
@@ -353,6 +389,9 @@ def sign_survey_token(secret: bytes, survey_id: str, ticket_id: str, expires_at:
 
 def read_survey_token(secret: bytes, token: str, now: datetime) -> SurveyClaims:
     """Check a token's signature and expiry; :class:`SurveyRejected` says why it fails."""
+    _key(secret)
+    if not isinstance(now, datetime) or now.utcoffset() is None:
+        raise ValidationError("now", now, "a timezone-aware datetime")
     try:
         payload_text, signature_text = token.split(".")
         payload = json.loads(_unb64(payload_text))
@@ -377,14 +416,28 @@ def read_survey_token(secret: bytes, token: str, now: datetime) -> SurveyClaims:
     return SurveyClaims(survey_id, ticket_id, expires_at)
 
 
+def _ticket(ticket: object) -> None:
+    if not isinstance(ticket, Ticket):
+        raise ValidationError("ticket", ticket, "a supportflow Ticket")
+
+
+def _policy(policy: object) -> None:
+    if not isinstance(policy, FeedbackPolicy):
+        raise ValidationError("policy", policy, "a FeedbackPolicy")
+
+
 def is_merged(ticket: Ticket, policy: FeedbackPolicy) -> bool:
     """Whether the ticket was merged into another (tagged, or linked ``merged_into``)."""
+    _ticket(ticket)
+    _policy(policy)
     return policy.merged_tag in ticket.tags or bool(ticket.linked(policy.merged_link))
 
 
 def survey_wanted(ticket: Ticket, policy: FeedbackPolicy) -> bool:
     """Whether resolving ``ticket`` should schedule a survey: its channel is surveyed, it was
     not merged, and it has no survey scheduled or sent yet (one survey per ticket)."""
+    _ticket(ticket)
+    _policy(policy)
     if policy.survey_channels is not None and ticket.channel not in policy.survey_channels:
         return False
     if is_merged(ticket, policy):
@@ -405,6 +458,8 @@ def is_complaint(ticket: Ticket, policy: FeedbackPolicy) -> bool:
 
 def follow_up_reasons(ticket: Ticket, policy: FeedbackPolicy) -> list[str]:
     """Why resolving ``ticket`` calls for a follow-up (``complaint``, ``vip``), if it does."""
+    _ticket(ticket)
+    _policy(policy)
     reasons = []
     if is_complaint(ticket, policy):
         reasons.append("complaint")
@@ -419,6 +474,7 @@ def complaint_missing(ticket: Ticket) -> list[str]:
     >>> complaint_missing(ticket)                                   # doctest: +SKIP
     ['root cause', 'a completed follow-up']
     """
+    _ticket(ticket)
     missing = [
         label
         for field, label in COMPLAINT_FIELDS.items()

@@ -53,6 +53,8 @@ from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from numbers import Real
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -96,7 +98,14 @@ def _one_of(*allowed: str | None) -> Any:
     return check
 
 
+def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(attribute.name, value, "True or False")
+
+
 def _zone(name: str) -> ZoneInfo:
+    if not isinstance(name, str):  # ZoneInfo would raise a bare TypeError
+        raise ValidationError("timezone", name, "an IANA time zone name like 'Asia/Shanghai'")
     try:
         return ZoneInfo(name)
     except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
@@ -126,7 +135,7 @@ class MetricsQuery:
     group_by: str | None = attrs.field(default=None, validator=_one_of(None, *GROUP_BY))
     period: str | None = attrs.field(default=None, validator=_one_of(None, *PERIODS))
     calendar: BusinessCalendar | None = None
-    include_total: bool = False
+    include_total: bool = attrs.field(default=False, validator=_flag)
 
     def __attrs_post_init__(self) -> None:
         if self.end <= self.start:
@@ -151,16 +160,20 @@ class DurationStats:
 
     @classmethod
     def of(cls, seconds: Sequence[float]) -> DurationStats:
-        if not seconds:
-            return cls()
-        ordered = sorted(seconds)
-        n = len(ordered)
+        try:
+            if not seconds:
+                return cls()
+            ordered = sorted(seconds)
+            n = len(ordered)
+            total = math.fsum(ordered)
+        except TypeError:  # not a sequence, or not numbers
+            raise ValidationError("seconds", seconds, "a sequence of numbers of seconds") from None
         p90 = ordered[max(0, math.ceil(0.9 * n) - 1)]
         return cls(
             n,
             timedelta(seconds=statistics.median(ordered)),
             timedelta(seconds=p90),
-            timedelta(seconds=math.fsum(ordered) / n),
+            timedelta(seconds=total / n),
         )
 
 
@@ -420,6 +433,21 @@ class _Groups(dict[str | None, _Agg]):
         return group
 
 
+_EVENTS = "an iterable of supportflow.events.Event, in time order"
+_RECORDS = "an iterable of answered survey records (supportflow.storage.Record) with aware times"
+
+
+def _is_event(event: object) -> bool:
+    """Whether ``event`` is an :class:`Event` with the fields the metrics read well typed."""
+    return (
+        isinstance(event, Event)
+        and isinstance(event.ticket_id, str)
+        and isinstance(event.type, str)
+        and isinstance(event.at, datetime)
+        and event.at.utcoffset() is not None
+    )
+
+
 class _Run:
     """One pass of :func:`compute`."""
 
@@ -451,7 +479,15 @@ class _Run:
                 groups[key].backlog = count
 
     def consume(self, events: Iterable[Event]) -> None:
-        """Read ``events`` once. The loop is written flat, with locals, for speed."""
+        """Read ``events`` once. The loop is written flat, with locals, for speed.
+
+        Anything but an :class:`Event` among them raises ``ValidationError``; it is looked for
+        only when reading an item fails, so valid input pays nothing for the check.
+        """
+        try:
+            stream = iter(events)
+        except TypeError:
+            raise ValidationError("events", events, _EVENTS) from None
         query = self.query
         group_by = query.group_by
         by_agent = group_by == "agent"
@@ -489,137 +525,145 @@ class _Run:
                 return data[group_by] or NONE
             return ticket.key if ticket is not None else UNKNOWN
 
-        for event in events:
-            at = event.at
-            if at >= boundary:
-                if at >= end:
-                    break
-                cur, boundary = self._next_period(at)
-            kind = event.type
-            if kind == status_changed:
-                data = event.data
-                before, after = data.get("from_category"), data.get("to_category")
-                ticket = tickets.get(event.ticket_id)
-                if ticket is None:  # first seen mid-life: its history is unknown
-                    ticket = tickets[event.ticket_id] = _Open(None, lazy_key, at)
-                if before == "active":
-                    ticket.active += (at - ticket.since).total_seconds()
-                    if calendar is not None:
-                        ticket.active_b += calendar.between(ticket.since, at).total_seconds()
-                ticket.since = at
-                unresolved = after in unresolved_categories
-                if unresolved is not ticket.in_backlog:
-                    backlog[ticket.key] += 1 if unresolved else -1
-                    ticket.in_backlog = unresolved
-                if after == "resolved":
-                    if before == "resolved":
-                        continue
-                    ticket.awaiting = None
-                    counted = cur[ticket.key] if cur is not None else None
-                    if counted is not None:
-                        counted.resolved += 1
-                        opened_at = ticket.opened_at
-                        if opened_at is not None:
-                            counted.res.append((at - opened_at).total_seconds())
-                            counted.handle.append(ticket.active)
-                            if calendar is not None:
-                                counted.res_b.append(
-                                    calendar.between(opened_at, at).total_seconds()
-                                )
-                                counted.handle_b.append(ticket.active_b)
-                    if not ticket.resolved_once:
-                        ticket.resolved_once = True
-                        if counted is not None:
-                            counted.first += 1
-                            ticket.first_agg = counted
-                            if ticket.replies <= 1 and not ticket.reopened:
-                                counted.fcr += 1
-                                ticket.fcr_agg = counted
-                elif after == "closed":
-                    if cur is not None:
-                        cur[ticket.key].closed += 1
-                    del tickets[event.ticket_id]
-                elif before == "resolved" and not ticket.reopened:
-                    ticket.reopened = True
-                    if ticket.first_agg is not None:
-                        ticket.first_agg.reopened += 1
-                    if ticket.fcr_agg is not None:
-                        ticket.fcr_agg.fcr -= 1
-                        ticket.fcr_agg = None
-            elif kind == message_added:
-                ticket = tickets.get(event.ticket_id)
-                if ticket is None:
-                    continue
-                data = event.data
-                role = data.get("role")
-                if role == "agent":
-                    ticket.replies += 1
-                    since = ticket.opened_at if ticket.replies == 1 else ticket.awaiting
-                    ticket.awaiting = None
-                    if since is None or cur is None:
-                        continue
-                    group = cur[(data.get("author") or NONE) if by_agent else ticket.key]
-                    if ticket.replies == 1:
-                        group.frt.append((at - since).total_seconds())
-                        if calendar is not None:
-                            group.frt_b.append(calendar.between(since, at).total_seconds())
-                    else:
-                        group.nrt.append((at - since).total_seconds())
-                        if calendar is not None:
-                            group.nrt_b.append(calendar.between(since, at).total_seconds())
-                elif role == "customer" and ticket.replies and ticket.awaiting is None:
-                    ticket.awaiting = at
-            elif kind in sla_kinds:
-                if cur is None:
-                    continue
-                data = event.data
-                breached = kind == sla_breached
-                if not breached and data.get("late"):
-                    continue  # the breach was counted when it happened
-                ticket = tickets.get(event.ticket_id)
-                sla = cur[ticket.key if ticket is not None else lazy_key].sla
-                clock = data.get("clock", "?")
-                counts = sla.get(clock)
-                if counts is None:
-                    counts = sla[clock] = [0, 0]
-                counts[breached] += 1
-            elif kind == ticket_opened:
-                key = None
-                if opened_field is not None:
-                    key = event.data.get(opened_field) or NONE
-                ticket = tickets[event.ticket_id] = _Open(at, key, at)
-                ticket.in_backlog = True
-                backlog[key] += 1
-                if cur is not None:
-                    cur[key].opened += 1
-            elif kind == escalated:
-                if cur is not None and not event.data.get("repeat"):
+        event: Event | None = None
+        try:
+            for event in stream:
+                at = event.at
+                if at >= boundary:
+                    if at >= end:
+                        break
+                    cur, boundary = self._next_period(at)
+                kind = event.type
+                if kind == status_changed:
+                    data = event.data
+                    before, after = data.get("from_category"), data.get("to_category")
                     ticket = tickets.get(event.ticket_id)
-                    cur[ticket.key if ticket is not None else lazy_key].escalations += 1
-            elif kind == feedback_recorded:
-                self.surveys.add(str(event.data.get("survey_id")))
-                if cur is not None:
-                    cur[dimension(event.data, tickets.get(event.ticket_id))].feedback(event.data)
-            elif kind in follow_up_kinds:
-                if cur is not None:
-                    group = cur[dimension(event.data, tickets.get(event.ticket_id))]
-                    if kind == completed:
-                        group.fu_done += 1
-                    else:
-                        group.fu_failed += 1
-            elif kind in regrouping:
-                ticket = tickets.get(event.ticket_id)
-                if ticket is None:
-                    continue
-                data = event.data
-                if kind == assigned and group_by in ("agent", "group"):
-                    rekey(ticket, data.get("assignee" if by_agent else "group") or NONE)
-                elif kind == priority_changed and group_by == "priority":
-                    rekey(ticket, data.get("to") or NONE)
-                elif kind == updated and group_by == "category":
-                    change = data.get("changes", {}).get("category")
-                    if change:
-                        rekey(ticket, change[1] or NONE)
+                    if ticket is None:  # first seen mid-life: its history is unknown
+                        ticket = tickets[event.ticket_id] = _Open(None, lazy_key, at)
+                    if before == "active":
+                        ticket.active += (at - ticket.since).total_seconds()
+                        if calendar is not None:
+                            ticket.active_b += calendar.between(ticket.since, at).total_seconds()
+                    ticket.since = at
+                    unresolved = after in unresolved_categories
+                    if unresolved is not ticket.in_backlog:
+                        backlog[ticket.key] += 1 if unresolved else -1
+                        ticket.in_backlog = unresolved
+                    if after == "resolved":
+                        if before == "resolved":
+                            continue
+                        ticket.awaiting = None
+                        counted = cur[ticket.key] if cur is not None else None
+                        if counted is not None:
+                            counted.resolved += 1
+                            opened_at = ticket.opened_at
+                            if opened_at is not None:
+                                counted.res.append((at - opened_at).total_seconds())
+                                counted.handle.append(ticket.active)
+                                if calendar is not None:
+                                    counted.res_b.append(
+                                        calendar.between(opened_at, at).total_seconds()
+                                    )
+                                    counted.handle_b.append(ticket.active_b)
+                        if not ticket.resolved_once:
+                            ticket.resolved_once = True
+                            if counted is not None:
+                                counted.first += 1
+                                ticket.first_agg = counted
+                                if ticket.replies <= 1 and not ticket.reopened:
+                                    counted.fcr += 1
+                                    ticket.fcr_agg = counted
+                    elif after == "closed":
+                        if cur is not None:
+                            cur[ticket.key].closed += 1
+                        del tickets[event.ticket_id]
+                    elif before == "resolved" and not ticket.reopened:
+                        ticket.reopened = True
+                        if ticket.first_agg is not None:
+                            ticket.first_agg.reopened += 1
+                        if ticket.fcr_agg is not None:
+                            ticket.fcr_agg.fcr -= 1
+                            ticket.fcr_agg = None
+                elif kind == message_added:
+                    ticket = tickets.get(event.ticket_id)
+                    if ticket is None:
+                        continue
+                    data = event.data
+                    role = data.get("role")
+                    if role == "agent":
+                        ticket.replies += 1
+                        since = ticket.opened_at if ticket.replies == 1 else ticket.awaiting
+                        ticket.awaiting = None
+                        if since is None or cur is None:
+                            continue
+                        group = cur[(data.get("author") or NONE) if by_agent else ticket.key]
+                        if ticket.replies == 1:
+                            group.frt.append((at - since).total_seconds())
+                            if calendar is not None:
+                                group.frt_b.append(calendar.between(since, at).total_seconds())
+                        else:
+                            group.nrt.append((at - since).total_seconds())
+                            if calendar is not None:
+                                group.nrt_b.append(calendar.between(since, at).total_seconds())
+                    elif role == "customer" and ticket.replies and ticket.awaiting is None:
+                        ticket.awaiting = at
+                elif kind in sla_kinds:
+                    if cur is None:
+                        continue
+                    data = event.data
+                    breached = kind == sla_breached
+                    if not breached and data.get("late"):
+                        continue  # the breach was counted when it happened
+                    ticket = tickets.get(event.ticket_id)
+                    sla = cur[ticket.key if ticket is not None else lazy_key].sla
+                    clock = data.get("clock", "?")
+                    counts = sla.get(clock)
+                    if counts is None:
+                        counts = sla[clock] = [0, 0]
+                    counts[breached] += 1
+                elif kind == ticket_opened:
+                    key = None
+                    if opened_field is not None:
+                        key = event.data.get(opened_field) or NONE
+                    ticket = tickets[event.ticket_id] = _Open(at, key, at)
+                    ticket.in_backlog = True
+                    backlog[key] += 1
+                    if cur is not None:
+                        cur[key].opened += 1
+                elif kind == escalated:
+                    if cur is not None and not event.data.get("repeat"):
+                        ticket = tickets.get(event.ticket_id)
+                        cur[ticket.key if ticket is not None else lazy_key].escalations += 1
+                elif kind == feedback_recorded:
+                    self.surveys.add(str(event.data.get("survey_id")))
+                    if cur is not None:
+                        cur[dimension(event.data, tickets.get(event.ticket_id))].feedback(
+                            event.data
+                        )
+                elif kind in follow_up_kinds:
+                    if cur is not None:
+                        group = cur[dimension(event.data, tickets.get(event.ticket_id))]
+                        if kind == completed:
+                            group.fu_done += 1
+                        else:
+                            group.fu_failed += 1
+                elif kind in regrouping:
+                    ticket = tickets.get(event.ticket_id)
+                    if ticket is None:
+                        continue
+                    data = event.data
+                    if kind == assigned and group_by in ("agent", "group"):
+                        rekey(ticket, data.get("assignee" if by_agent else "group") or NONE)
+                    elif kind == priority_changed and group_by == "priority":
+                        rekey(ticket, data.get("to") or NONE)
+                    elif kind == updated and group_by == "category":
+                        change = data.get("changes", {}).get("category")
+                        if change:
+                            rekey(ticket, change[1] or NONE)
+        except (AttributeError, TypeError):
+            if _is_event(event):
+                raise  # a fault of ours, not of the input
+            raise ValidationError("events", event, _EVENTS) from None
         # Periods after the last event keep the backlog as it stands.
         if self.index < 0:
             self.index = 0
@@ -629,14 +673,25 @@ class _Run:
     def add_feedback(self, records: Iterable[FeedbackRecordLike]) -> None:
         """Answered surveys the events did not bring (imported, or from another source)."""
         group_by = self.query.group_by
-        for record in records:
-            if record.kind != "survey" or record.status != "answered" or record.id in self.surveys:
-                continue
-            data = record.data
-            answered = data.get("answered_at")
-            at = datetime.fromisoformat(answered) if answered else record.updated_at
-            if not self.start <= at < self.end:
-                continue
+        try:
+            stream = iter(records)
+        except TypeError:
+            raise ValidationError("feedback", records, _RECORDS) from None
+        for record in stream:
+            try:
+                if (
+                    record.kind != "survey"
+                    or record.status != "answered"
+                    or record.id in self.surveys
+                ):
+                    continue
+                data = record.data
+                answered = data.get("answered_at")
+                at = datetime.fromisoformat(answered) if answered else record.updated_at
+                if not self.start <= at < self.end:
+                    continue
+            except (AttributeError, TypeError, ValueError):  # not a record, or a bad answered_at
+                raise ValidationError("feedback", record, _RECORDS) from None
             index = min(bisect_right(self.bounds, at.astimezone(_UTC)), len(self.bounds) - 1)
             key = None if group_by is None else (data.get(group_by) or NONE)
             self.aggs[index][key].feedback(data)
@@ -678,6 +733,8 @@ def compute(
     >>> rows[0].opened, rows[0].first_response.median               # doctest: +SKIP
     (12, datetime.timedelta(seconds=1260))
     """
+    if not isinstance(query, MetricsQuery):
+        raise ValidationError("query", query, "a MetricsQuery")
     run = _Run(query)
     run.consume(events)
     run.add_feedback(feedback)
@@ -700,11 +757,22 @@ def _seconds(value: timedelta | None) -> float | None:
     return value.total_seconds() if value is not None else None
 
 
+def _rows(rows: Sequence[MetricsRow]) -> Sequence[MetricsRow]:
+    """``rows`` if it is a sequence of :class:`MetricsRow` (as :func:`compute` returns)."""
+    if isinstance(rows, str) or not isinstance(rows, Sequence):
+        raise ValidationError("rows", rows, "a sequence of MetricsRow, as compute() returns")
+    for row in rows:
+        if not isinstance(row, MetricsRow):
+            raise ValidationError("rows", row, "MetricsRow objects, as compute() returns")
+    return rows
+
+
 def to_csv(rows: Sequence[MetricsRow]) -> str:
     """One line per row: counts, durations in seconds, rates in percent (empty: not measured).
 
     Business-time columns are present when the rows have them.
     """
+    rows = _rows(rows)
     business = any(row.first_response_business is not None for row in rows)
     header = ["period_start", "period_end", "group", "opened", "resolved", "closed", "backlog"]
     for name in _DURATIONS:
@@ -747,6 +815,8 @@ def format_duration(value: timedelta | None) -> str:
     """``"45s"``, ``"12m 05s"``, ``"3h 07m"``, ``"2d 04h"``; ``"–"`` when not measured."""
     if value is None:
         return "–"
+    if not isinstance(value, timedelta):
+        raise ValidationError("value", value, "a timedelta or None")
     seconds = round(value.total_seconds())
     if seconds < 60:
         return f"{seconds}s"
@@ -762,13 +832,19 @@ def format_duration(value: timedelta | None) -> str:
 
 def format_rate(value: float | None, *, signed: bool = False) -> str:
     """A percentage for people (``"83.3%"``; ``"+40"`` for NPS when ``signed``)."""
+    if not isinstance(signed, bool):
+        raise ValidationError("signed", signed, "True or False")
     if value is None:
         return "–"
+    if isinstance(value, bool) or not isinstance(value, (Real, Decimal)):
+        raise ValidationError("value", value, "a number (a percentage) or None")
     return f"{value:+.0f}" if signed else f"{value:.1f}%"
 
 
 def period_label(row: MetricsRow) -> str:
     """``"2026-03-02"`` for a day, ``"week of 2026-03-02"``, ``"2026-03"``, or the range."""
+    if not isinstance(row, MetricsRow):
+        raise ValidationError("row", row, "a MetricsRow")
     start = row.period_start
     if row.period == "day":
         return f"{start:%Y-%m-%d}"
@@ -781,6 +857,7 @@ def period_label(row: MetricsRow) -> str:
 
 def to_markdown(rows: Sequence[MetricsRow]) -> str:
     """A Markdown table: one line per row, durations and rates formatted for people."""
+    rows = _rows(rows)
     business = any(row.first_response_business is not None for row in rows)
     header = ["Period", "Group", "Opened", "Resolved", "Closed", "Backlog", "FRT median",
               "FRT p90", "FRT mean"]  # fmt: skip

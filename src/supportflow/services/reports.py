@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta
+from numbers import Integral
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -36,6 +37,7 @@ from supportflow.metrics import (
     to_csv,
     to_markdown,
 )
+from supportflow.model import whole_number
 
 __all__ = ["Report", "daily_report", "monthly_report", "report", "weekly_report"]
 
@@ -152,18 +154,49 @@ def report(
     history_from: datetime | None = None,
 ) -> Report:
     """The metrics of ``[start, end)`` as one period (grouped when asked), read in one pass."""
+    _desk(desk)
+    _zone(tz)
+    if not isinstance(title, str):
+        raise ValidationError("title", title, "a string")
+    if history_from is not None and (
+        not isinstance(history_from, datetime) or history_from.utcoffset() is None
+    ):
+        raise ValidationError("history_from", history_from, "a timezone-aware datetime or None")
     query = MetricsQuery(start, end, tz, group_by=group_by, calendar=calendar, include_total=True)
     with desk.store.transaction() as uow:
         rows: Sequence[MetricsRow] = compute(uow.iter_events(history_from, query.end), query)
     return Report(title, query, tuple(rows))
 
 
+def _desk(desk: object) -> None:
+    if not isinstance(desk, Desk):
+        raise ValidationError("desk", desk, "a supportflow Desk")
+
+
+def _zone(tz: object) -> ZoneInfo:
+    if isinstance(tz, str):  # ZoneInfo raises a bare TypeError on anything else
+        try:
+            return ZoneInfo(tz)
+        except (ValueError, KeyError, OSError):
+            pass
+    raise ValidationError("tz", tz, "an IANA time zone name like 'Asia/Shanghai'")
+
+
+def _day(field: str, value: object) -> date:
+    if not isinstance(value, date):  # a datetime is a date too: its day is used
+        raise ValidationError(field, value, "a datetime.date")
+    return value
+
+
 def _midnight(day: date, tz: str) -> datetime:
+    return datetime.combine(day, time(), _zone(tz))
+
+
+def _days_after(field: str, day: date, days: int) -> date:
     try:
-        zone = ZoneInfo(tz)
-    except (ValueError, KeyError, OSError):
-        raise ValidationError("tz", tz, "an IANA time zone name like 'Asia/Shanghai'") from None
-    return datetime.combine(day, time(), zone)
+        return day + timedelta(days=days)
+    except OverflowError:
+        raise ValidationError(field, day, "a date within the calendar's range") from None
 
 
 def daily_report(
@@ -176,8 +209,10 @@ def daily_report(
     history_from: datetime | None = None,
 ) -> Report:
     """The report of one day, midnight to midnight in ``tz``."""
+    _desk(desk)
+    _day("day", day)
     start = _midnight(day, tz)
-    end = _midnight(day + timedelta(days=1), tz)
+    end = _midnight(_days_after("day", day, 1), tz)
     return report(desk, start, end, tz, title=f"Daily support report: {day:%Y-%m-%d}",
                   group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip
 
@@ -192,9 +227,11 @@ def weekly_report(
     history_from: datetime | None = None,
 ) -> Report:
     """The report of the week (Monday to Sunday in ``tz``) that contains ``week_of``."""
-    monday = week_of - timedelta(days=week_of.weekday())
+    _desk(desk)
+    _day("week_of", week_of)
+    monday = _days_after("week_of", week_of, -week_of.weekday())
     start = _midnight(monday, tz)
-    end = _midnight(monday + timedelta(days=7), tz)
+    end = _midnight(_days_after("week_of", monday, 7), tz)
     return report(desk, start, end, tz, title=f"Weekly support report: week of {monday:%Y-%m-%d}",
                   group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip
 
@@ -210,9 +247,16 @@ def monthly_report(
     history_from: datetime | None = None,
 ) -> Report:
     """The report of a calendar month in ``tz``."""
-    if not 1 <= month <= 12:
+    _desk(desk)
+    year = whole_number("year", year, 1)
+    if year > 9999:
+        raise ValidationError("year", year, "a whole number from 1 to 9999")
+    if isinstance(month, bool) or not isinstance(month, Integral) or not 1 <= month <= 12:
         raise ValidationError("month", month, "1 to 12")
+    month = int(month)
     first = date(year, month, 1)
+    if (year, month) == (9999, 12):
+        raise ValidationError("month", month, "a month that ends before the year 10000")
     following = date(year + month // 12, month % 12 + 1, 1)
     start, end = _midnight(first, tz), _midnight(following, tz)
     return report(desk, start, end, tz, title=f"Monthly support report: {first:%Y-%m}",
