@@ -15,7 +15,7 @@ import attrs
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
 from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
-from supportflow.model import Channel, Ticket, coerce_enum
+from supportflow.model import Channel, Ticket, _is_flag, _is_text, coerce_enum
 
 __all__ = ["AutoClosePolicy", "CallbackPolicy", "IdleChatPolicy", "state_time"]
 
@@ -37,16 +37,6 @@ def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[Chan
 
 
 # Type checks of the settings, run once when a policy is built (never per command).
-def _text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str):
-        raise ValidationError(attribute.name, value, "a string")
-
-
-def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ValidationError(attribute.name, value, "True or False")
-
-
 def _calendar(
     instance: object, attribute: attrs.Attribute[BusinessCalendar], value: BusinessCalendar
 ) -> None:
@@ -70,13 +60,13 @@ class IdleChatPolicy:
     )
     reminder: str = attrs.field(
         default="Are you still there? This chat will close soon if we don't hear from you.",
-        validator=_text,
+        validator=_is_text,
     )
     closing: str = attrs.field(
         default="We're closing this chat for now. Reply any time and we'll pick it up again.",
-        validator=_text,
+        validator=_is_text,
     )
-    enabled: bool = attrs.field(default=True, validator=_flag)
+    enabled: bool = attrs.field(default=True, validator=_is_flag)
 
     def __attrs_post_init__(self) -> None:
         if self.close_after <= self.remind_after:
@@ -96,7 +86,7 @@ class AutoClosePolicy:
 
     after: timedelta = attrs.field(default=timedelta(days=7), validator=_positive)
     calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_calendar)
-    enabled: bool = attrs.field(default=True, validator=_flag)
+    enabled: bool = attrs.field(default=True, validator=_is_flag)
 
     def due(self, resolved_at: datetime) -> datetime:
         """When a ticket resolved at ``resolved_at`` closes by itself (UTC)."""

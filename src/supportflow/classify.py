@@ -58,7 +58,7 @@ from supportflow._rules_document import (
 )
 from supportflow._textmatch import Automaton, find_naive, normalize
 from supportflow.errors import ValidationError
-from supportflow.model import Priority, Ticket, coerce_enum
+from supportflow.model import Priority, Ticket, _is_flag, _is_text, coerce_enum
 
 __all__ = [
     "DEFAULT_FIELDS",
@@ -364,17 +364,11 @@ class AssignTo(Action):
         return {"assign_to": self.assignee}
 
 
-def _text(_: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
-    """attrs validator: a string, which may be empty."""
-    if not isinstance(value, str):
-        raise ValidationError(attribute.name, value, "a string")
-
-
 @attrs.frozen
 class FlagTeamLead(Action):
     """Ask the team lead to look at the ticket; ``reason`` is shown to them."""
 
-    reason: str = attrs.field(default="", validator=_text)
+    reason: str = attrs.field(default="", validator=_is_text)
     kind = "flag_team_lead"
 
     def apply(self, draft: _Draft, rule: str) -> str:
@@ -416,12 +410,6 @@ def _condition(_: object, attribute: attrs.Attribute[t.Any], value: object) -> N
         raise ValidationError(attribute.name, value, "a Condition such as Keywords([...])")
 
 
-def _flag(_: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
-    """attrs validator: ``True`` or ``False``."""
-    if not isinstance(value, bool):
-        raise ValidationError(attribute.name, value, "True or False")
-
-
 @attrs.frozen
 class Rule:
     """When ``when`` matches, do ``then`` in order; ``stop=True`` skips the rules after it.
@@ -433,7 +421,7 @@ class Rule:
     name: str = attrs.field(validator=non_empty)
     when: Condition = attrs.field(validator=_condition)
     then: tuple[Action, ...] = attrs.field(default=(), converter=_actions)
-    stop: bool = attrs.field(default=False, validator=_flag)
+    stop: bool = attrs.field(default=False, validator=_is_flag)
 
     def to_dict(self) -> dict[str, t.Any]:
         """The rule in the document schema; ``then`` is a list only if one object can't say it

@@ -31,7 +31,7 @@ import attrs
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
 from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
-from supportflow.model import Priority, Role, StatusCategory, Ticket, Timer, coerce_enum
+from supportflow.model import Priority, Role, StatusCategory, Ticket, Timer, _is_text, coerce_enum
 from supportflow.sla import CLOCKS, SlaCondition, SlaEngine
 
 __all__ = [
@@ -90,11 +90,6 @@ def _priority_or_none(value: Priority | str | None) -> Priority | None:
 
 
 # Type checks of the settings, run once when a level or a policy is built (never per command).
-def _text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not isinstance(value, str):
-        raise ValidationError(attribute.name, value, "a string")
-
-
 def _text_or_none(
     instance: object, attribute: attrs.Attribute[str | None], value: str | None
 ) -> None:
@@ -130,7 +125,7 @@ class EscalationLevel:
     """One step of a policy. Give exactly one trigger: ``after`` (with ``since``),
     ``sla_clock`` with ``fraction``, or ``when``."""
 
-    name: str = attrs.field(validator=_text)
+    name: str = attrs.field(validator=_is_text)
     after: timedelta | None = attrs.field(default=None, validator=_duration_or_none)
     since: str = "opened"
     sla_clock: str | None = None

@@ -38,7 +38,7 @@ from typing import Any
 import attrs
 
 from supportflow.errors import SupportflowError, ValidationError
-from supportflow.model import Channel, Ticket, coerce_enum
+from supportflow.model import Channel, Ticket, _is_flag, _is_name, _is_optional_name, coerce_enum
 
 __all__ = [
     "COMPLAINT_FIELDS",
@@ -212,21 +212,6 @@ def _channels(value: Iterable[Channel | str] | None) -> frozenset[Channel] | Non
     return frozenset(coerce_enum(Channel, item, "survey_channels") for item in value)
 
 
-def _name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(attribute.name, value, "a non-empty string")
-
-
-def _optional_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise ValidationError(attribute.name, value, "a non-empty string or None")
-
-
-def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ValidationError(attribute.name, value, "True or False")
-
-
 def _url(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         value.format(token="token")
@@ -286,12 +271,12 @@ class FeedbackPolicy:
     follow_up_retry_interval: timedelta = attrs.field(
         default=timedelta(hours=4), validator=_timedelta(timedelta(seconds=1))
     )
-    follow_up_assignee: str | None = attrs.field(default=None, validator=_optional_name)
-    follow_up_vip: bool = attrs.field(default=True, validator=_flag)
+    follow_up_assignee: str | None = attrs.field(default=None, validator=_is_optional_name)
+    follow_up_vip: bool = attrs.field(default=True, validator=_is_flag)
     not_satisfied: str = attrs.field(default="reopen", validator=_choice("reopen", "new_ticket"))
-    complaint_kind: str = attrs.field(default="complaint", validator=_name)
-    merged_tag: str = attrs.field(default="merged", validator=_name)
-    merged_link: str = attrs.field(default="merged_into", validator=_name)
+    complaint_kind: str = attrs.field(default="complaint", validator=_is_name)
+    merged_tag: str = attrs.field(default="merged", validator=_is_name)
+    merged_link: str = attrs.field(default="merged_into", validator=_is_name)
 
     def __repr__(self) -> str:  # the secret stays out of logs
         return (

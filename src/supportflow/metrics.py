@@ -63,6 +63,7 @@ import attrs
 from supportflow.calendar import BusinessCalendar
 from supportflow.errors import ValidationError
 from supportflow.events import Event, EventType
+from supportflow.model import _is_flag
 from supportflow.sla import CLOCKS
 
 __all__ = [
@@ -98,11 +99,6 @@ def _one_of(*allowed: str | None) -> Any:
     return check
 
 
-def _flag(instance: object, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ValidationError(attribute.name, value, "True or False")
-
-
 def _zone(name: str) -> ZoneInfo:
     if not isinstance(name, str):  # ZoneInfo would raise a bare TypeError
         raise ValidationError("timezone", name, "an IANA time zone name like 'Asia/Shanghai'")
@@ -135,7 +131,7 @@ class MetricsQuery:
     group_by: str | None = attrs.field(default=None, validator=_one_of(None, *GROUP_BY))
     period: str | None = attrs.field(default=None, validator=_one_of(None, *PERIODS))
     calendar: BusinessCalendar | None = None
-    include_total: bool = attrs.field(default=False, validator=_flag)
+    include_total: bool = attrs.field(default=False, validator=_is_flag)
 
     def __attrs_post_init__(self) -> None:
         if self.end <= self.start:

@@ -205,6 +205,29 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return dict(value) if value else _EMPTY
 
 
+# attrs validators shared by the value and policy classes (private: named for the field).
+def _is_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A string, which may be empty."""
+    if not isinstance(value, str):
+        raise ValidationError(attribute.name, value, "a string")
+
+
+def _is_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(attribute.name, value, "a non-empty string")
+
+
+def _is_optional_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (not isinstance(value, str) or not value.strip()):
+        raise ValidationError(attribute.name, value, "a non-empty string or None")
+
+
+def _is_flag(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(attribute.name, value, "True or False")
+
+
 def _text(instance: Any, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str):
         field = f"{type(instance).__name__.lower()}.{attribute.name}"

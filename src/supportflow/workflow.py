@@ -14,18 +14,13 @@ import attrs
 from transitions import Machine
 
 from supportflow.errors import InvalidTransition, ValidationError
-from supportflow.model import StatusCategory, Ticket, coerce_enum
+from supportflow.model import StatusCategory, Ticket, _is_name, coerce_enum
 
 __all__ = ["Guard", "Transition", "Workflow", "default_workflow"]
 
 ANY_STATUS = "*"
 HAPPENINGS = ("assign", "agent_reply", "customer_reply")
 """What the desk reports to ``Workflow.automatic``: an assignment, and public replies."""
-
-
-def _name_of_guard(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValidationError("description", value, "a non-empty string")
 
 
 def _check_of_guard(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -40,7 +35,7 @@ class Guard:
     >>> has_serial = Guard("serial number recorded", lambda t: "serial" in t.fields)
     """
 
-    description: str = attrs.field(validator=_name_of_guard)
+    description: str = attrs.field(validator=_is_name)
     check: Callable[[Ticket], bool] = attrs.field(validator=_check_of_guard)
 
 
@@ -58,11 +53,6 @@ def _names(value: str | Iterable[str], field: str) -> tuple[str, ...]:
     return names
 
 
-def _name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise ValidationError(attribute.name, value, "a non-empty string")
-
-
 def _guards(value: Iterable[Guard]) -> tuple[Guard, ...]:
     guards = tuple(value) if isinstance(value, Iterable) else None
     if guards is None or not all(isinstance(guard, Guard) for guard in guards):
@@ -74,9 +64,9 @@ def _guards(value: Iterable[Guard]) -> tuple[Guard, ...]:
 class Transition:
     """``trigger`` moves a ticket from any of ``sources`` (or ``"*"``) to ``dest``."""
 
-    trigger: str = attrs.field(validator=_name)
+    trigger: str = attrs.field(validator=_is_name)
     sources: tuple[str, ...] = attrs.field(converter=_sources)
-    dest: str = attrs.field(validator=_name)
+    dest: str = attrs.field(validator=_is_name)
     guards: tuple[Guard, ...] = attrs.field(default=(), converter=_guards)
 
 
