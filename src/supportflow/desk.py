@@ -37,6 +37,7 @@ from supportflow.model import (
     Ticket,
     Timer,
     VerificationMethod,
+    check_text,
     coerce_enum,
     whole_number,
 )
@@ -144,8 +145,8 @@ class Desk:
         if not isinstance(verify_channels, Iterable):
             raise ValidationError("verify_channels", verify_channels, "channels (an iterable)")
         max_attempts = whole_number("max_attempts", max_attempts, 1)
-        _text("team_lead", team_lead, empty_ok=False)
-        _text("manager", manager, empty_ok=False)
+        check_text("team_lead", team_lead)
+        check_text("manager", manager)
         _maybe_text("worker_id", worker_id)
         self.store: Storage = store if store is not None else MemoryStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -190,13 +191,13 @@ class Desk:
     # -- reading ---------------------------------------------------------------------------
     def get_ticket(self, ticket_id: str) -> Ticket:
         """The ticket as stored now; ``TicketNotFound`` if there is none."""
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         with self.store.transaction() as uow:
             return uow.get_ticket(ticket_id)
 
     def history(self, ticket_id: str) -> list[Event]:
         """Every event of the ticket in order: its audit trail."""
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         with self.store.transaction() as uow:
             uow.get_ticket(ticket_id)
             return uow.history(ticket_id)
@@ -272,14 +273,14 @@ class Desk:
         by: str | None = None,
     ) -> Ticket:
         """Record a new case. The customer's first message is the ticket's description."""
-        _text("subject", subject, empty_ok=False)
-        _text("body", body)
+        check_text("subject", subject)
+        check_text("body", body, empty_ok=True)
         if not isinstance(customer, Customer):
             raise ValidationError("customer", customer, "a supportflow.Customer")
         if not isinstance(customer.id, str) or not customer.id.strip():
             raise ValidationError("customer", customer, "a customer with a non-empty id")
         channel = coerce_enum(Channel, channel, "channel")
-        _text("kind", kind, empty_ok=False)
+        check_text("kind", kind)
         _optional_text(category=category, impact=impact, urgency=urgency, group=group,
                        assignee=assignee, by=by)  # fmt: skip
         names, custom = _names(tags), _fields(fields)
@@ -328,7 +329,7 @@ class Desk:
         A customer writing on a closed ticket opens a new ticket linked to it (``follows``),
         which is returned.
         """
-        _text("body", body, empty_ok=False)
+        check_text("body", body)
         _actor(by)
         who = coerce_enum(Role, role, "role")
         _maybe_text("override_role", override_role)
@@ -339,7 +340,7 @@ class Desk:
 
     def add_note(self, ticket_id: str, body: str, *, by: str) -> Ticket:
         """Add an internal note: never shown to the customer, never meets an SLA clock."""
-        _text("body", body, empty_ok=False)
+        check_text("body", body)
         _actor(by)
         return self._run(ticket_id, lambda c: c.message(body, by, Role.AGENT, public=False))
 
@@ -360,7 +361,7 @@ class Desk:
 
     def fire(self, ticket_id: str, trigger: str, *, by: str, **data: Any) -> Ticket:
         """Fire any workflow trigger; ``InvalidTransition`` names the triggers allowed now."""
-        _text("trigger", trigger, empty_ok=False)
+        check_text("trigger", trigger)
         _actor(by)
         return self._run(ticket_id, lambda c: c.fire(trigger, by, dict(data)))
 
@@ -385,7 +386,7 @@ class Desk:
     def cancel(self, ticket_id: str, *, by: str, reason: str) -> Ticket:
         """Cancel a ticket that is no case (spam, duplicate, sent by mistake)."""
         _actor(by)
-        _text("reason", reason, empty_ok=False)
+        check_text("reason", reason)
         return self._run(ticket_id, lambda c: c.fire("cancel", by, {"reason": reason}))
 
     def verify_customer(
@@ -436,9 +437,9 @@ class Desk:
 
     def link(self, ticket_id: str, other_id: str, *, kind: str = "related", by: str) -> Ticket:
         """Link two tickets (both sides record it)."""
-        _id("ticket_id", ticket_id)
-        _id("other_id", other_id)
-        _text("kind", kind, empty_ok=False)
+        check_text("ticket_id", ticket_id, expected=_ID)
+        check_text("other_id", other_id, expected=_ID)
+        check_text("kind", kind)
         _actor(by)
         if other_id == ticket_id:
             raise ValidationError("other_id", other_id, "a different ticket")
@@ -475,7 +476,7 @@ class Desk:
     def callback_done(self, ticket_id: str, *, by: str, outcome: str = "reached") -> Ticket:
         """Record that the call-back after a dropped contact was made."""
         _actor(by)
-        _text("outcome", outcome, empty_ok=False)
+        check_text("outcome", outcome)
         return self._run(ticket_id, lambda c: c.callback_done(by, outcome))
 
     def execute(self, ticket_id: str, action: Callable[[Change], None]) -> Ticket:
@@ -589,7 +590,9 @@ class Desk:
     ) -> Ticket:
         """Run ``action`` on the ticket, or on a new one with ``new``."""
         if not new and (type(ticket_id) is not str or not ticket_id.strip()):
-            _id("ticket_id", ticket_id)  # raises, naming it (``None`` opens nothing)
+            check_text(
+                "ticket_id", ticket_id, expected=_ID
+            )  # raises, naming it (``None`` opens nothing)
         for attempt in itertools.count(1):
             now = to_utc(self.clock.now(), "clock.now()")
             try:
@@ -664,21 +667,19 @@ def _all_of(field: str, items: Iterable[T], kind: type[T]) -> tuple[T, ...]:
     return found
 
 
-def _id(field: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(field, value, "an id: a non-empty string")
+_ID = "an id: a non-empty string"
 
 
 def _maybe_text(field: str, value: object) -> None:
-    if value is not None and type(value) is not str:
-        _optional_text(**{field: value})  # raises, unless a subclass of str
+    if value is not None and type(value) is not str:  # the usual cases, without a call
+        check_text(field, value, empty_ok=True, optional=True)
 
 
 def _optional_text(**values: object) -> None:
     """Each value (by field name) is a string or ``None``."""
     for field, value in values.items():
         if value is not None and not isinstance(value, str):
-            raise ValidationError(field, value, "a string or None")
+            check_text(field, value, empty_ok=True, optional=True)  # raises
 
 
 def _fields(value: object) -> dict[str, Any]:
@@ -692,11 +693,6 @@ def _fields(value: object) -> dict[str, Any]:
     except (TypeError, ValueError) as error:
         raise ValidationError("fields", value, f"plain JSON values ({error})") from None
     return dict(value)
-
-
-def _text(field: str, value: object, *, empty_ok: bool = True) -> None:
-    if not isinstance(value, str) or (not empty_ok and not value.strip()):
-        raise ValidationError(field, value, "a non-empty string" if not empty_ok else "a string")
 
 
 def _names(value: str | Iterable[str], field: str = "tags") -> frozenset[str]:

@@ -35,6 +35,7 @@ __all__ = [
     "Timer",
     "Verification",
     "VerificationMethod",
+    "check_text",
     "coerce_enum",
     "whole_number",
 ]
@@ -131,6 +132,30 @@ class RecipientRole(str, enum.Enum):
 
 
 E = TypeVar("E", bound=enum.Enum)
+
+
+def check_text(
+    field: str,
+    value: object,
+    *,
+    empty_ok: bool = False,
+    optional: bool = False,
+    expected: str | None = None,
+) -> None:
+    """``ValidationError`` naming ``field`` unless ``value`` is a string (not blank, unless
+    ``empty_ok``), or ``None`` when ``optional``; ``expected`` replaces the message's wording.
+
+    >>> check_text("by", "agent_li")
+    """
+    if isinstance(value, str) and (empty_ok or value.strip()):
+        return
+    if optional and value is None:
+        return
+    if expected is None:
+        expected = ("a string" if empty_ok else "a non-empty string") + (
+            " or None" if optional else ""
+        )
+    raise ValidationError(field, value, expected)
 
 
 def whole_number(field: str, value: object, least: int) -> int:

@@ -63,6 +63,7 @@ from supportflow.model import (
     RecipientRole,
     StatusCategory,
     Timer,
+    check_text,
     coerce_enum,
 )
 from supportflow.storage import Record, UnitOfWork
@@ -112,20 +113,12 @@ def _iso(value: datetime) -> str:
     return value.isoformat()
 
 
-def _text(field: str, value: object, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, str) or not value.strip():
-        expected = "a non-empty string or None" if optional else "a non-empty string"
-        raise ValidationError(field, value, expected)
-
-
 def _reasons(reasons: object) -> list[str]:
     if isinstance(reasons, str) or not isinstance(reasons, Iterable):
         raise ValidationError("reasons", reasons, "a list of reasons (non-empty strings)")
     found = list(reasons)
     for reason in found:
-        _text("reasons", reason)
+        check_text("reasons", reason)
     return found
 
 
@@ -325,8 +318,8 @@ class FeedbackExtension(DeskExtension):
         """Schedule a call-back (one per ticket at a time: a second cause adds its reason to
         the pending one). Returns the follow-up's id."""
         reasons = _reasons(reasons)
-        _text("by", by)
-        _text("assignee", assignee, optional=True)
+        check_text("by", by)
+        check_text("assignee", assignee, optional=True)
         if due_at is not None and (not isinstance(due_at, datetime) or due_at.utcoffset() is None):
             raise ValidationError("due_at", due_at, "a timezone-aware datetime or None")
         ticket, at = change.ticket, change.at
@@ -384,7 +377,7 @@ class FeedbackExtension(DeskExtension):
         """Record how the call went: retry an unreachable customer, record the failure after
         the last retry, or close the follow-up (and reopen or follow an unhappy customer)."""
         outcome = coerce_enum(FollowUpOutcome, outcome, "outcome")
-        _text("by", by)
+        check_text("by", by)
         if note is not None and not isinstance(note, str):
             raise ValidationError("note", note, "a string or None")
         ticket, at, policy = change.ticket, change.at, self.policy
@@ -493,13 +486,13 @@ class FeedbackExtension(DeskExtension):
         self, change: Change, *, by: str, root_cause: str, responsibility: str, remedy: str
     ) -> None:
         """Store the complaint's root cause, responsibility and remedy as custom fields."""
-        _text("by", by)
+        check_text("by", by)
         for field, value in (
             ("root_cause", root_cause),
             ("responsibility", responsibility),
             ("remedy", remedy),
         ):
-            _text(field, value)
+            check_text(field, value)
         ticket = change.ticket
         if not is_complaint(ticket, self.policy):
             raise ValidationError(

@@ -26,7 +26,7 @@ from email.utils import format_datetime, parseaddr
 from numbers import Integral
 
 from supportflow.errors import ValidationError
-from supportflow.model import Notification, Recipient, RecipientRole
+from supportflow.model import Notification, Recipient, RecipientRole, check_text
 from supportflow.notify.base import DeliveryError, check_timeout
 
 __all__ = ["EMAIL_ROLES", "SmtpNotifier", "message_id", "thread_id"]
@@ -98,11 +98,6 @@ def _html(text: str) -> str:
     return f"{head}\n{rendered}\n</body></html>\n"
 
 
-def _check_text(field: str, value: object, expected: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(field, value, expected)
-
-
 def _port(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or not 1 <= int(value) <= 65535:
         raise ValidationError("port", value, "a whole number from 1 to 65535")
@@ -143,8 +138,8 @@ class SmtpNotifier:
         timeout: float = 10.0,
         domain: str = "supportflow.local",
     ) -> None:
-        _check_text("host", host, "the SMTP server's host name, a non-empty string")
-        _check_text("sender", sender, "an e-mail address such as help@example.com")
+        check_text("host", host, expected="the SMTP server's host name, a non-empty string")
+        check_text("sender", sender, expected="an e-mail address such as help@example.com")
         if username is not None and not isinstance(username, str):
             raise ValidationError("username", username, "a string or None")
         if password is not None and not isinstance(password, str):

@@ -41,30 +41,21 @@ from supportflow.model import (
     RecipientRole,
     StatusCategory,
     Ticket,
+    check_text,
     coerce_enum,
 )
 from supportflow.storage import Record, UnitOfWork
 
 __all__ = ["FeedbackService"]
 
+_ID = "an id: a non-empty string"
+_ID_OR_NONE = "an id: a non-empty string, or None"
+
 
 def _text(field: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(field, value, "a non-empty string")
     return value
-
-
-def _id(field: str, value: object, *, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if not isinstance(value, str) or not value.strip():
-        expected = "an id: a non-empty string" + (", or None" if optional else "")
-        raise ValidationError(field, value, expected)
-
-
-def _optional_text(field: str, value: object) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValidationError(field, value, "a string or None")
 
 
 class FeedbackService:
@@ -122,7 +113,7 @@ class FeedbackService:
 
     def surveys(self, ticket_id: str | None = None, status: str | None = None) -> list[Record]:
         """Survey records (``sent``, ``answered``), oldest first."""
-        _id("ticket_id", ticket_id, optional=True)
+        check_text("ticket_id", ticket_id, optional=True, expected=_ID_OR_NONE)
         if status is not None:
             _text("status", status)
         return self._find(SURVEY, ticket_id=ticket_id, status=status)
@@ -133,10 +124,10 @@ class FeedbackService:
     ) -> Record:
         """Schedule a call-back by hand (after a failed one, say); due after the policy's
         ``follow_up_delay``. A pending follow-up gets the reason added instead."""
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         _text("by", by)
         _text("reason", reason)
-        _id("assignee", assignee, optional=True)
+        check_text("assignee", assignee, optional=True, expected=_ID_OR_NONE)
         out: list[Record] = []
 
         def action(change: Change) -> None:
@@ -161,10 +152,10 @@ class FeedbackService:
         team lead. ``reached_not_satisfied`` reopens the ticket or opens a linked one, as the
         policy says. Returns the follow-up record.
         """
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         _text("by", by)
         result = coerce_enum(FollowUpOutcome, outcome, "outcome")
-        _optional_text("note", note)
+        check_text("note", note, empty_ok=True, optional=True)
         out: list[Record] = []
 
         def action(change: Change) -> None:
@@ -176,7 +167,7 @@ class FeedbackService:
 
     def follow_ups(self, ticket_id: str | None = None, status: str | None = None) -> list[Record]:
         """Follow-up records (``scheduled``, ``completed``, ``failed``), oldest first."""
-        _id("ticket_id", ticket_id, optional=True)
+        check_text("ticket_id", ticket_id, optional=True, expected=_ID_OR_NONE)
         if status is not None:
             _text("status", status)
         return self._find(FOLLOW_UP, ticket_id=ticket_id, status=status)
@@ -187,7 +178,7 @@ class FeedbackService:
     ) -> Ticket:
         """Store what the investigation found (custom fields ``complaint_root_cause``,
         ``complaint_responsibility``, ``complaint_remedy``; audited as ``TicketUpdated``)."""
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         _text("by", by)
         values = {
             "root_cause": _text("root_cause", root_cause),
@@ -209,7 +200,7 @@ class FeedbackService:
         The record (kind ``voice``, status ``submitted``) names the ticket and its customer;
         the ticket records ``VoiceCaptured``.
         """
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         voice = coerce_enum(VoiceKind, kind, "kind")
         _text("summary", summary)
         _text("by", by)
@@ -252,8 +243,8 @@ class FeedbackService:
 
     def attach(self, record_id: str, ticket_id: str, *, by: str) -> Record:
         """Another customer asks for the same thing: attach their ticket to the record."""
-        _id("record_id", record_id)
-        _id("ticket_id", ticket_id)
+        check_text("record_id", record_id, expected=_ID)
+        check_text("ticket_id", ticket_id, expected=_ID)
         _text("by", by)
         record = self._voice(record_id)
         if ticket_id in record.data.get("tickets", []):
@@ -292,7 +283,7 @@ class FeedbackService:
         Shipped with ``notify_customers``, each customer who asked for it is told, through the
         outbox in the same unit of work.
         """
-        _id("record_id", record_id)
+        check_text("record_id", record_id, expected=_ID)
         if not isinstance(notify_customers, bool):
             raise ValidationError("notify_customers", notify_customers, "True or False")
         _text("by", by)
@@ -318,7 +309,7 @@ class FeedbackService:
     # -- knowledge -------------------------------------------------------------------------
     def cite_article(self, ticket_id: str, article_id: str, *, by: str) -> Ticket:
         """Note that a knowledge-base article answered the ticket (``ArticleCited``)."""
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         _text("article_id", article_id)
         _text("by", by)
         with self.desk.store.transaction() as uow:
@@ -353,7 +344,7 @@ class FeedbackService:
     def mark_typical_case(self, ticket_id: str, *, by: str) -> Ticket:
         """Tag a resolved or closed ticket as a typical case (for training and the knowledge
         base); other tickets raise ``ValidationError``."""
-        _id("ticket_id", ticket_id)
+        check_text("ticket_id", ticket_id, expected=_ID)
         _text("by", by)
 
         def action(change: Change) -> None:
