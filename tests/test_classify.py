@@ -411,6 +411,11 @@ def test_bad_values_raise_validation_errors(build: Any, field: str) -> None:
     ("build", "field"),
     [
         (lambda: Classifier(None), "rules"),  # type: ignore[arg-type]
+        (lambda: Keywords(None), "words"),  # type: ignore[arg-type]
+        (lambda: Keywords(5), "words"),  # type: ignore[arg-type]
+        (lambda: Keywords(["vpn"], fields=None), "fields"),  # type: ignore[arg-type]
+        (lambda: Regex("vpn", fields=5), "fields"),  # type: ignore[arg-type]
+        (lambda: Not(None), "condition"),  # type: ignore[arg-type]
         (lambda: Classifier(5), "rules"),  # type: ignore[arg-type]
         (lambda: Classifier(VPN), "rules"),  # type: ignore[arg-type]
         (lambda: Classifier([1]), "rules[0]"),  # type: ignore[list-item]

@@ -38,6 +38,8 @@ def check_texts(values: Iterable[object], field: str, what: str = "value") -> tu
     """At least one non-empty string; a bare string is refused (it is not a list of them)."""
     if isinstance(values, str):
         raise ValidationError(field, values, f"a list of {what}s, not a single string")
+    if not isinstance(values, Iterable):
+        raise ValidationError(field, values, f"a list of {what}s")
     items = tuple(check_text(value, f"{field}[{index}]") for index, value in enumerate(values))
     if not items:
         raise ValidationError(field, items, f"at least one {what}")
@@ -364,7 +366,7 @@ def is_condition(instance: object, attribute: attrs.Attribute[t.Any], value: obj
     """attrs validator: ``value`` must be a :class:`Condition` (an abstract class, which
     ``attrs.validators.instance_of`` cannot be typed with)."""
     if not isinstance(value, Condition):
-        raise TypeError(f"{attribute.name} must be a Condition, not {value!r}")
+        raise ValidationError(attribute.name, value, "a Condition")
 
 
 @attrs.frozen
