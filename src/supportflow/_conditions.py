@@ -366,7 +366,7 @@ def is_condition(instance: object, attribute: attrs.Attribute[t.Any], value: obj
     """attrs validator: ``value`` must be a :class:`Condition` (an abstract class, which
     ``attrs.validators.instance_of`` cannot be typed with)."""
     if not isinstance(value, Condition):
-        raise ValidationError(attribute.name, value, "a Condition")
+        raise ValidationError(attribute.name, value, "a Condition such as Keywords([...])")
 
 
 @attrs.frozen

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar, _is_calendar
 from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
 from supportflow.model import Channel, Ticket, _is_flag, _is_text, coerce_enum
@@ -34,14 +34,6 @@ def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[Chan
     else:
         raise ValidationError("channels", values, "a channel or an iterable of channels")
     return frozenset(coerce_enum(Channel, value, "channels") for value in items)
-
-
-# Type checks of the settings, run once when a policy is built (never per command).
-def _calendar(
-    instance: object, attribute: attrs.Attribute[BusinessCalendar], value: BusinessCalendar
-) -> None:
-    if not isinstance(value, BusinessCalendar):
-        raise ValidationError(attribute.name, value, "a BusinessCalendar")
 
 
 @attrs.frozen(slots=True)
@@ -85,7 +77,7 @@ class AutoClosePolicy:
     """
 
     after: timedelta = attrs.field(default=timedelta(days=7), validator=_positive)
-    calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_calendar)
+    calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_is_calendar)
     enabled: bool = attrs.field(default=True, validator=_is_flag)
 
     def due(self, resolved_at: datetime) -> datetime:

@@ -26,6 +26,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, timezone
+from typing import Any
 
 import pendulum
 
@@ -755,6 +756,12 @@ class BusinessCalendar:
                 total += self._week(w).total
                 w += 1
         return total
+
+
+def _is_calendar(instance: object, attribute: Any, value: object) -> None:
+    """attrs validator for the policies' ``calendar`` settings."""
+    if not isinstance(value, BusinessCalendar):
+        raise ValidationError(attribute.name, value, "a BusinessCalendar")
 
 
 TWENTY_FOUR_SEVEN: BusinessCalendar = BusinessCalendar.always("UTC")

@@ -44,6 +44,7 @@ from supportflow._conditions import (
     RuleIndex,
     TierIs,
     check_texts,
+    is_condition,
     non_empty,
 )
 from supportflow._conditions import (
@@ -404,12 +405,6 @@ def _actions(actions: Iterable[Action]) -> tuple[Action, ...]:
     return actions
 
 
-def _condition(_: object, attribute: attrs.Attribute[t.Any], value: object) -> None:
-    """attrs validator: a :class:`Condition`."""
-    if not isinstance(value, Condition):
-        raise ValidationError(attribute.name, value, "a Condition such as Keywords([...])")
-
-
 @attrs.frozen
 class Rule:
     """When ``when`` matches, do ``then`` in order; ``stop=True`` skips the rules after it.
@@ -419,7 +414,7 @@ class Rule:
     """
 
     name: str = attrs.field(validator=non_empty)
-    when: Condition = attrs.field(validator=_condition)
+    when: Condition = attrs.field(validator=is_condition)
     then: tuple[Action, ...] = attrs.field(default=(), converter=_actions)
     stop: bool = attrs.field(default=False, validator=_is_flag)
 

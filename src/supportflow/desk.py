@@ -116,17 +116,22 @@ class Desk:
         worker_id: str | None = None,
         timer_lease: timedelta = timedelta(minutes=5),
     ) -> None:
-        _check_setup(store=store, clock=clock, workflow=workflow, id_factory=id_factory,
-                     timer_lease=timer_lease)  # fmt: skip
         for field, value, kind in (
+            ("store", store, Storage),
+            ("clock", clock, Clock),
+            ("workflow", workflow, Workflow),
             ("idle_chat", idle_chat, IdleChatPolicy),
             ("auto_close", auto_close, AutoClosePolicy),
             ("callbacks", callbacks, CallbackPolicy),
             ("triage", triage, Triage),
             ("reply_policy", reply_policy, ReplyPolicy),
-        ):
+        ):  # checked once, so that a mistake shows here and not in the first command
             if value is not None and not isinstance(value, kind):
-                raise ValidationError(field, value, f"{kind.__name__} or None")
+                raise ValidationError(field, value, f"a {kind.__name__}, or None")
+        if id_factory is not None and not callable(id_factory):
+            raise ValidationError("id_factory", id_factory, "a callable returning a new id")
+        if not isinstance(timer_lease, timedelta) or timer_lease <= timedelta(0):
+            raise ValidationError("timer_lease", timer_lease, "a positive timedelta")
         if not isinstance(notify_customers, bool):
             raise ValidationError("notify_customers", notify_customers, "True or False")
         if notifiers is not None and (
@@ -636,23 +641,6 @@ def _random_id() -> str:
     return os.urandom(16).hex()
 
 
-def _check_setup(
-    *, store: object, clock: object, workflow: object, id_factory: object, timer_lease: object
-) -> None:
-    """What a desk is built with, checked once so that a mistake shows here and not in the
-    first command."""
-    if store is not None and not isinstance(store, Storage):
-        raise ValidationError("store", store, "a supportflow.storage.Storage")
-    if clock is not None and not isinstance(clock, Clock):
-        raise ValidationError("clock", clock, "a supportflow.Clock (with now())")
-    if workflow is not None and not isinstance(workflow, Workflow):
-        raise ValidationError("workflow", workflow, "a supportflow.Workflow")
-    if id_factory is not None and not callable(id_factory):
-        raise ValidationError("id_factory", id_factory, "a callable returning a new id")
-    if not isinstance(timer_lease, timedelta) or timer_lease <= timedelta(0):
-        raise ValidationError("timer_lease", timer_lease, "a positive timedelta")
-
-
 T = TypeVar("T")
 
 
@@ -678,8 +666,7 @@ def _maybe_text(field: str, value: object) -> None:
 def _optional_text(**values: object) -> None:
     """Each value (by field name) is a string or ``None``."""
     for field, value in values.items():
-        if value is not None and not isinstance(value, str):
-            check_text(field, value, empty_ok=True, optional=True)  # raises
+        _maybe_text(field, value)
 
 
 def _fields(value: object) -> dict[str, Any]:

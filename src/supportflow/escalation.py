@@ -28,10 +28,19 @@ from typing import Any
 
 import attrs
 
-from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar, _is_calendar
 from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
-from supportflow.model import Priority, Role, StatusCategory, Ticket, Timer, _is_text, coerce_enum
+from supportflow.model import (
+    Priority,
+    Role,
+    StatusCategory,
+    Ticket,
+    Timer,
+    _is_optional_text,
+    _is_text,
+    coerce_enum,
+)
 from supportflow.sla import CLOCKS, SlaCondition, SlaEngine
 
 __all__ = [
@@ -90,13 +99,6 @@ def _priority_or_none(value: Priority | str | None) -> Priority | None:
 
 
 # Type checks of the settings, run once when a level or a policy is built (never per command).
-def _text_or_none(
-    instance: object, attribute: attrs.Attribute[str | None], value: str | None
-) -> None:
-    if value is not None and not isinstance(value, str):
-        raise ValidationError(attribute.name, value, "a string or None")
-
-
 def _duration_or_none(
     instance: object, attribute: attrs.Attribute[timedelta | None], value: timedelta | None
 ) -> None:
@@ -132,8 +134,8 @@ class EscalationLevel:
     fraction: float | None = attrs.field(default=None, validator=_fraction)
     when: SlaCondition | None = attrs.field(default=None, validator=_condition_or_none)
     notify: tuple[str, ...] = attrs.field(default=(), converter=_targets)
-    reassign_group: str | None = attrs.field(default=None, validator=_text_or_none)
-    reassign_to: str | None = attrs.field(default=None, validator=_text_or_none)
+    reassign_group: str | None = attrs.field(default=None, validator=_is_optional_text)
+    reassign_to: str | None = attrs.field(default=None, validator=_is_optional_text)
     raise_priority: Priority | None = attrs.field(default=None, converter=_priority_or_none)
     add_tags: frozenset[str] = attrs.field(default=frozenset(), converter=_tags)
     repeat_every: timedelta | None = attrs.field(default=None, validator=_duration_or_none)
@@ -172,13 +174,6 @@ def _levels(values: Iterable[EscalationLevel]) -> tuple[EscalationLevel, ...]:
     return levels
 
 
-def _calendar(
-    instance: object, attribute: attrs.Attribute[BusinessCalendar], value: BusinessCalendar
-) -> None:
-    if not isinstance(value, BusinessCalendar):
-        raise ValidationError("calendar", value, "a BusinessCalendar")
-
-
 def _condition(
     instance: object, attribute: attrs.Attribute[SlaCondition], value: SlaCondition
 ) -> None:
@@ -192,7 +187,7 @@ class EscalationPolicy:
 
     name: str = attrs.field()
     levels: tuple[EscalationLevel, ...] = attrs.field(converter=_levels)
-    calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_calendar)
+    calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_is_calendar)
     condition: SlaCondition = attrs.field(factory=SlaCondition, validator=_condition)
 
     @name.validator

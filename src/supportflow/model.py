@@ -243,6 +243,11 @@ def _is_name(instance: object, attribute: attrs.Attribute[Any], value: object) -
         raise ValidationError(attribute.name, value, "a non-empty string")
 
 
+def _is_optional_text(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise ValidationError(attribute.name, value, "a string or None")
+
+
 def _is_optional_name(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (not isinstance(value, str) or not value.strip()):
         raise ValidationError(attribute.name, value, "a non-empty string or None")

@@ -67,6 +67,12 @@ class DeliveryError(SupportflowError):
         )
 
 
+def redacted(value: object) -> str:
+    """What a refused secret or password is shown as in an error: its type, never its
+    content (errors end up in logs)."""
+    return f"<{type(value).__name__}>"
+
+
 def check_timeout(value: object, field: str = "timeout") -> None:
     """Refuse what a socket timeout cannot take: ``value`` must be a finite, positive number of
     seconds (an ``int`` or ``float``; not a bool, not a ``timedelta``).

@@ -23,7 +23,7 @@ import secrets
 import socket
 from collections.abc import Mapping
 from datetime import timedelta
-from numbers import Integral, Real
+from numbers import Real
 
 import attrs
 
@@ -62,11 +62,6 @@ class DispatchReport:
 class _Outcome:
     error: str | None = None
     permanent: bool = False
-
-
-def _is_whole(value: object) -> bool:
-    """An ``int`` (or an ``IntEnum``, a NumPy integer), not a bool."""
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _is_real(value: object) -> bool:
@@ -129,10 +124,7 @@ class Dispatcher:
             raise ValidationError("notifiers", notifiers, "a mapping of recipient role to Notifier")
         if not isinstance(clock, Clock):
             raise ValidationError("clock", clock, "a supportflow.Clock (with now())")
-        if not _is_whole(max_attempts):
-            raise ValidationError("max_attempts", max_attempts, "a whole number, at least 1")
-        if max_attempts < 1:
-            raise ValidationError("max_attempts", max_attempts, "at least 1")
+        max_attempts = whole_number("max_attempts", max_attempts, 1)
         for field, value in (("base_delay", base_delay), ("max_delay", max_delay)):
             if not isinstance(value, timedelta):
                 raise ValidationError(field, value, "a positive duration (a timedelta)")
@@ -154,7 +146,7 @@ class Dispatcher:
             raise ValidationError("fallback", fallback, "a Notifier, or None")
         self.store = store
         self.clock = clock
-        self.max_attempts = int(max_attempts)
+        self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.jitter = jitter

@@ -27,7 +27,7 @@ from numbers import Integral
 
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient, RecipientRole, check_text
-from supportflow.notify.base import DeliveryError, check_timeout
+from supportflow.notify.base import DeliveryError, check_timeout, redacted
 
 __all__ = ["EMAIL_ROLES", "SmtpNotifier", "message_id", "thread_id"]
 
@@ -104,10 +104,6 @@ def _port(value: object) -> int:
     return int(value)
 
 
-def _redacted(value: object) -> str:
-    return f"<{type(value).__name__}>"
-
-
 def _smtp_text(raw: bytes | str) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
@@ -144,7 +140,7 @@ class SmtpNotifier:
             raise ValidationError("username", username, "a string or None")
         if password is not None and not isinstance(password, str):
             # The type, never the value: a password must not reach a log line.
-            raise ValidationError("password", _redacted(password), "a string or None")
+            raise ValidationError("password", redacted(password), "a string or None")
         check_timeout(timeout)
         if (username is None) != (password is None):
             raise ValidationError("username", username, "username and password given together")

@@ -30,7 +30,7 @@ from typing import IO, Any
 from supportflow.clock import Clock, SystemClock
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient
-from supportflow.notify.base import DeliveryError, check_timeout
+from supportflow.notify.base import DeliveryError, check_timeout, redacted
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -105,14 +105,9 @@ def _as_bytes(value: str | bytes) -> bytes:
     return value.encode("utf-8") if isinstance(value, str) else value
 
 
-def _redacted(value: object) -> str:
-    # What a refused secret is shown as: its type, never its content.
-    return f"<{type(value).__name__}>"
-
-
 def _check_secret(secret: object) -> None:
     if not isinstance(secret, str | bytes | bytearray):
-        raise ValidationError("secret", _redacted(secret), "a shared secret: str or bytes")
+        raise ValidationError("secret", redacted(secret), "a shared secret: str or bytes")
 
 
 def sign(secret: str | bytes, timestamp: int | str, body: str | bytes) -> str:
