@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar, get_origin
+from typing import Any, NoReturn, TypeVar, get_origin
 
 import cattrs
 from cattrs.gen import make_dict_unstructure_fn, override
@@ -53,6 +53,8 @@ __all__ = [
     "outbox_entry_to_doc",
     "record_from_doc",
     "record_to_doc",
+    "refuse_text_at",
+    "refuse_texts",
     "text_at",
     "ticket_from_doc",
     "ticket_json",
@@ -250,12 +252,24 @@ def not_unicode(text: str) -> bool:
     return not text.isascii() and _SURROGATE.search(text) is not None
 
 
-def check_unicode(texts: Mapping[str, object]) -> None:
+def refuse_texts(texts: Mapping[str, object], bad: Callable[[str], bool], expected: str) -> None:
     """Raise ``ValidationError`` for the first of ``texts`` (field name: value) that is text
-    but not valid Unicode (the columns beside the JSON documents: ids, keys, statuses)."""
+    ``bad`` holds for (the columns beside the JSON documents: ids, keys, statuses)."""
     for field, text in texts.items():
-        if isinstance(text, str) and not_unicode(text):
-            raise ValidationError(field, text, NOT_UNICODE)
+        if isinstance(text, str) and bad(text):
+            raise ValidationError(field, text, expected)
+
+
+def refuse_text_at(doc: Any, field: str, bad: Callable[[str], bool], expected: str) -> NoReturn:
+    """Raise ``ValidationError`` naming the path under ``field`` to the text in ``doc`` that
+    ``bad`` holds for (the caller found there is one)."""
+    where, value = text_at(doc, field, bad)
+    raise ValidationError(where or field, value, expected)
+
+
+def check_unicode(texts: Mapping[str, object]) -> None:
+    """:func:`refuse_texts` for text that is not valid Unicode."""
+    refuse_texts(texts, not_unicode, NOT_UNICODE)
 
 
 def unfindable(*keys: object) -> bool:
@@ -272,9 +286,8 @@ def diagnostic_text(error: object) -> str:
     return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _refuse_surrogates(doc: Any, field: str) -> None:
-    where, value = text_at(doc, field, not_unicode)
-    raise ValidationError(where or field, value, NOT_UNICODE)
+def _refuse_surrogates(doc: Any, field: str) -> NoReturn:
+    refuse_text_at(doc, field, not_unicode, NOT_UNICODE)
 
 
 def text_at(value: Any, path: str, bad: Callable[[str], bool]) -> tuple[str, Any]:

@@ -61,7 +61,8 @@ from supportflow.storage._codec import (
     micros_to_instant,
     notification_from_doc,
     notification_to_doc,
-    text_at,
+    refuse_text_at,
+    refuse_texts,
     ticket_columns,
     ticket_from_doc,
     ticket_json,
@@ -511,12 +512,6 @@ def _claim_window(
     return None if check_limit(limit) == 0 else (at, until)
 
 
-def _plain(data: Mapping[str, Any], field: str) -> dict[str, Any]:
-    plain = dict(data)
-    dump_json(plain, field)  # refuse NaN and non-JSON values before the database sees them
-    return plain
-
-
 def _event_of(row: Any) -> Event:
     return Event(row.ticket_id, row.sequence, row.type, row.at, row.actor, row.data)
 
@@ -602,8 +597,21 @@ class _SqlUnitOfWork:
                 pass
         return inserted
 
+    # What this database cannot hold, checked before it sees a value: PostgreSQL adds NUL.
     def _unfindable(self, *keys: object) -> bool:
         return unfindable(*keys)
+
+    def _check_texts(self, texts: Mapping[str, object]) -> None:
+        check_unicode(texts)
+
+    def _check_json(self, text: str, doc: Any, field: str) -> None:
+        """``text`` is ``doc`` as :func:`dump_json` wrote it (which refused the rest)."""
+
+    def _plain(self, data: Mapping[str, Any], field: str) -> dict[str, Any]:
+        """``data`` as a dict the database can store (NaN and non-JSON values refused)."""
+        plain = dict(data)
+        self._check_json(dump_json(plain, field), plain, field)
+        return plain
 
     # -- tickets ---------------------------------------------------------------------------
     def next_ticket_number(self) -> int:
@@ -718,7 +726,7 @@ class _SqlUnitOfWork:
                     "type": event.type,
                     "at": _utc(event.at, "event.at"),
                     "actor": event.actor,
-                    "data": _plain(event.data, "event.data"),
+                    "data": self._plain(event.data, "event.data"),
                 }
             )
         # A writer that committed the same sequence since our check makes a row go missing;
@@ -904,6 +912,7 @@ class _SqlUnitOfWork:
         at = _utc(now, "now")
         until = at + check_lease(lease)
         check_text(owner, "owner")
+        self._check_texts({"owner": owner})
         if check_limit(limit) == 0:
             return []
         statement = (
@@ -1004,7 +1013,7 @@ class _SqlUnitOfWork:
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
         if not isinstance(record, Record):
             raise ValidationError("record", record, "a Record")
-        check_unicode(
+        self._check_texts(
             {"record.kind": record.kind, "record.id": record.id, "record.status": record.status,
              "record.ticket_id": record.ticket_id}
         )  # fmt: skip
@@ -1014,7 +1023,7 @@ class _SqlUnitOfWork:
             "version": record.version,
             "created_at": _utc(record.created_at, "record.created_at"),
             "updated_at": _utc(record.updated_at, "record.updated_at"),
-            "data": _plain(record.data, "record.data"),
+            "data": self._plain(record.data, "record.data"),
         }
         name = f"{record.kind}/{record.id}"
         if expected_version is None:
@@ -1079,7 +1088,7 @@ class _SqlUnitOfWork:
 
     # -- occurrences -----------------------------------------------------------------------
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
-        check_unicode({"key": key, "ticket_id": ticket_id})
+        self._check_texts({"key": key, "ticket_id": ticket_id})
         when = _utc(at, "at")
         self._c.execute(sa.insert(occurrences).values(key=key, ticket_id=ticket_id, at=when))
         # Forgetting what is older than a day keeps the table as small as the window.
@@ -1192,7 +1201,7 @@ def _ticket_params(ticket: Ticket) -> tuple[tuple[Any, ...], str]:
     """The ticket's columns (``id`` first, no document) and its document as JSON text."""
     *columns, created_at = ticket_columns(ticket)
     text = ticket_json(ticket)
-    if "\\u0000" in text:
+    if "\\u0000" in text:  # the document is built only to name where the NUL is
         _refuse_nul(text, ticket_to_doc(ticket), "ticket")
     return (*columns, _utc(created_at, "ticket.created_at")), text
 
@@ -1204,16 +1213,8 @@ _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _NO_NUL = "text without U+0000 (NUL) characters: PostgreSQL cannot store them"
 
 
-def _holds_nul(*texts: object) -> bool:
-    return any(isinstance(text, str) and "\x00" in text for text in texts)
-
-
-def _refuse_nul_text(texts: Mapping[str, str | None]) -> None:
-    """Raise ``ValidationError`` for the first of ``texts`` (field name: text) holding
-    U+0000 (PostgreSQL text columns: ids, keys, statuses)."""
-    for field, text in texts.items():
-        if _holds_nul(text):
-            raise ValidationError(field, text, _NO_NUL)
+def _has_nul(text: str) -> bool:
+    return "\x00" in text
 
 
 def _refuse_nul(text: str, doc: Any, field: str) -> None:
@@ -1222,10 +1223,8 @@ def _refuse_nul(text: str, doc: Any, field: str) -> None:
     PostgreSQL stores no U+0000 in text, nor in a ``jsonb`` string: refused here with the path
     to it rather than by the database, whose error would also end the transaction.
     """
-    if _ESCAPED_NUL.search(text) is None:
-        return
-    where, value = text_at(doc, field, _holds_nul)
-    raise ValidationError(where or field, value, _NO_NUL)
+    if "\\u0000" in text and _ESCAPED_NUL.search(text) is not None:
+        refuse_text_at(doc, field, _has_nul, _NO_NUL)
 
 
 def _from_pg(value: datetime) -> datetime:
@@ -1312,15 +1311,13 @@ class _PgUnitOfWork(_SqlUnitOfWork):
             types.append(event.type)
             ats.append(_utc(event.at, "event.at"))
             actors.append(event.actor)
+            if "\x00" in f"{event.ticket_id}{event.type}{event.actor}":
+                refuse_texts(
+                    {"event.ticket_id": event.ticket_id, "event.type": event.type,
+                     "event.actor": event.actor}, _has_nul, _NO_NUL,
+                )  # fmt: skip
             data = dump_json(dict(event.data), "event.data")
-            if "\\u0000" in data or "\x00" in f"{event.ticket_id}{event.type}{event.actor}":
-                doc = {
-                    "ticket_id": event.ticket_id,
-                    "type": event.type,
-                    "actor": event.actor,
-                    "data": dict(event.data),
-                }
-                _refuse_nul(dump_json(doc), doc, "event")
+            self._check_json(data, event.data, "event.data")
             datas.append(data)
         if not ticket_ids:
             return
@@ -1357,30 +1354,18 @@ class _PgUnitOfWork(_SqlUnitOfWork):
                 raise ConcurrencyConflict(ticket_id, expected, sequence)
         raise ConcurrencyConflict(firsts[0], first_sequences[0], None)
 
+    # -- what PostgreSQL cannot hold: NUL, besides what no database can ----------------------
     def _unfindable(self, *keys: object) -> bool:
-        return super()._unfindable(*keys) or _holds_nul(*keys)
+        return super()._unfindable(*keys) or any(
+            isinstance(key, str) and _has_nul(key) for key in keys
+        )
 
-    def claim_notifications(
-        self, now: datetime, limit: int, owner: str, lease: timedelta
-    ) -> list[OutboxEntry]:
-        _refuse_nul_text({"owner": owner})
-        return super().claim_notifications(now, limit, owner, lease)
+    def _check_texts(self, texts: Mapping[str, object]) -> None:
+        super()._check_texts(texts)
+        refuse_texts(texts, _has_nul, _NO_NUL)
 
-    # -- records, occurrences and delivery reports -------------------------------------------
-    def put_record(self, record: Record, expected_version: int | None = None) -> None:
-        if isinstance(record, Record):
-            _refuse_nul_text(
-                {"record.kind": record.kind, "record.id": record.id,
-                 "record.status": record.status, "record.ticket_id": record.ticket_id}
-            )  # fmt: skip
-            text = dump_json(dict(record.data), "record.data")
-            if "\\u0000" in text:
-                _refuse_nul(text, dict(record.data), "record.data")
-        super().put_record(record, expected_version)
-
-    def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
-        _refuse_nul_text({"key": key, "ticket_id": ticket_id})
-        super().record_occurrence(key, ticket_id, at)
+    def _check_json(self, text: str, doc: Any, field: str) -> None:
+        _refuse_nul(text, doc, field)
 
     def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
         # PostgreSQL stores no NUL: written as "\x00" (see ``diagnostic_text``).
@@ -1389,9 +1374,9 @@ class _PgUnitOfWork(_SqlUnitOfWork):
     # -- timers ----------------------------------------------------------------------------
     def replace_timers(self, ticket_id: str, timers_: Sequence[Timer]) -> None:
         wanted = check_timers(ticket_id, timers_)
-        _refuse_nul_text({"ticket_id": ticket_id})
+        refuse_texts({"ticket_id": ticket_id}, _has_nul, _NO_NUL)
         for timer in wanted.values():
-            _refuse_nul_text({"timer.key": timer.key, "timer.kind": timer.kind})
+            refuse_texts({"timer.key": timer.key, "timer.kind": timer.kind}, _has_nul, _NO_NUL)
         self._c.exec_driver_sql(
             _PG_REPLACE_TIMERS,
             {
@@ -1406,7 +1391,7 @@ class _PgUnitOfWork(_SqlUnitOfWork):
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[Timer]:
         window = _claim_window(now, limit, owner, lease)
-        _refuse_nul_text({"owner": owner})
+        refuse_texts({"owner": owner}, _has_nul, _NO_NUL)
         if window is None:
             return []
         at, until = window
@@ -1429,8 +1414,7 @@ class _PgUnitOfWork(_SqlUnitOfWork):
             keys.append(notification.idempotency_key)
             doc = notification_to_doc(notification)
             text = dump_json(doc, "notification")
-            if "\\u0000" in text:
-                _refuse_nul(text, doc, "notification")
+            self._check_json(text, doc, "notification")
             docs.append(text)
         if keys:
             self._c.exec_driver_sql(_PG_ENQUEUE, {"keys": keys, "created": created, "docs": docs})
