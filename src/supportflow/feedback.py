@@ -37,6 +37,7 @@ from typing import Any
 
 import attrs
 
+from supportflow.clock import ensure_aware
 from supportflow.errors import SupportflowError, ValidationError
 from supportflow.model import Channel, Ticket, _is_flag, _is_name, _is_optional_name, coerce_enum
 
@@ -375,8 +376,7 @@ def sign_survey_token(secret: bytes, survey_id: str, ticket_id: str, expires_at:
 def read_survey_token(secret: bytes, token: str, now: datetime) -> SurveyClaims:
     """Check a token's signature and expiry; :class:`SurveyRejected` says why it fails."""
     _key(secret)
-    if not isinstance(now, datetime) or now.utcoffset() is None:
-        raise ValidationError("now", now, "a timezone-aware datetime")
+    ensure_aware(now, "now")
     try:
         payload_text, signature_text = token.split(".")
         payload = json.loads(_unb64(payload_text))

@@ -99,15 +99,14 @@ def _one_of(*allowed: str | None) -> Any:
     return check
 
 
-def _zone(name: str) -> ZoneInfo:
-    if not isinstance(name, str):  # ZoneInfo would raise a bare TypeError
-        raise ValidationError("timezone", name, "an IANA time zone name like 'Asia/Shanghai'")
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
-        raise ValidationError(
-            "timezone", name, "an IANA time zone name like 'Asia/Shanghai'"
-        ) from None
+def _zone(name: object, field: str = "timezone") -> ZoneInfo:
+    """The zone named ``name``; ``ValidationError`` naming ``field`` for anything else."""
+    if isinstance(name, str):  # ZoneInfo would raise a bare TypeError on anything else
+        try:
+            return ZoneInfo(name)
+        except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+            pass
+    raise ValidationError(field, name, "an IANA time zone name like 'Asia/Shanghai'")
 
 
 @attrs.frozen(slots=True)

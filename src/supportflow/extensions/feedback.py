@@ -35,6 +35,7 @@ import attrs
 
 from supportflow._change import Change, DeskExtension, customer_recipient
 from supportflow.automation import state_time
+from supportflow.clock import ensure_aware
 from supportflow.errors import ValidationError
 from supportflow.events import EventType
 from supportflow.feedback import (
@@ -320,8 +321,8 @@ class FeedbackExtension(DeskExtension):
         reasons = _reasons(reasons)
         check_text("by", by)
         check_text("assignee", assignee, optional=True)
-        if due_at is not None and (not isinstance(due_at, datetime) or due_at.utcoffset() is None):
-            raise ValidationError("due_at", due_at, "a timezone-aware datetime or None")
+        if due_at is not None:
+            ensure_aware(due_at, "due_at")
         ticket, at = change.ticket, change.at
         state = ticket.state
         existing = state.get(StateKey.FOLLOW_UP_ID)

@@ -52,12 +52,6 @@ _ID = "an id: a non-empty string"
 _ID_OR_NONE = "an id: a non-empty string, or None"
 
 
-def _text(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError(field, value, "a non-empty string")
-    return value
-
-
 class FeedbackService:
     """Feedback commands and queries on ``desk``; ``extension`` must be one of its extensions
     (pass ``Desk(extensions=extension.extensions)``)."""
@@ -115,7 +109,7 @@ class FeedbackService:
         """Survey records (``sent``, ``answered``), oldest first."""
         check_text("ticket_id", ticket_id, optional=True, expected=_ID_OR_NONE)
         if status is not None:
-            _text("status", status)
+            check_text("status", status)
         return self._find(SURVEY, ticket_id=ticket_id, status=status)
 
     # -- follow-ups ------------------------------------------------------------------------
@@ -125,8 +119,8 @@ class FeedbackService:
         """Schedule a call-back by hand (after a failed one, say); due after the policy's
         ``follow_up_delay``. A pending follow-up gets the reason added instead."""
         check_text("ticket_id", ticket_id, expected=_ID)
-        _text("by", by)
-        _text("reason", reason)
+        check_text("by", by)
+        check_text("reason", reason)
         check_text("assignee", assignee, optional=True, expected=_ID_OR_NONE)
         out: list[Record] = []
 
@@ -153,7 +147,7 @@ class FeedbackService:
         policy says. Returns the follow-up record.
         """
         check_text("ticket_id", ticket_id, expected=_ID)
-        _text("by", by)
+        check_text("by", by)
         result = coerce_enum(FollowUpOutcome, outcome, "outcome")
         check_text("note", note, empty_ok=True, optional=True)
         out: list[Record] = []
@@ -169,7 +163,7 @@ class FeedbackService:
         """Follow-up records (``scheduled``, ``completed``, ``failed``), oldest first."""
         check_text("ticket_id", ticket_id, optional=True, expected=_ID_OR_NONE)
         if status is not None:
-            _text("status", status)
+            check_text("status", status)
         return self._find(FOLLOW_UP, ticket_id=ticket_id, status=status)
 
     # -- complaints ------------------------------------------------------------------------
@@ -179,12 +173,10 @@ class FeedbackService:
         """Store what the investigation found (custom fields ``complaint_root_cause``,
         ``complaint_responsibility``, ``complaint_remedy``; audited as ``TicketUpdated``)."""
         check_text("ticket_id", ticket_id, expected=_ID)
-        _text("by", by)
-        values = {
-            "root_cause": _text("root_cause", root_cause),
-            "responsibility": _text("responsibility", responsibility),
-            "remedy": _text("remedy", remedy),
-        }
+        check_text("by", by)
+        values = {"root_cause": root_cause, "responsibility": responsibility, "remedy": remedy}
+        for field, value in values.items():
+            check_text(field, value)
         return self.desk.execute(
             ticket_id, lambda change: self.extension.record_complaint(change, by=by, **values)
         )
@@ -202,8 +194,8 @@ class FeedbackService:
         """
         check_text("ticket_id", ticket_id, expected=_ID)
         voice = coerce_enum(VoiceKind, kind, "kind")
-        _text("summary", summary)
-        _text("by", by)
+        check_text("summary", summary)
+        check_text("by", by)
         out: list[Record] = []
 
         def action(change: Change) -> None:
@@ -245,7 +237,7 @@ class FeedbackService:
         """Another customer asks for the same thing: attach their ticket to the record."""
         check_text("record_id", record_id, expected=_ID)
         check_text("ticket_id", ticket_id, expected=_ID)
-        _text("by", by)
+        check_text("by", by)
         record = self._voice(record_id)
         if ticket_id in record.data.get("tickets", []):
             return record
@@ -286,7 +278,7 @@ class FeedbackService:
         check_text("record_id", record_id, expected=_ID)
         if not isinstance(notify_customers, bool):
             raise ValidationError("notify_customers", notify_customers, "True or False")
-        _text("by", by)
+        check_text("by", by)
         now = to_utc(self.desk.clock.now(), "clock.now()")
         with self.desk.store.transaction() as uow:
             current = self._voice(record_id, uow)
@@ -310,8 +302,8 @@ class FeedbackService:
     def cite_article(self, ticket_id: str, article_id: str, *, by: str) -> Ticket:
         """Note that a knowledge-base article answered the ticket (``ArticleCited``)."""
         check_text("ticket_id", ticket_id, expected=_ID)
-        _text("article_id", article_id)
-        _text("by", by)
+        check_text("article_id", article_id)
+        check_text("by", by)
         with self.desk.store.transaction() as uow:
             cited = uow.get_record(ARTICLE, article_id)
         if cited is not None and ticket_id in cited.data.get("tickets", []):
@@ -335,7 +327,7 @@ class FeedbackService:
 
     def tickets_citing(self, article_id: str) -> list[Ticket]:
         """Tickets an article answered, in the order it was cited."""
-        _text("article_id", article_id)
+        check_text("article_id", article_id)
         with self.desk.store.transaction() as uow:
             record = uow.get_record(ARTICLE, article_id)
             ids = record.data.get("tickets", []) if record is not None else []
@@ -345,7 +337,7 @@ class FeedbackService:
         """Tag a resolved or closed ticket as a typical case (for training and the knowledge
         base); other tickets raise ``ValidationError``."""
         check_text("ticket_id", ticket_id, expected=_ID)
-        _text("by", by)
+        check_text("by", by)
 
         def action(change: Change) -> None:
             if change.category() not in (StatusCategory.RESOLVED, StatusCategory.CLOSED):

@@ -25,12 +25,14 @@ from zoneinfo import ZoneInfo
 import attrs
 
 from supportflow.calendar import BusinessCalendar
+from supportflow.clock import ensure_aware
 from supportflow.desk import Desk
 from supportflow.errors import ValidationError
 from supportflow.metrics import (
     DurationStats,
     MetricsQuery,
     MetricsRow,
+    _zone,
     compute,
     format_duration,
     format_rate,
@@ -155,13 +157,11 @@ def report(
 ) -> Report:
     """The metrics of ``[start, end)`` as one period (grouped when asked), read in one pass."""
     _desk(desk)
-    _zone(tz)
+    _zone(tz, "tz")
     if not isinstance(title, str):
         raise ValidationError("title", title, "a string")
-    if history_from is not None and (
-        not isinstance(history_from, datetime) or history_from.utcoffset() is None
-    ):
-        raise ValidationError("history_from", history_from, "a timezone-aware datetime or None")
+    if history_from is not None:
+        ensure_aware(history_from, "history_from")
     query = MetricsQuery(start, end, tz, group_by=group_by, calendar=calendar, include_total=True)
     with desk.store.transaction() as uow:
         rows: Sequence[MetricsRow] = compute(uow.iter_events(history_from, query.end), query)
@@ -173,15 +173,6 @@ def _desk(desk: object) -> None:
         raise ValidationError("desk", desk, "a supportflow Desk")
 
 
-def _zone(tz: object) -> ZoneInfo:
-    if isinstance(tz, str):  # ZoneInfo raises a bare TypeError on anything else
-        try:
-            return ZoneInfo(tz)
-        except (ValueError, KeyError, OSError):
-            pass
-    raise ValidationError("tz", tz, "an IANA time zone name like 'Asia/Shanghai'")
-
-
 def _day(field: str, value: object) -> date:
     if not isinstance(value, date):  # a datetime is a date too: its day is used
         raise ValidationError(field, value, "a datetime.date")
@@ -189,7 +180,7 @@ def _day(field: str, value: object) -> date:
 
 
 def _midnight(day: date, tz: str) -> datetime:
-    return datetime.combine(day, time(), _zone(tz))
+    return datetime.combine(day, time(), _zone(tz, "tz"))
 
 
 def _days_after(field: str, day: date, days: int) -> date:
