@@ -5,7 +5,7 @@ Run one per machine (or several): on PostgreSQL, timer and outbox claims use
 is picked up by another once its lease expires. On SQLite, claims are write transactions.
 
 >>> worker = Worker(desk)                     # doctest: +SKIP
->>> worker.run()                              # until SIGTERM or SIGINT
+>>> worker.run()  # until SIGTERM or SIGINT   # doctest: +SKIP
 """
 
 from __future__ import annotations

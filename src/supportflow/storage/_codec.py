@@ -291,7 +291,7 @@ def _refuse_surrogates(doc: Any, field: str) -> NoReturn:
 
 
 def text_at(value: Any, path: str, bad: Callable[[str], bool]) -> tuple[str, Any]:
-    """The path under ``path`` to the first string (or mapping key) in the JSON-like ``value``
+    r"""The path under ``path`` to the first string (or mapping key) in the JSON-like ``value``
     for which ``bad`` holds, and that string; ``("", None)`` when there is none.
 
     >>> text_at({"tags": ["ok", "b\x00d"]}, "ticket", lambda text: "\x00" in text)
