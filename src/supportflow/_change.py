@@ -146,6 +146,8 @@ class Change:
 
     @classmethod
     def new(cls, rules: DeskRules, now: datetime, new_id: Callable[[], str], number: int) -> Change:
+        """A change with no ticket yet, for the ticket numbered ``number``; :meth:`open` builds
+        the ticket."""
         change = cls(rules, None, now, "system", new_id)
         change.number = number
         return change
@@ -182,6 +184,7 @@ class Change:
         return getattr(self._ticket, name)
 
     def category(self, ticket: Ticket | None = None) -> StatusCategory:
+        """The status category of ``ticket``, or of this change's ticket as changed so far."""
         if ticket is None:  # the status as changed so far (asked for on most steps)
             pending: str | None = self._pending.get("status")
             if pending is not None:
@@ -192,6 +195,8 @@ class Change:
 
     # -- recording -------------------------------------------------------------------------
     def record(self, kind: str, data: Mapping[str, Any], actor: str | None = None) -> None:
+        """Record a ``kind`` event with a copy of ``data``, by ``actor`` (default: whoever runs
+        the command); it is stored when the change commits."""
         # A copy of ``data``: the caller may go on changing its dict.
         self._record(kind, dict(data), actor)
 
@@ -217,6 +222,8 @@ class Change:
     def notify(
         self, kind: str, recipients: list[Recipient], subject: str, body: str, **data: Any
     ) -> None:
+        """Queue a ``kind`` notification for ``recipients`` (none: nothing is queued), with
+        ``data`` kept on it; it goes to the outbox when the change commits."""
         if not recipients:
             return
         ticket_id: str = self._field("id")
@@ -291,6 +298,9 @@ class Change:
         assignee: str | None,
         actor: str,
     ) -> None:
+        """Create the ticket in the workflow's initial status from values the desk has checked,
+        record ``TicketOpened`` and start its SLA clocks; an assignee or group also fires the
+        automatic ``assign`` move. The extensions' ``opened`` hooks run last."""
         self.actor = actor
         workflow = self.rules.workflow
         # Every value is checked or built by the desk already: no converters on the way in.
@@ -356,6 +366,9 @@ class Change:
     def message(
         self, body: str, by: str, role: Role, *, public: bool, override_role: str | None = None
     ) -> None:
+        """Add a public message, or an internal note (``public=False``). An agent's public reply
+        is checked by the reply guard first and, if the desk notifies customers, sent to them; a
+        customer writing on a closed ticket opens a follow-up ticket instead."""
         self.actor = by
         ticket = self.ticket
         guard = self.rules.reply_guard
@@ -446,12 +459,16 @@ class Change:
         self._after(before, category)
 
     def fire(self, trigger: str, by: str, data: dict[str, Any], *, system: bool = False) -> None:
+        """Move the ticket with workflow ``trigger`` and record ``StatusChanged`` with the
+        values of ``data`` that are not ``None``; raises ``InvalidTransition`` when not allowed.
+        ``system=True`` skips the check that the customer's identity was verified."""
         self.actor = by
         before, category = self.ticket, self.category()
         self._transition(trigger, data, system=system)
         self._after(before, category)
 
     def verify(self, by: str, method: VerificationMethod) -> None:
+        """Mark the customer as verified by ``by`` with ``method``; records ``CustomerVerified``."""
         self.actor = by
         ticket = self.ticket
         self._set(
@@ -463,6 +480,9 @@ class Change:
     def set_priority(
         self, priority: Priority, by: str, reason: str | None, *, explicit: bool
     ) -> None:
+        """Set the priority and record ``PriorityChanged``; SLA targets follow. ``explicit``
+        marks it as a person's choice, which stays marked; the same priority again is recorded
+        only to make it explicit."""
         self.actor = by
         ticket = self.ticket
         if priority is ticket.priority and (ticket.priority_explicit or not explicit):
@@ -484,6 +504,9 @@ class Change:
         remove_tags: frozenset[str],
         fields: dict[str, Any],
     ) -> None:
+        """Set ticket attributes (``changes``), add and remove tags and merge custom
+        ``fields``; one ``TicketUpdated`` lists each difference as ``[before, after]``. Nothing
+        is recorded when nothing differs; otherwise the extensions' ``fields_changed`` hooks run."""
         self.actor = by
         ticket = self.ticket
         changes = dict(changes)  # the caller's dict is reused if the command is retried
@@ -511,6 +534,8 @@ class Change:
             extension.fields_changed(self, frozenset(diff))
 
     def link(self, kind: str, other_id: str, by: str) -> None:
+        """Link this ticket to ``other_id`` as ``kind`` (recording ``TicketLinked``) unless it is
+        linked so already. This side only: the other ticket records its side in its own change."""
         self.actor = by
         link = Link(kind, other_id)
         if link in self.ticket.links:
@@ -519,6 +544,8 @@ class Change:
         self._record(EventType.LINKED, {"kind": kind, "ticket_id": other_id})
 
     def acknowledge(self, by: str) -> None:
+        """Stop the repeats of each escalation policy's current level, recording one
+        ``Acknowledged`` per level acknowledged."""
         self.actor = by
         state, acked = self.rules.escalations.acknowledge(self.ticket)
         if not acked and self.ticket.state.get("callback_escalated") is None:
@@ -528,6 +555,9 @@ class Change:
             self._record(EventType.ACKNOWLEDGED, {"policy": policy, "level": level + 1})
 
     def contact_dropped(self, by: str) -> None:
+        """Schedule a call-back due at once, escalated to the team lead if not done within the
+        call-back policy's ``escalate_after``; records ``CallbackScheduled`` (a new drop starts
+        the call-back over)."""
         self.actor = by
         escalate_at = self.at + self.rules.callbacks.escalate_after
         self._state(
@@ -543,6 +573,8 @@ class Change:
         )  # fmt: skip
 
     def callback_done(self, by: str, outcome: str) -> None:
+        """Record that the call-back was made (``CallbackDone`` with ``outcome``) and drop its
+        deadlines; nothing happens when no call-back is pending."""
         self.actor = by
         if self.ticket.state.get("callback_due_at") is None:
             return

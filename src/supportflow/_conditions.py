@@ -152,6 +152,8 @@ class Keywords(Condition):
         object.__setattr__(self, "index", index)  # derived, so attrs.evolve recomputes it
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """The words found (as first spelled in ``words``) and the fields they were found in;
+        ``None`` when none is found."""
         found = {f: hits for f in self.fields if (hits := ctx.hits(f).intersection(self.index))}
         if not found:
             return None
@@ -160,6 +162,7 @@ class Keywords(Condition):
         return words, tuple(found)
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"keywords": [...]}``, plus ``"fields"`` when not the default."""
         fields = {} if self.fields == DEFAULT_FIELDS else {"fields": list(self.fields)}
         return {"keywords": list(self.words), **fields}
 
@@ -189,10 +192,13 @@ class Regex(Condition):
         object.__setattr__(self, "compiled", compiled)
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """The matched text and the field of each field where ``pattern`` is found; ``None``
+        when it is found in none."""
         found = [(m.group(), f) for f in self.fields if (m := self.compiled.search(ctx.text(f)))]
         return (tuple(w for w, _ in found), tuple(f for _, f in found)) if found else None
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"regex": pattern}``, plus ``"fields"`` when not the default."""
         fields = {} if self.fields == DEFAULT_FIELDS else {"fields": list(self.fields)}
         return {"regex": self.pattern, **fields}
 
@@ -213,10 +219,12 @@ class ChannelIs(Condition):
         self.__attrs_init__(tuple(coerce_enum(Channel, c, "channels") for c in checked))
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """``channel=<name>`` when the ticket came in on one of ``channels``, else ``None``."""
         channel = ctx.ticket.channel
         return ((), (f"channel={channel.value}",)) if channel in self.channels else None
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"channel": [...]}``."""
         return {"channel": [channel.value for channel in self.channels]}
 
 
@@ -237,12 +245,15 @@ class _OneOf(Condition):
         """The ticket's values this condition compares (tiers, categories, tags)."""
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """``<key>=<value>`` for each of the ticket's values among ``values`` (casefolded);
+        ``None`` when none is."""
         seen = tuple(
             f"{self.key}={v}" for v in sorted(self.actual(ctx)) if v.casefold() in self.folded
         )
         return ((), seen) if seen else None
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{key: [...]}`` (``tier``, ``category`` or ``tag``)."""
         return {self.key: list(self.values)}
 
 
@@ -281,9 +292,11 @@ class IsVip(Condition):
     """The customer is a VIP (``Customer.is_vip``)."""
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """``tier=vip`` for a VIP customer, else ``None``."""
         return ((), ("tier=vip",)) if ctx.ticket.customer.is_vip else None
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"vip": True}``."""
         return {"vip": True}
 
 
@@ -304,6 +317,8 @@ class FieldEquals(Condition):
     value: t.Any
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """``<name>=<value>`` when the field equals ``value``; ``None`` otherwise, and when the
+        ticket has no such field."""
         ticket, name, missing = ctx.ticket, self.name, object()
         if name.startswith("customer."):
             actual = getattr(ticket.customer, name.removeprefix("customer."), missing)
@@ -316,6 +331,7 @@ class FieldEquals(Condition):
         return ((), (f"{name}={self.value}",)) if actual == self.value else None
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"field": {"name": ..., "equals": ...}}``."""
         return {"field": {"name": self.name, "equals": self.value}}
 
 
@@ -338,10 +354,12 @@ class All(Condition):
         self.__attrs_init__(_conditions(conditions, "all"))
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """The evidence of every condition merged; ``None`` if any of them does not match."""
         found = [condition.evaluate(ctx) for condition in self.conditions]
         return None if None in found else _merge(found)
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"all": [...]}``."""
         return {"all": [condition.to_dict() for condition in self.conditions]}
 
 
@@ -355,10 +373,12 @@ class Any(Condition):
         self.__attrs_init__(_conditions(conditions, "any"))
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """The evidence of the conditions that match, merged; ``None`` when none does."""
         found = [e for e in (condition.evaluate(ctx) for condition in self.conditions) if e]
         return _merge(found) if found else None
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"any": [...]}``."""
         return {"any": [condition.to_dict() for condition in self.conditions]}
 
 
@@ -376,9 +396,11 @@ class Not(Condition):
     condition: Condition = attrs.field(validator=is_condition)
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
+        """Empty evidence when ``condition`` does not match, else ``None``."""
         return ((), ()) if self.condition.evaluate(ctx) is None else None
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The condition as ``{"not": {...}}``."""
         return {"not": self.condition.to_dict()}
 
 

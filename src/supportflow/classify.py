@@ -234,12 +234,14 @@ class SetCategory(Action):
     kind = "set_category"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Set the drafted category, unless the ticket keeps its own (the detail then says so)."""
         if "category" in draft.kept:
             return f"{self.name} (the ticket keeps {draft.ctx.category})"
         draft.ctx.category = self.name
         return self.name
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"category": name}``."""
         return {"category": self.name}
 
 
@@ -268,6 +270,7 @@ class SetImpactUrgency(Action):
             raise ValidationError("impact", None, "an impact or an urgency level")
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Draft the impact and/or urgency, except one the ticket keeps; the detail names each."""
         done = []
         for name, value in self.to_dict().items():
             if name in draft.kept:
@@ -278,6 +281,7 @@ class SetImpactUrgency(Action):
         return " ".join(done)
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"impact": ..., "urgency": ...}``, with only the levels given."""
         return {k: v for k, v in (("impact", self.impact), ("urgency", self.urgency)) if v}
 
 
@@ -294,10 +298,12 @@ class RaisePriority(Action):
     kind = "raise_priority"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Queue a raise to at least ``to``, applied after the priority matrix."""
         draft.priority_steps.append(("raise", self.to, rule))
         return f"at least {self.to.value}"
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"raise_priority": to}``."""
         return {"raise_priority": self.to.value}
 
 
@@ -309,10 +315,12 @@ class CapPriority(Action):
     kind = "cap_priority"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Queue a cap at ``to``, applied after the priority matrix."""
         draft.priority_steps.append(("cap", self.to, rule))
         return f"at most {self.to.value}"
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"cap_priority": to}``."""
         return {"cap_priority": self.to.value}
 
 
@@ -327,11 +335,13 @@ class AddTags(Action):
         self.__attrs_init__(check_texts(tags, "tags", "tag"))
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Add the tags to the draft, where later rules' :class:`HasTag` sees them."""
         draft.added_tags.update(dict.fromkeys(self.tags))
         draft.ctx.tags.update(self.tags)
         return ", ".join(self.tags)
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"tags": [...]}``."""
         return {"tags": list(self.tags)}
 
 
@@ -343,10 +353,12 @@ class RouteTo(Action):
     kind = "route_to"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Route the draft to ``group``; a later rule's group replaces it."""
         draft.group = self.group
         return self.group
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"route_to": group}``."""
         return {"route_to": self.group}
 
 
@@ -358,10 +370,12 @@ class AssignTo(Action):
     kind = "assign_to"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Assign the draft to ``assignee``; a later rule's assignee replaces it."""
         draft.assignee = self.assignee
         return self.assignee
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"assign_to": assignee}``."""
         return {"assign_to": self.assignee}
 
 
@@ -373,10 +387,12 @@ class FlagTeamLead(Action):
     kind = "flag_team_lead"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Flag the draft for the team lead; the detail is ``reason``."""
         draft.flag = True
         return self.reason
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"flag_team_lead": reason}``, or ``True`` without a reason."""
         return {"flag_team_lead": self.reason or True}
 
 
@@ -388,9 +404,11 @@ class SetFingerprint(Action):
     kind = "set_fingerprint"
 
     def apply(self, draft: _Draft, rule: str) -> str:
+        """Change nothing in the draft: the key is the detail, which :func:`fingerprint` reads."""
         return self.key
 
     def to_dict(self) -> dict[str, t.Any]:
+        """The action as ``{"fingerprint": key}``."""
         return {"fingerprint": self.key}
 
 

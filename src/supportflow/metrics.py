@@ -155,6 +155,8 @@ class DurationStats:
 
     @classmethod
     def of(cls, seconds: Sequence[float]) -> DurationStats:
+        """The stats of durations given in seconds, in any order; no durations give ``count`` 0
+        and ``None`` for the rest. ``ValidationError`` if they are not numbers."""
         try:
             if not seconds:
                 return cls()
@@ -232,26 +234,37 @@ class MetricsRow:
 
     @property
     def fcr_rate(self) -> float | None:
+        """Percent of ``first_resolutions`` that were ``first_contact_resolutions``; ``None`` when
+        no ticket was resolved for the first time."""
         return _percent(self.first_contact_resolutions, self.first_resolutions)
 
     @property
     def reopen_rate(self) -> float | None:
+        """Percent of ``first_resolutions`` that were ``reopened`` later; ``None`` when no ticket
+        was resolved for the first time."""
         return _percent(self.reopened, self.first_resolutions)
 
     @property
     def csat(self) -> float | None:
+        """Percent of CSAT answers that were 4 or 5 (``csat_satisfied`` of ``csat_responses``);
+        ``None`` without answers."""
         return _percent(self.csat_satisfied, self.csat_responses)
 
     @property
     def nps(self) -> float | None:
+        """``nps_promoters`` minus ``nps_detractors``, in percent of ``nps_responses`` (−100 to
+        100); ``None`` without answers."""
         return _percent(self.nps_promoters - self.nps_detractors, self.nps_responses)
 
     @property
     def ces(self) -> float | None:
+        """The average effort score, ``ces_total`` / ``ces_responses``; ``None`` without answers."""
         return self.ces_total / self.ces_responses if self.ces_responses else None
 
     @property
     def follow_up_completion_rate(self) -> float | None:
+        """``follow_ups_completed`` in percent of the follow-ups concluded (completed plus
+        ``follow_ups_failed``); ``None`` when none concluded."""
         done = self.follow_ups_completed
         return _percent(done, done + self.follow_ups_failed)
 

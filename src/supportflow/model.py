@@ -298,6 +298,7 @@ class Customer:
 
     @property
     def is_vip(self) -> bool:
+        """Whether the tier is ``vip``, in any case."""
         return self.tier.lower() == "vip"
 
 
@@ -383,6 +384,8 @@ class SlaState:
     clocks: tuple[SlaClock, ...] = ()
 
     def clock(self, name: str) -> SlaClock | None:
+        """The clock called ``name`` (``"resolution"``, ...), or ``None`` if the ticket has no
+        such clock."""
         for item in self.clocks:
             if item.name == name:
                 return item
@@ -430,6 +433,7 @@ class Ticket:
 
     @property
     def public_messages(self) -> tuple[Message, ...]:
+        """The messages the customer can see, in order (internal notes left out)."""
         return tuple(message for message in self.messages if message.public)
 
     def linked(self, kind: str) -> tuple[str, ...]:

@@ -79,6 +79,8 @@ class SlaTarget:
     resolution: timedelta | None = attrs.field(default=None, validator=_positive)
 
     def for_clock(self, name: str) -> timedelta | None:
+        """The target of the clock called ``name`` (``first_response``, ``next_response`` or
+        ``resolution``); ``None`` means no promise."""
         target: timedelta | None = getattr(self, name)
         return target
 
@@ -189,6 +191,8 @@ class SlaPolicy:
     warnings: tuple[int, ...] = attrs.field(default=(75, 90), converter=_warnings)
 
     def target(self, priority: Priority, clock: str) -> timedelta | None:
+        """The target of ``clock`` for tickets of ``priority``; ``None`` when the policy promises
+        nothing there (no target for that priority, or none for that clock)."""
         target = self.targets.get(priority)
         return target.for_clock(clock) if target is not None else None
 

@@ -171,6 +171,7 @@ class Workflow:
     # -- questions -------------------------------------------------------------------------
     @property
     def triggers(self) -> frozenset[str]:
+        """Every trigger name the workflow's transitions use."""
         return frozenset(t.trigger for t in self.transitions)
 
     def category(self, status: str) -> StatusCategory:

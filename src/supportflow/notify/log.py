@@ -31,6 +31,7 @@ class LogNotifier:
         self.level = level
 
     def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        """Log one line (key, kind, ticket, recipients, subject); logging errors are not raised."""
         to = ",".join(f"{recipient.role.value}:{recipient.address}" for recipient in recipients)
         # %-style arguments: nothing is formatted when the level is disabled.
         self.logger.log(

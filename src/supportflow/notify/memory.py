@@ -64,6 +64,7 @@ class MemoryNotifier:
             self._fail_response = response
 
     def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        """Record the delivery; while told to fail (:meth:`fail_next`), raise ``DeliveryError``."""
         attempt = Delivery(notification, tuple(recipients), self._clock.now())
         with self._lock:
             if self._fail_left > 0:

@@ -200,10 +200,12 @@ class ReplyScripts:
 
     @property
     def languages(self) -> tuple[str, ...]:
+        """The language codes that have at least one template, sorted."""
         return tuple(sorted({language for _, language in self._templates}))
 
     @property
     def names(self) -> tuple[str, ...]:
+        """The template names (of every language), sorted."""
         return tuple(sorted({name for name, _ in self._templates}))
 
     def template(self, name: str, language: str) -> str:

@@ -210,6 +210,7 @@ class SmtpNotifier:
         return message
 
     def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        """Send :meth:`build_message` by SMTP; ``DeliveryError`` if it fails (permanent for 5xx)."""
         message = self.build_message(notification, recipients)
         to_addrs = [address.addr_spec for address in message["To"].addresses]
         try:

@@ -276,6 +276,7 @@ class WebhookNotifier:
         return f"WebhookNotifier({self.url!r})"  # never show the secret
 
     def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        """POST the signed JSON; anything but a 2xx answer raises ``DeliveryError``."""
         try:
             body = json.dumps(
                 notification_payload(notification, recipients),

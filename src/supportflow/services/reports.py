@@ -71,6 +71,7 @@ class Report:
         return tuple(row for row in self.rows if row.group is not None)
 
     def to_csv(self) -> str:
+        """The rows as CSV text, the total row first (see :func:`supportflow.metrics.to_csv`)."""
         return to_csv(self.rows)
 
     def to_markdown(self) -> str:
