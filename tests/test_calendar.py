@@ -607,6 +607,19 @@ def test_offsets_past_the_year_9999_are_refused() -> None:
     assert raised.value.field == "duration"
 
 
+@pytest.mark.parametrize(
+    "instant",
+    [datetime(1, 1, 5, tzinfo=timezone.utc), datetime(9999, 12, 20, tzinfo=timezone.utc)],
+)
+def test_an_instant_too_near_the_ends_of_time_is_refused_with_the_range_allowed(
+    instant: datetime,
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        office().between(instant, datetime(2026, 3, 2, tzinfo=timezone.utc))
+    assert raised.value.field == "start"
+    assert "from 0001-01-08 to 9999-12-13" in str(raised.value)
+
+
 @PROPERTY_SETTINGS
 @given(
     warm=calendars(),

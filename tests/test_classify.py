@@ -43,6 +43,7 @@ from supportflow.classify import (
 from supportflow.classify import Any as AnyOf  # the condition; typing's Any is used too
 from supportflow.errors import ValidationError
 from supportflow.model import Customer, Message, Priority, Role, Ticket
+from supportflow.sla import SlaCondition
 
 AT = datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc)
 
@@ -230,6 +231,18 @@ def test_category_and_tag_conditions_see_what_earlier_rules_did() -> None:
 
     assert (result.category, result.group) == ("network", "noc")
     assert result.tags == {"infra"}
+
+
+@pytest.mark.parametrize("tier", ["VIP", " vip ", "Vip\t"])
+def test_a_tier_matches_alike_in_rules_sla_conditions_and_is_vip(tier: str) -> None:
+    customer = Customer(id="c-3", tier=tier)
+    item = ticket("Invoice missing", customer=customer)
+
+    result = classify([Rule("vip", TierIs("vip"), [RouteTo("vip-desk")])], item)
+
+    assert result.group == "vip-desk"
+    assert customer.is_vip
+    assert SlaCondition(tiers=["vip"]).explain(item) == "tier vip"
 
 
 def test_all_any_not_compose() -> None:

@@ -25,6 +25,7 @@ from supportflow import (
     InvalidTransition,
     ManualClock,
     Priority,
+    Recipient,
     Role,
     SlaClockState,
     StatusCategory,
@@ -34,7 +35,7 @@ from supportflow import (
     Timer,
     ValidationError,
 )
-from supportflow.storage import MemoryStore
+from supportflow.storage import MemoryStore, OutboxStatus
 from supportflow.testing import scenario_desk
 
 WANG = Customer(id="c-17", name="Wang Fang", contacts={"email": "wang.fang@example.com"})
@@ -137,8 +138,11 @@ def test_a_case_opened_without_priority_is_normal_and_not_explicit(desk: Desk) -
         ("group", {"group": 3}),
         ("kind", {"kind": ""}),
         ("impact", {"impact": 2}),
-        ("fields", {"fields": {"score": float("nan")}}),
-        ("fields", {"fields": {"seen": {1, 2}}}),
+        ("fields.score", {"fields": {"score": float("nan")}}),
+        ("fields.seen", {"fields": {"seen": {1, 2}}}),
+        ("fields.sizes", {"fields": {"sizes": {38: "in stock"}}}),
+        ("fields.limits[1]", {"fields": {"limits": [1, float("inf")]}}),
+        ("fields.order.placed", {"fields": {"order": {"placed": datetime(2026, 3, 2, 9)}}}),
     ],
 )
 def test_opening_a_malformed_case_names_the_field_and_stores_nothing(
@@ -417,6 +421,10 @@ def test_an_internal_note_is_private_and_answers_nobody(desk: Desk) -> None:
         (lambda d, t: d.update(t, by="agent_li", add_tags=None), "add_tags"),
         (lambda d, t: d.update(t, by="agent_li", remove_tags=[1]), "remove_tags"),
         (lambda d, t: d.update(t, by="agent_li", fields=["plan"]), "fields"),
+        (lambda d, t: d.update(t, by="agent_li", fields={"plan": {1: "pro"}}), "fields.plan"),
+        (lambda d, t: d.fire(t, "triage", by="agent_li", score=float("nan")), "score"),
+        (lambda d, t: d.fire(t, "triage", by="agent_li", seen={1, 2}), "seen"),
+        (lambda d, t: d.fire(t, "triage", by="agent_li", notes={"a": {2: "b"}}), "notes.a"),
         (lambda d, t: d.link(t, ["t-2"], by="agent_li"), "other_id"),
         (lambda d, t: d.link(t, "t-2", kind=None, by="agent_li"), "kind"),
         (lambda d, t: d.callback_done(t, by="agent_li", outcome=None), "outcome"),
@@ -425,6 +433,19 @@ def test_an_internal_note_is_private_and_answers_nobody(desk: Desk) -> None:
 )
 def test_malformed_commands_name_the_field(desk: Desk, command: Any, field: str) -> None:
     assert refused_on_a_case(desk, lambda case: command(desk, case)).field == field
+
+
+def test_custom_fields_and_trigger_data_are_kept_as_every_store_reads_them_back(
+    desk: Desk,
+) -> None:
+    sizes = [38, 39]
+    ticket = open_case(desk, fields={"sizes": sizes, "pair": (1, 2), "plan": Priority.HIGH})
+    sizes.append(40)  # the caller's list is theirs: the ticket keeps its own copy
+    assert ticket.fields == {"sizes": [38, 39], "pair": [1, 2], "plan": "high"}
+    assert type(ticket.fields["plan"]) is str
+    assert desk.get_ticket(ticket.id).fields == ticket.fields
+    desk.fire(ticket.id, "triage", by="agent_li", checked=("vpn", "dns"))
+    assert last(desk, ticket.id, "StatusChanged").data["checked"] == ["vpn", "dns"]
 
 
 # -- assignment and triggers ---------------------------------------------------------------------
@@ -866,6 +887,29 @@ def test_a_change_lists_its_events_numbered_as_they_are_stored(desk: Desk) -> No
     )
     assert seen[-1].actor == "bot"
     assert seen[-1].ticket_id == ticket.id
+
+
+def test_a_custom_command_that_only_notifies_and_keeps_state_is_stored(desk: Desk) -> None:
+    ticket = open_case(desk)
+
+    def remind(change: Any) -> None:
+        change.set_state(reminded="agent_li")
+        change.notify("reminder", [Recipient("agent", "agent_li")], "Reminder", "Still open")
+
+    returned = desk.execute(ticket.id, remind)
+
+    stored = desk.get_ticket(ticket.id)
+    assert stored == returned
+    assert (stored.state["reminded"], stored.version) == ("agent_li", ticket.version + 1)
+    with desk.store.transaction() as uow:
+        (entry,) = uow.list_outbox(OutboxStatus.PENDING)
+    assert entry.notification.kind == "reminder"
+
+
+def test_a_custom_command_that_changes_nothing_stores_nothing(desk: Desk) -> None:
+    ticket = open_case(desk)
+    desk.execute(ticket.id, lambda change: change.set_state(reminded=None))
+    assert desk.get_ticket(ticket.id).version == ticket.version
 
 
 # -- concurrency ---------------------------------------------------------------------------------

@@ -1072,3 +1072,9 @@ def test_an_answer_at_the_due_instant_meets_the_target() -> None:
     met = [e for e in desk.history(ticket.id) if e.type == "SlaMet"]
     assert [e.data["late"] for e in met] == [False]
     assert not [e for e in desk.history(ticket.id) if e.type == "SlaBreached"]
+
+
+def test_a_target_for_an_unknown_clock_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError) as refused:
+        SlaTarget().for_clock("for_clock")
+    assert (refused.value.field, refused.value.value) == ("clock", "for_clock")

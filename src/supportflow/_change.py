@@ -548,8 +548,8 @@ class Change:
         ``Acknowledged`` per level acknowledged."""
         self.actor = by
         state, acked = self.rules.escalations.acknowledge(self.ticket)
-        if not acked and self.ticket.state.get("callback_escalated") is None:
-            return
+        if not acked:
+            return  # no policy's level waits for it (a call-back escalation does not repeat)
         self._set(state=state)
         for policy, level in acked:
             self._record(EventType.ACKNOWLEDGED, {"policy": policy, "level": level + 1})
@@ -995,7 +995,10 @@ class Change:
         kept = not insert and self._timers_kept()
         handled = len(self.fired)
         self.catch_up(kept=kept)  # what this command made due at once (urgent escalation, ...)
-        if not self.recorded and not insert:
+        # A change without an event is stored all the same if it changed the ticket (its
+        # ``state``) or notifies; otherwise there is nothing to store (the same assignee again).
+        quiet = not self.recorded and not insert and not self.notifications
+        if quiet and self.ticket == self.original:
             return
         if len(self.fired) != handled:
             kept = self._timers_kept()

@@ -15,7 +15,7 @@ import attrs
 
 from supportflow._textmatch import Automaton, normalize
 from supportflow.errors import ValidationError
-from supportflow.model import Channel, Role, Ticket, coerce_enum
+from supportflow.model import Channel, Role, Ticket, coerce_enum, tier_key
 
 DEFAULT_FIELDS: t.Final = ("subject", "description")
 #: The fields the early warning reads, and every field a condition may name.
@@ -238,7 +238,12 @@ class _OneOf(Condition):
 
     def __init__(self, *values: str) -> None:
         values = check_texts(values, self.key)
-        self.__attrs_init__(values, frozenset(value.casefold() for value in values))
+        self.__attrs_init__(values, frozenset(self.fold(value) for value in values))
+
+    @staticmethod
+    def fold(value: str) -> str:
+        """``value`` as compared: casefolded."""
+        return value.casefold()
 
     @abc.abstractmethod
     def actual(self, ctx: MatchContext) -> Iterable[str]:
@@ -248,7 +253,7 @@ class _OneOf(Condition):
         """``<key>=<value>`` for each of the ticket's values among ``values`` (casefolded);
         ``None`` when none is."""
         seen = tuple(
-            f"{self.key}={v}" for v in sorted(self.actual(ctx)) if v.casefold() in self.folded
+            f"{self.key}={v}" for v in sorted(self.actual(ctx)) if self.fold(v) in self.folded
         )
         return ((), seen) if seen else None
 
@@ -259,9 +264,15 @@ class _OneOf(Condition):
 
 @attrs.frozen(init=False)
 class TierIs(_OneOf):
-    """The customer's tier is one of the given tiers (any case). ``TierIs("vip", "gold")``."""
+    """The customer's tier is one of the given tiers (any case, surrounding spaces aside, as
+    everywhere tiers are compared). ``TierIs("vip", "gold")``."""
 
     key = "tier"
+
+    @staticmethod
+    def fold(value: str) -> str:
+        """``value`` as compared: see :func:`~supportflow.model.tier_key`."""
+        return tier_key(value)
 
     def actual(self, ctx: MatchContext) -> Iterable[str]:
         return (ctx.ticket.customer.tier,)

@@ -42,6 +42,7 @@ _EPOCH_ORDINAL = 719_163  # date(1970, 1, 1).toordinal(); ordinal 1 (0001-01-01)
 # Instants whose whole week is representable as a datetime in any zone.
 _MIN_US = (date(1, 1, 8).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
 _MAX_US = (date(9999, 12, 13).toordinal() - _EPOCH_ORDINAL) * _US_PER_DAY
+_IN_RANGE = "an instant from 0001-01-08 to 9999-12-13 00:00 UTC"
 # The last instant ``_to_us`` converted, and its value (an object no caller holds at first:
 # ``None`` would match a ``None`` given in error).
 _LAST_US: tuple[object, int] = (object(), 0)
@@ -537,7 +538,7 @@ class BusinessCalendar:
             except OverflowError:
                 us = _MIN_US - 1
         if not _MIN_US <= us <= _MAX_US:
-            raise ValidationError(field, value, "an instant between the years 1 and 9999")
+            raise ValidationError(field, value, _IN_RANGE)
         _LAST_US = (value, us)  # one tuple, swapped whole: safe to read from any thread
         return us
 

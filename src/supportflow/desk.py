@@ -10,7 +10,6 @@ command on a fresh load a bounded number of times.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import uuid
@@ -39,6 +38,7 @@ from supportflow.model import (
     VerificationMethod,
     check_text,
     coerce_enum,
+    plain_json,
     whole_number,
 )
 from supportflow.notify import Dispatcher, DispatchReport, LogNotifier, Notifier
@@ -277,7 +277,12 @@ class Desk:
         assignee: str | None = None,
         by: str | None = None,
     ) -> Ticket:
-        """Record a new case. The customer's first message is the ticket's description."""
+        """Record a new case. The customer's first message is the ticket's description.
+
+        ``fields`` are custom fields: plain JSON values under string keys, kept as every store
+        reads them back (a tuple becomes a list; NaN, sets and dates are refused by path, such
+        as ``fields.order.placed``).
+        """
         check_text("subject", subject)
         check_text("body", body, empty_ok=True)
         if not isinstance(customer, Customer):
@@ -365,10 +370,15 @@ class Desk:
         return self._run(ticket_id, lambda c: c.assign(assignee, group, by))
 
     def fire(self, ticket_id: str, trigger: str, *, by: str, **data: Any) -> Ticket:
-        """Fire any workflow trigger; ``InvalidTransition`` names the triggers allowed now."""
+        """Fire any workflow trigger; ``InvalidTransition`` names the triggers allowed now.
+
+        ``data`` goes into the ``StatusChanged`` event, as plain JSON like custom fields.
+        """
         check_text("trigger", trigger)
         _actor(by)
-        return self._run(ticket_id, lambda c: c.fire(trigger, by, dict(data)))
+        # Recorded with the StatusChanged event: plain JSON, as every store keeps it.
+        details = {key: plain_json(value, key) for key, value in data.items()}
+        return self._run(ticket_id, lambda c: c.fire(trigger, by, details))
 
     def resolve(self, ticket_id: str, *, by: str, resolution: str | None = None) -> Ticket:
         """Mark the case solved; it closes by itself if the customer stays silent."""
@@ -670,16 +680,14 @@ def _optional_text(**values: object) -> None:
 
 
 def _fields(value: object) -> dict[str, Any]:
-    """Custom fields: a mapping with string keys (``None`` for none)."""
+    """Custom fields: a mapping with string keys (``None`` for none), of plain JSON values,
+    as every store keeps them (see :func:`~supportflow.model.plain_json`)."""
     if value is None:
         return {}
-    if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+    if not isinstance(value, Mapping):
         raise ValidationError("fields", value, "a mapping with string keys, or None")
-    try:  # every store keeps them as JSON: NaN, sets and objects are no field values
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        raise ValidationError("fields", value, f"plain JSON values ({error})") from None
-    return dict(value)
+    fields: dict[str, Any] = plain_json(value, "fields")
+    return fields
 
 
 def _names(value: str | Iterable[str], field: str = "tags") -> frozenset[str]:

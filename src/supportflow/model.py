@@ -8,6 +8,7 @@ as their plain names (``Priority.HIGH == "high"``).
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from numbers import Integral
@@ -37,6 +38,8 @@ __all__ = [
     "VerificationMethod",
     "check_text",
     "coerce_enum",
+    "plain_json",
+    "tier_key",
     "whole_number",
 ]
 
@@ -170,6 +173,56 @@ def whole_number(field: str, value: object, least: int) -> int:
     return int(value)
 
 
+_PLAIN_JSON = "plain JSON: text, finite numbers, true/false, None, lists, string-keyed mappings"
+
+
+def plain_json(value: object, field: str) -> Any:
+    """``value`` as plain JSON data that every store reads back as it was written, or a
+    ``ValidationError`` naming the path to the first value that is not (``fields.sizes[2]``).
+
+    Mappings and lists come back as new ``dict`` and ``list`` objects (a tuple becomes a list,
+    as JSON has only arrays), so later changes to the caller's containers do not reach the
+    ticket; ``str`` and ``int`` subclasses (enums) become plain ``str`` and ``int``.
+
+    >>> plain_json({"sizes": (38, 39), "gift": True}, "fields")
+    {'sizes': [38, 39], 'gift': True}
+    >>> plain_json({"ratio": float("nan")}, "fields")
+    Traceback (most recent call last):
+    ...
+    supportflow.errors.ValidationError: fields.ratio=nan is invalid: expected a finite number
+    """
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is int:
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):  # JSON has no NaN or infinities
+            raise ValidationError(field, value, "a finite number")
+        return value if kind is float else float(value)
+    if isinstance(value, Mapping):
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValidationError(field, key, "string keys (JSON objects have no others)")
+            copy[key] = plain_json(item, f"{field}.{key}")
+        return copy
+    if isinstance(value, (list, tuple)):
+        return [plain_json(item, f"{field}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int(value)
+    raise ValidationError(field, value, _PLAIN_JSON)
+
+
+def tier_key(tier: str) -> str:
+    """A customer tier as tiers are compared everywhere: without surrounding spaces or case.
+
+    >>> tier_key(" VIP ")
+    'vip'
+    """
+    return tier.strip().casefold()
+
+
 def coerce_enum(enum_type: type[E], value: Any, field: str) -> E:
     """Turn ``value`` (a member or its value) into a member of ``enum_type``.
 
@@ -298,8 +351,8 @@ class Customer:
 
     @property
     def is_vip(self) -> bool:
-        """Whether the tier is ``vip``, in any case."""
-        return self.tier.lower() == "vip"
+        """Whether the tier is ``vip``, in any case and without surrounding spaces."""
+        return tier_key(self.tier) == "vip"
 
 
 @attrs.frozen(slots=True, weakref_slot=False)

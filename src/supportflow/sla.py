@@ -40,6 +40,7 @@ from supportflow.model import (
     _maker,
     _replacer,
     coerce_enum,
+    tier_key,
 )
 
 __all__ = [
@@ -81,6 +82,8 @@ class SlaTarget:
     def for_clock(self, name: str) -> timedelta | None:
         """The target of the clock called ``name`` (``first_response``, ``next_response`` or
         ``resolution``); ``None`` means no promise."""
+        if name not in CLOCKS:
+            raise ValidationError("clock", name, f"one of {', '.join(CLOCKS)}")
         target: timedelta | None = getattr(self, name)
         return target
 
@@ -113,8 +116,7 @@ def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[str]
 
 
 def _tiers(values: Iterable[str] | str) -> frozenset[str]:
-    # Tiers are compared without regard to case, like ``Customer.is_vip``.
-    return frozenset(name.strip().lower() for name in _names(values, "tiers"))
+    return frozenset(tier_key(name) for name in _names(values, "tiers"))
 
 
 @attrs.frozen(slots=True)
@@ -141,7 +143,7 @@ class SlaCondition:
         checks = (
             ("priority", self.priorities, {ticket.priority.value}),
             ("channel", self.channels, {ticket.channel.value}),
-            ("tier", self.tiers, {ticket.customer.tier.strip().lower()}),
+            ("tier", self.tiers, {tier_key(ticket.customer.tier)}),
             ("category", self.categories, {ticket.category} if ticket.category else set()),
             ("tag", self.tags, set(ticket.tags)),
         )
