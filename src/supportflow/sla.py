@@ -351,60 +351,41 @@ class SlaEngine:
                 events.append(_applied(policy, reason, after.priority, now))
             elif reason != state.reason:
                 state = attrs.evolve(state, reason=reason)  # same policy, matched for a new reason
-        answered_after: bool | None = None  # worked out when first needed: it reads messages
         clocks: list[SlaClock] = []
         changed = False
+        decisions = _DECISIONS
         # Clocks are kept in ``CLOCKS`` order, so events come out in that order too.
         for clock in state.clocks:
-            name, was = clock.name, clock
-            # A clock that had no promise until now (no target when the ticket opened) starts
-            # from this instant, as the clocks of a ticket no policy matched before do.
-            if (
-                not finished
-                and name != NEXT_RESPONSE
-                and not clock.cycle
-                and clock.target is not None
-            ):
-                if name == FIRST_RESPONSE and answered_after is None:
-                    answered_after = _answered(after)
-                if name == RESOLUTION or not answered_after:
-                    started = {"state": _RUNNING, "since": now, "cycle": 1}
-                    clock = _running(clock, policy, started, fresh=False)
-            running = clock.state is _RUNNING or clock.state is _BREACHED
-            if name == FIRST_RESPONSE:
-                if running and agent_replied:
-                    clock = _met(clock, policy, now, events)
-                elif running and finished:
-                    clock = _stop(clock, policy, now)
-            elif name == NEXT_RESPONSE:
-                if running and agent_replied:
-                    clock = _met(clock, policy, now, events)
-                elif running and finished:
-                    clock = _stop(clock, policy, now)
-                elif (
-                    customer_wrote
-                    and not running
-                    and clock.target is not None
-                    and not finished
-                    and _answered(before)  # the customer writes after an agent's reply
-                ):
-                    clock = _restart(clock, policy, now)
-            elif name == RESOLUTION:
-                waiting = clock.state is SlaClockState.PAUSED
-                if category_after is StatusCategory.RESOLVED and (running or waiting):
-                    # Resolved while waiting: met with the business time counted before the
-                    # pause.
-                    clock = _met(clock, policy, now, events)
-                elif category_after is StatusCategory.CLOSED and (running or waiting):
-                    clock = _stop(clock, policy, now)
-                elif category_after is StatusCategory.WAITING and running:
-                    clock = _pause(clock, policy.calendar, now)
-                elif category_after in (StatusCategory.ACTIVE, StatusCategory.NEW) and (
-                    waiting
-                    or clock.state is SlaClockState.MET
-                    or (clock.state is SlaClockState.STOPPED and clock.cycle)  # reopened
-                ):
-                    clock = _resume(clock, policy, now)
+            key = (clock.name, clock.state, not clock.cycle, clock.target is None, category_after,
+                   agent_replied, customer_wrote)  # fmt: skip
+            step = decisions.get(key, _UNDECIDED)
+            if step is _UNDECIDED:
+                step = decisions[key] = _decide(*key)
+            if step is None:
+                clocks.append(clock)
+                continue
+            was = clock
+            if step is _START:
+                # A clock that had no promise until now (no target when the ticket opened)
+                # starts from this instant, as the clocks of a ticket no policy matched do;
+                # a first response already given is not waited for.
+                if clock.name == FIRST_RESPONSE and _answered(after):
+                    clocks.append(clock)
+                    continue
+                started = {"state": _RUNNING, "since": now, "cycle": 1}
+                clock = _running(clock, policy, started, fresh=False)
+                step = _decide(clock.name, _RUNNING, False, False, category_after,
+                               agent_replied, customer_wrote)  # fmt: skip
+            if step is _MET:
+                clock = _met(clock, policy, now, events)
+            elif step is _STOP:
+                clock = _stop(clock, policy, now)
+            elif step is _PAUSE:
+                clock = _pause(clock, policy.calendar, now)
+            elif step is _RESUME:
+                clock = _resume(clock, policy, now)
+            elif step is _RESTART and _answered(before):  # the customer writes after a reply
+                clock = _restart(clock, policy, now)
             changed = changed or clock is not was
             clocks.append(clock)
         if not changed:
@@ -542,6 +523,56 @@ class SlaEngine:
 
 
 _RUNNING, _BREACHED = SlaClockState.RUNNING, SlaClockState.BREACHED
+# What a command does to one clock depends on a few values only (see ``_decide``): each
+# combination is worked out once. Steps are compared by identity.
+_START, _MET, _STOP, _PAUSE, _RESUME, _RESTART = (
+    "start", "met", "stop", "pause", "resume", "restart"
+)  # fmt: skip
+_UNDECIDED = object()
+_DECISIONS: dict[tuple[Any, ...], str | None] = {}
+_FINISHED = (StatusCategory.RESOLVED, StatusCategory.CLOSED)
+
+
+def _decide(
+    name: str,
+    state: SlaClockState,
+    unstarted: bool,
+    no_target: bool,
+    category_after: StatusCategory,
+    agent_replied: bool,
+    customer_wrote: bool,
+) -> str | None:
+    """The step a command takes on a clock: ``None`` (it stays as it is) or one of ``_START``
+    (then decided again as running), ``_MET``, ``_STOP``, ``_PAUSE``, ``_RESUME`` and
+    ``_RESTART`` (if an agent had replied before the customer wrote)."""
+    finished = category_after in _FINISHED
+    if not finished and name != NEXT_RESPONSE and unstarted and not no_target:
+        return _START
+    running = state is _RUNNING or state is _BREACHED
+    if name in (FIRST_RESPONSE, NEXT_RESPONSE):
+        if running and agent_replied:
+            return _MET
+        if running and finished:
+            return _STOP
+        if name == NEXT_RESPONSE and customer_wrote and not running and not no_target:
+            return None if finished else _RESTART
+    elif name == RESOLUTION:
+        waiting = state is SlaClockState.PAUSED
+        if category_after is StatusCategory.RESOLVED and (running or waiting):
+            return _MET  # resolved while waiting: with the business time counted before
+        if category_after is StatusCategory.CLOSED and (running or waiting):
+            return _STOP
+        if category_after is StatusCategory.WAITING and running:
+            return _PAUSE
+        if category_after in (StatusCategory.ACTIVE, StatusCategory.NEW) and (
+            waiting
+            or state is SlaClockState.MET
+            or (state is SlaClockState.STOPPED and not unstarted)  # reopened
+        ):
+            return _RESUME
+    return None
+
+
 _MICROSECOND = timedelta(microseconds=1)
 _ZERO = timedelta(0)  # shared: most clocks are met at once, and each stores its elapsed time
 _TIMER_KEYS: dict[tuple[str, int | None], str] = {}
