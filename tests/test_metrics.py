@@ -45,6 +45,8 @@ from supportflow import (
     Priority,
     SlaPolicy,
     SlaTarget,
+    Transition,
+    Workflow,
 )
 from supportflow.errors import ValidationError
 from supportflow.events import Event, EventType
@@ -401,6 +403,62 @@ def test_closed_tickets_are_forgotten_and_the_stream_is_read_once() -> None:
     assert run.tickets == {}  # only open tickets are remembered
     [row] = run.rows()
     assert (row.opened, row.closed, row.backlog) == (200, 200, 0)
+
+
+def rma_desk() -> tuple[Desk, ManualClock]:
+    """A custom workflow that takes a closed case back into work, and moves closed cases to
+    an archive that is closed too."""
+    workflow = Workflow(
+        name="rma",
+        statuses={"new": "new", "working": "active", "solved": "resolved", "closed": "closed",
+                  "archived": "closed"},
+        transitions=[
+            Transition("start", "new", "working"),
+            Transition("solve", ("new", "working"), "solved"),
+            Transition("close", "solved", "closed"),
+            Transition("reopen", ("solved", "closed"), "working"),
+            Transition("archive", "closed", "archived"),
+        ],
+        initial="new",
+        automatic={"agent_reply": ["start"]},
+    )  # fmt: skip
+    return scenario_desk(at(9), workflow=workflow, sla=[], idle_chat=IdleChatPolicy(enabled=False))
+
+
+def test_a_case_taken_back_out_of_closed_is_a_reopen_of_the_same_case() -> None:
+    desk, clock = rma_desk()
+    ticket = desk.open_ticket(subject="Broken hinge", body="It snapped", customer=Customer(id="c"),
+                              channel="email", assignee="agent_a").id  # fmt: skip
+    clock.advance(hours=1)
+    desk.reply(ticket, "Send it in", by="agent_a")
+    for trigger in ("solve", "close", "reopen", "solve"):
+        clock.advance(hours=1)
+        desk.fire(ticket, trigger, by="agent_a")
+    assert desk.workflow.reopens_closed
+
+    [total, agent] = report(desk, at(0), at(24), title="RMA", group_by="agent").rows
+
+    assert agent.group == "agent_a"
+    for row in (total, agent):
+        assert (row.resolved, row.first_resolutions, row.reopened) == (2, 1, 1)
+        assert (row.first_contact_resolutions, row.resolution.count, row.closed) == (0, 2, 1)
+
+
+def test_a_move_between_closed_statuses_is_not_a_second_close() -> None:
+    desk, clock = rma_desk()
+    ticket = desk.open_ticket(subject="Broken hinge", body="It snapped", customer=Customer(id="c"),
+                              channel="email").id  # fmt: skip
+    for trigger in ("solve", "close", "archive"):
+        clock.advance(hours=1)
+        desk.fire(ticket, trigger, by="agent_a")
+
+    [row] = report(desk, at(0), at(24), title="RMA").rows
+
+    assert (row.opened, row.closed, row.backlog) == (1, 1, 0)
+
+
+def test_the_default_workflow_never_takes_a_case_out_of_closed() -> None:
+    assert not Desk().workflow.reopens_closed
 
 
 def test_reading_stops_at_the_end_of_the_range() -> None:

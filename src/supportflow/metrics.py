@@ -459,8 +459,9 @@ def _is_event(event: object) -> bool:
 class _Run:
     """One pass of :func:`compute`."""
 
-    def __init__(self, query: MetricsQuery) -> None:
+    def __init__(self, query: MetricsQuery, *, reopens_closed: bool = False) -> None:
         self.query = query
+        self.reopens_closed = reopens_closed  # closed tickets are remembered, not forgotten
         self.start = query.start.astimezone(_UTC)
         self.end = query.end.astimezone(_UTC)
         self.periods = _periods(query)
@@ -505,6 +506,7 @@ class _Run:
         end = self.end
         lazy_key = None if group_by is None else UNKNOWN
         unresolved_categories = _UNRESOLVED
+        keep_closed = self.reopens_closed
         cur: _Groups | None = None  # the current period's groups; None before the start
         boundary = self.start  # the next instant at which the period changes
         message_added = EventType.MESSAGE_ADDED
@@ -582,10 +584,14 @@ class _Run:
                                     counted.fcr += 1
                                     ticket.fcr_agg = counted
                     elif after == "closed":
-                        if cur is not None:
+                        # A move between two closed statuses closes nothing more.
+                        if cur is not None and before != "closed":
                             cur[ticket.key].closed += 1
-                        del tickets[event.ticket_id]
-                    elif before == "resolved" and not ticket.reopened:
+                        if not keep_closed:
+                            del tickets[event.ticket_id]
+                    elif not ticket.reopened and (
+                        before == "resolved" or (before == "closed" and ticket.resolved_once)
+                    ):
                         ticket.reopened = True
                         if ticket.first_agg is not None:
                             ticket.first_agg.reopened += 1
@@ -729,12 +735,18 @@ def compute(
     events: Iterable[Event],
     query: MetricsQuery,
     feedback: Iterable[FeedbackRecordLike] = (),
+    *,
+    reopens_closed: bool = False,
 ) -> list[MetricsRow]:
     """The metrics of ``query`` from ``events`` (in time order), read once.
 
     Events before ``query.start`` build up the state of open tickets (backlog, replies, time
     in status) without being counted; reading stops at the first event at or after
     ``query.end``. Rows come by period, then group (a total row first when asked for).
+
+    ``reopens_closed``: the desk's workflow can take a ticket out of the closed category
+    (``Workflow.reopens_closed``); closed tickets are then remembered (a few numbers each, as
+    open ones are) so that such a move counts as a reopen of the same ticket.
 
     >>> rows = compute(uow.iter_events(None, end), MetricsQuery(start, end, period="day"))
     ... # doctest: +SKIP
@@ -743,7 +755,7 @@ def compute(
     """
     if not isinstance(query, MetricsQuery):
         raise ValidationError("query", query, "a MetricsQuery")
-    run = _Run(query)
+    run = _Run(query, reopens_closed=reopens_closed)
     run.consume(events)
     run.add_feedback(feedback)
     return run.rows()

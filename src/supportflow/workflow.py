@@ -174,6 +174,17 @@ class Workflow:
         """Every trigger name the workflow's transitions use."""
         return frozenset(t.trigger for t in self.transitions)
 
+    @property
+    def reopens_closed(self) -> bool:
+        """Whether some trigger takes a ticket out of the ``closed`` category again (a custom
+        workflow may allow it; the default one does not)."""
+        closed = [s for s, category in self.statuses.items() if category is StatusCategory.CLOSED]
+        return any(
+            self.statuses[t.dest] is not StatusCategory.CLOSED
+            and any(self._leaves(t, status) for status in closed)
+            for t in self.transitions
+        )
+
     def category(self, status: str) -> StatusCategory:
         """The category of ``status``; ``ValidationError`` for an unknown one."""
         try:

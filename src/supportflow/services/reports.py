@@ -165,7 +165,11 @@ def report(
         ensure_aware(history_from, "history_from")
     query = MetricsQuery(start, end, tz, group_by=group_by, calendar=calendar, include_total=True)
     with desk.store.transaction() as uow:
-        rows: Sequence[MetricsRow] = compute(uow.iter_events(history_from, query.end), query)
+        rows: Sequence[MetricsRow] = compute(
+            uow.iter_events(history_from, query.end),
+            query,
+            reopens_closed=desk.workflow.reopens_closed,
+        )
     return Report(title, query, tuple(rows))
 
 
