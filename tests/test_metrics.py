@@ -461,6 +461,23 @@ def test_the_default_workflow_never_takes_a_case_out_of_closed() -> None:
     assert not Desk().workflow.reopens_closed
 
 
+def test_a_ticket_first_seen_mid_life_is_no_first_resolution() -> None:
+    desk, clock = scenario_desk(at(1), sla=[])
+    ticket = desk.open_ticket(subject="Printer jams", body="Again", customer=Customer(id="c"),
+                              channel="email").id  # fmt: skip
+    desk.reply(ticket, "Try the rear tray", by="agent_a")
+    desk.resolve(ticket, by="agent_a")
+    clock.advance(hours=1)
+    desk.reopen(ticket, by="agent_a")
+    clock.advance(hours=6)  # 08:00: reports read from here on
+    desk.resolve(ticket, by="agent_a")
+
+    [row] = report(desk, at(0), at(24), title="Day", history_from=at(8)).rows
+
+    assert (row.resolved, row.first_resolutions, row.first_contact_resolutions) == (1, 0, 0)
+    assert row.fcr_rate is None
+
+
 def test_reading_stops_at_the_end_of_the_range() -> None:
     events = sorted(_history(30), key=lambda e: e.at)
     stream = iter(events)

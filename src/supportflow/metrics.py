@@ -577,7 +577,9 @@ class _Run:
                                     counted.handle_b.append(ticket.active_b)
                         if not ticket.resolved_once:
                             ticket.resolved_once = True
-                            if counted is not None:
+                            # Only a ticket whose life was read from its opening can be
+                            # resolved "for the first time" (one seen mid-life may not be).
+                            if counted is not None and ticket.opened_at is not None:
                                 counted.first += 1
                                 ticket.first_agg = counted
                                 if ticket.replies <= 1 and not ticket.reopened:
