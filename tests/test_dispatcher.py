@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -19,6 +19,7 @@ from supportflow.model import Notification, Recipient, RecipientRole
 from supportflow.notify import DeliveryError, Dispatcher, MemoryNotifier
 from supportflow.storage import OutboxEntry, OutboxStatus, Storage, UnitOfWork
 from supportflow.storage.memory import MemoryStore
+from supportflow.storage.sqlite import SqliteStore
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
 CUSTOMER = Recipient(RecipientRole.CUSTOMER, "wang@example.com", "Wang Fang")
@@ -394,6 +395,66 @@ class TestCrashRecovery:
         assert report.expired == ["n-3"]
         assert report.attempts == 2
         assert dispatcher.deliver_pending().delivered == ["n-3"]
+
+
+class _Scripted:
+    """A notifier that runs ``action`` (which may move the clock, or raise) on each delivery."""
+
+    def __init__(self, action: Any) -> None:
+        self.action = action
+
+    def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        self.action()
+
+
+class TestLateReports:
+    """A dispatcher whose receiver hung past its lease reports after another took over."""
+
+    LEASE = timedelta(minutes=5)
+
+    def dispatcher(self, store: Storage, clock: ManualClock, owner: str, action: Any) -> Dispatcher:
+        notifiers = {"customer": _Scripted(action)}
+        return Dispatcher(store, notifiers, clock=clock, lease=self.LEASE, owner=owner, jitter=0)
+
+    @pytest.mark.parametrize("make_store", [MemoryStore, SqliteStore], ids=["memory", "sqlite"])
+    def test_a_late_failure_leaves_the_new_owners_claim_alone(
+        self, make_store: Callable[[], Storage], clock: ManualClock
+    ) -> None:
+        store = make_store()
+        _enqueue(store, _note("n-1"))
+
+        def hang_then_fail() -> None:
+            clock.advance(minutes=6)  # past the lease: worker-b takes the row over
+            with store.transaction() as uow:
+                assert [e.key for e in uow.claim_notifications(clock.now(), 5, "b", self.LEASE)]
+            raise DeliveryError("timed out")
+
+        self.dispatcher(store, clock, "a", hang_then_fail).deliver_pending()
+
+        clock.advance(minutes=1)  # worker-b's lease runs until 09:11
+        with store.transaction() as uow:
+            assert uow.claim_notifications(clock.now(), 5, "c", self.LEASE) == []
+        assert _entry(store, "n-1").attempts == 0  # worker-b has not reported yet
+
+    @pytest.mark.parametrize("make_store", [MemoryStore, SqliteStore], ids=["memory", "sqlite"])
+    def test_a_late_transient_failure_does_not_revive_a_dead_letter(
+        self, make_store: Callable[[], Storage], clock: ManualClock
+    ) -> None:
+        store = make_store()
+        _enqueue(store, _note("n-1"))
+
+        def reject() -> None:
+            raise DeliveryError("550 no such user", permanent=True)
+
+        def hang_then_fail() -> None:
+            clock.advance(minutes=6)
+            assert self.dispatcher(store, clock, "b", reject).deliver_pending().dead == ["n-1"]
+            raise DeliveryError("timed out")
+
+        self.dispatcher(store, clock, "a", hang_then_fail).deliver_pending()
+
+        entry = _entry(store, "n-1")
+        assert (entry.status, entry.attempts) == (OutboxStatus.DEAD, 1)
 
 
 def test_limit_and_order(store: MemoryStore, clock: ManualClock) -> None:

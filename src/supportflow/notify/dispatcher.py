@@ -248,20 +248,22 @@ class Dispatcher:
                 report.delivered.append(key)
                 return
             current = uow.outbox_entry(key)
-            if current is not None and current.status is OutboxStatus.DELIVERED:
-                return  # our lease ran out and another dispatcher delivered it meanwhile
+            if current is None or current.status is not OutboxStatus.PENDING:
+                return  # our lease ran out and another dispatcher delivered or parked it
+            # If our lease ran out and another dispatcher claimed the row since, the store
+            # ignores this report (``owner``): that dispatcher's attempt counts instead.
             attempts = entry.attempts + 1
             if outcome.permanent:
                 error = f"permanent failure on attempt {attempts}: {outcome.error}"
-                uow.mark_failed(key, error, None)
+                uow.mark_failed(key, error, None, self.owner)
                 report.dead.append(key)
             elif attempts >= self.max_attempts:
                 error = f"gave up after {attempts} attempts: {outcome.error}"
-                uow.mark_failed(key, error, None)
+                uow.mark_failed(key, error, None, self.owner)
                 report.dead.append(key)
             else:
                 retry_at = now + self.retry_delay(attempts)
-                uow.mark_failed(key, outcome.error, retry_at)
+                uow.mark_failed(key, outcome.error, retry_at, self.owner)
                 report.retried.append(key)
                 _log.info(
                     "notification %s failed (attempt %d), retry at %s: %s",

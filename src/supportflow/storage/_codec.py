@@ -227,7 +227,9 @@ def from_doc(doc: Any, as_type: type[T]) -> T:
 
 def dump_json(doc: Any, field: str = "data") -> str:
     """Compact JSON text; non-ASCII stays readable. NaN, infinities and text that is not valid
-    Unicode are refused with a ``ValidationError`` (naming ``field``, or the path under it)."""
+    Unicode are refused with a ``ValidationError`` (naming ``field``, or the path under it).
+    Floats of magnitude 1e16 and more are written without an exponent (``1e16`` as
+    ``10000000000000000.0``): PostgreSQL's ``jsonb`` would read ``1e+16`` back as an int."""
     text = _dumps(doc, field)
     if not text.isascii() and _SURROGATE.search(text) is not None:
         _refuse_surrogates(doc, field)
@@ -236,9 +238,26 @@ def dump_json(doc: Any, field: str = "data") -> str:
 
 def _dumps(doc: Any, field: str = "data") -> str:
     try:
-        return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ValidationError(field, doc, f"plain JSON values ({exc})") from None
+    if "e+" in text:
+        return _STRING_OR_BIG_FLOAT.sub(_without_exponent, text)
+    return text
+
+
+# json.dumps writes floats from 1e16 up as "1e+16". PostgreSQL's jsonb reads such a number as
+# a numeric of scale 0, which comes back without a fraction, so as an int. Every such float is
+# whole: written as its integer and ".0", it keeps a fraction and reads back as the same float
+# everywhere. Strings are matched too, so that text inside them is passed over untouched.
+_STRING_OR_BIG_FLOAT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|-?\d+(?:\.\d+)?e\+\d+')
+
+
+def _without_exponent(match: re.Match[str]) -> str:
+    token = match.group()
+    if token[0] == '"':
+        return token
+    return f"{int(float(token))}.0"
 
 
 # A lone surrogate is a str but not Unicode text: no database encodes it. Decoding bytes with

@@ -181,8 +181,14 @@ class UnitOfWork(Protocol):
         """Record a successful delivery; the row is never claimed again."""
         ...
 
-    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
-        """Record a failed attempt; retry at ``retry_at``, or park as dead when ``None``."""
+    def mark_failed(
+        self, key: str, error: str, retry_at: datetime | None, owner: str | None = None
+    ) -> None:
+        """Record a failed attempt; retry at ``retry_at``, or park as dead when ``None``.
+
+        Only a pending row is marked (a late report never revives a delivered or dead one).
+        With ``owner``, only while ``owner`` still holds the row's claim: a dispatcher whose
+        lease ran out and was taken over by another reports into the void."""
         ...
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:

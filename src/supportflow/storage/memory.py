@@ -1,9 +1,11 @@
 """``MemoryStore``: the whole port in process memory, for tests, examples and benchmarks.
 
 Units of work are serialised by one re-entrant lock and undone from a log when they raise,
-so the store keeps the same all-or-nothing promise as a database. Timers sit in a queue keyed
-by due time (entries are invalidated lazily, and the queue is rebuilt from the live timers
-when stale entries outnumber them), so claiming the next due ones never scans.
+so the store keeps the same all-or-nothing promise as a database. Timers sit in queues:
+by due time, and while leased by lease expiry (a claim first moves the timers whose lease ran
+out back to the due queue, so they compete by due time again). Entries are invalidated
+lazily, and the queues are rebuilt from the live timers when stale entries outnumber them, so
+claiming the next due ones never scans.
 
 Events are kept compactly, since a desk stores a dozen or more per ticket. A ticket's stream
 is one flat tuple: its event count, then each run of its events appended together at one
@@ -31,7 +33,7 @@ from supportflow.clock import ensure_aware
 from supportflow.errors import ConcurrencyConflict, TicketNotFound
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer
-from supportflow.storage._codec import check_new_version
+from supportflow.storage._codec import check_new_version, check_text
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery
 
 __all__ = ["MemoryStore"]
@@ -40,7 +42,7 @@ _OCCURRENCE_MEMORY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _BUCKET = timedelta(minutes=10)
 
-_Entry = tuple[datetime, int, str, str]  # (due_at, generation, ticket_id, key)
+_Entry = tuple[datetime, int, str, str]  # (due_at or lease_until, generation, ticket_id, key)
 _Schema = tuple[str, str, tuple[str, ...]]  # an event's (type, actor, data keys)
 _SHARED_LIMIT = 100_000  # kinds of event, or shared records, kept before sharing starts over
 _SHARING_TRIAL = 64  # events of one schema tried before sharing may stop for it
@@ -102,6 +104,37 @@ class _DueQueue:
         heapq.heapify(self._keys)
 
 
+class _Heap:
+    """Timer entries in order, in one plain heap: for entries pushed nearly in order (a claim
+    takes timers by due time), where a push costs next to nothing and buckets would only add
+    to it. The same methods as :class:`_DueQueue`."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: list[_Entry] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    @property
+    def size(self) -> int:
+        return len(self._entries)
+
+    def push(self, entry: _Entry) -> None:
+        heapq.heappush(self._entries, entry)
+
+    def first(self) -> _Entry:
+        return self._entries[0]
+
+    def pop(self) -> _Entry:
+        return heapq.heappop(self._entries)
+
+    def rebuild(self, entries: list[_Entry]) -> None:
+        heapq.heapify(entries)
+        self._entries = entries
+
+
 class _Kind:
     """One kind of event, ``(type, actor, keys)``: its shared schema, and the records of it
     stored so far, for sharing.
@@ -134,6 +167,7 @@ class _TimerRow:
 class _OutboxRow:
     entry: OutboxEntry
     lease_until: datetime | None = None
+    lease_owner: str | None = None
 
 
 class MemoryStore:
@@ -155,8 +189,17 @@ class MemoryStore:
         self._kinds: dict[tuple[str, ...], _Kind] = {}  # by (type, actor, *keys)
         self._shared = 0  # records held by the kinds' tables
         self._timers: dict[str, dict[str, _TimerRow]] = {}
-        self._live_timers = 0  # rows in ``_timers``; the due queue holds these and stale ones
+        self._live_timers = 0  # rows in ``_timers``; the queues hold these and stale ones
+        # A timer not leased has an entry in ``_due`` (by due time); a leased one in ``_leased``
+        # (by lease expiry) until a claim after its expiry moves it back to ``_due``. ``_held``
+        # keeps a leased timer's due time for ``next_timer_due``, which counts leased timers.
+        # A claim only notes the ticket id and row of each timer it takes (objects that exist
+        # already: nothing new for the garbage collector); ``next_timer_due`` files them.
         self._due = _DueQueue()
+        self._leased = _DueQueue()
+        self._held = _Heap()
+        self._unheld_ids: list[str] = []
+        self._unheld_rows: list[_TimerRow] = []
         self._generations = itertools.count(1)
         # In enqueue order (keys are never inserted again). A notification nobody has claimed
         # yet is kept as it is: its row and entry are made when a worker first touches it.
@@ -177,20 +220,29 @@ class MemoryStore:
         """Nothing to release; present for the port."""
 
     def _compact_due(self) -> None:
-        """Rebuild the due queue from the live timers (called once stale entries outnumber
+        """Rebuild the timer queues from the live timers (called once stale entries outnumber
         them).
 
-        Every change of a deadline leaves its old entry behind until it comes up; a closed
-        ticket's entries could stay for weeks. Done only after a commit (never undone), with
-        each row's one live entry: its lease expiry while leased, else its due time.
+        Every change of a deadline leaves its old entries behind until they come up; a closed
+        ticket's entries could stay for weeks. Done only after a commit (never undone): a
+        timer never leased goes in the due queue; a leased one (its lease run out or not) in
+        the lease queue, by lease expiry, and in the held queue, by due time.
         """
-        self._due.rebuild(
-            [
-                (row.lease_until or row.timer.due_at, row.generation, ticket_id, key)
-                for ticket_id, rows in self._timers.items()
-                for key, row in rows.items()
-            ]
-        )
+        due: list[_Entry] = []
+        leased: list[_Entry] = []
+        held: list[_Entry] = []
+        for ticket_id, rows in self._timers.items():
+            for key, row in rows.items():
+                entry = (row.timer.due_at, row.generation, ticket_id, key)
+                if row.lease_until is None:
+                    due.append(entry)
+                else:
+                    leased.append((row.lease_until, row.generation, ticket_id, key))
+                    held.append(entry)
+        self._due.rebuild(due)
+        self._leased.rebuild(leased)
+        self._held.rebuild(held)
+        self._unheld_ids, self._unheld_rows = [], []
 
     def _kind(self, name: tuple[str, ...], event: Event) -> _Kind:
         """A new kind of event, ``name`` being its ``(type, actor, *keys)``."""
@@ -244,8 +296,13 @@ class _Transaction:
                 if kind is not None:
                     for step in reversed(undo):
                         step()
-                elif store._due.size > _COMPACT_ABOVE and store._due.size > 2 * store._live_timers:
-                    store._compact_due()
+                else:
+                    # Each timer has one live entry in the due or the lease queue, and a leased
+                    # one another held (or noted): compact when either kind is mostly stale.
+                    queued = store._due.size + store._leased.size
+                    held = store._held.size + len(store._unheld_rows)
+                    if max(queued, held) > max(2 * store._live_timers, _COMPACT_ABOVE):
+                        store._compact_due()
         finally:
             store._lock.release()
 
@@ -438,24 +495,47 @@ class _MemoryUnitOfWork:
     ) -> list[Timer]:
         ensure_aware(now, "now")
         store = self._s
-        due = store._due
+        due, leased, timers = store._due, store._leased, store._timers
+        # Timers whose lease ran out compete by due time again, not by lease expiry. On undo a
+        # moved entry stays in the due queue: its timer is still out of lease, or leased again
+        # (then the entry is refiled below).
+        expired: list[_Entry] = []
+        while leased and leased.first()[0] <= now:
+            entry = leased.pop()
+            expired.append(entry)
+            until, generation, ticket_id, key = entry
+            row = timers.get(ticket_id, {}).get(key)
+            if row is not None and row.generation == generation and row.lease_until == until:
+                due.push((row.timer.due_at, generation, ticket_id, key))
+            # else replaced, deleted or leased again since it was pushed
         claimed: list[Timer] = []
         popped: list[_Entry] = []
+        until = now + lease
+        log = store._undo.append
+        note_id, note_row = store._unheld_ids.append, store._unheld_rows.append
         while due and len(claimed) < limit and due.first()[0] <= now:
             entry = due.pop()
             popped.append(entry)
             _, generation, ticket_id, key = entry
-            row = store._timers.get(ticket_id, {}).get(key)
+            row = timers.get(ticket_id, {}).get(key)
             if row is None or row.generation != generation:
                 continue  # replaced or deleted since it was pushed
             if row.lease_until is not None and row.lease_until > now:
-                continue  # leased: a fresh entry at lease expiry is already in the heap
+                # Leased. Its lease entry is gone if a claim with a later ``now`` moved it here:
+                # refiled, so the timer comes up when the lease ends (a copy is skipped).
+                leased.push((row.lease_until, generation, ticket_id, key))
+                continue
             previous_lease = (row.lease_owner, row.lease_until)
-            row.lease_owner, row.lease_until = owner, now + lease
-            due.push((row.lease_until, generation, ticket_id, key))
+            row.lease_owner, row.lease_until = owner, until
+            # Left on undo: the lease entry turns stale (the lease is restored); the noted row
+            # still gives a live timer's due time.
+            leased.push((until, generation, ticket_id, key))
+            note_id(ticket_id)
+            note_row(row)
             claimed.append(row.timer)
-            store._undo.append(functools.partial(_unlease, row, previous_lease))
-        store._undo.append(lambda: _repush(due, popped))
+            log(functools.partial(_unlease, row, previous_lease))
+        if popped or expired:
+            log(functools.partial(_repush, (due, popped), (leased, expired)))
         return claimed
 
     def release_timer(self, timer: Timer, owner: str) -> None:
@@ -478,15 +558,18 @@ class _MemoryUnitOfWork:
         store._undo.append(undo)
 
     def next_timer_due(self) -> datetime | None:
+        # The earliest due time of any timer, leased or not (as ``MIN(due_at)`` in SQL).
         store = self._s
-        due = store._due
-        while due:
-            _, generation, ticket_id, key = due.first()
-            row = store._timers.get(ticket_id, {}).get(key)
-            if row is not None and row.generation == generation:
-                return row.timer.due_at
-            due.pop()  # stale; dropping it changes nothing observable
-        return None
+        if store._unheld_rows:  # not undone: nothing observable changes
+            for ticket_id, row in zip(store._unheld_ids, store._unheld_rows, strict=True):
+                store._held.push((row.timer.due_at, row.generation, ticket_id, row.timer.key))
+            store._unheld_ids.clear()
+            store._unheld_rows.clear()
+        first = _first_due(store, store._due)
+        held = _first_due(store, store._held)
+        if first is None or (held is not None and held < first):
+            return held
+        return first
 
     # -- outbox ----------------------------------------------------------------------------
     def enqueue(self, notifications: Sequence[Notification]) -> None:
@@ -502,11 +585,11 @@ class _MemoryUnitOfWork:
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[OutboxEntry]:
         store = self._s
-        due: list[tuple[datetime, int, str]] = []  # (when, enqueue order, key)
-        for order, (key, row) in enumerate(store._outbox.items()):
+        due: list[tuple[datetime, str]] = []  # (next attempt, key): ties by key, as in SQL
+        for key, row in store._outbox.items():
             if type(row) is Notification:  # pending, never tried, not leased
                 if row.created_at <= now:
-                    due.append((row.created_at, order, key))
+                    due.append((row.created_at, key))
                 continue
             assert isinstance(row, _OutboxRow)
             entry = row.entry
@@ -515,15 +598,14 @@ class _MemoryUnitOfWork:
                 and (entry.next_attempt_at is None or entry.next_attempt_at <= now)
                 and (row.lease_until is None or row.lease_until <= now)
             ):
-                due.append((entry.next_attempt_at or now, order, key))
-        due.sort(key=lambda item: item[:2])
+                due.append((entry.next_attempt_at or now, key))
         claimed = []
-        for _, _, key in due[:limit]:
+        for _, key in heapq.nsmallest(limit, due):
             claimed_row = self._row(key)
             assert claimed_row is not None
-            previous = claimed_row.lease_until
-            claimed_row.lease_until = now + lease
-            store._undo.append(functools.partial(setattr, claimed_row, "lease_until", previous))
+            previous = (claimed_row.lease_until, claimed_row.lease_owner)
+            claimed_row.lease_until, claimed_row.lease_owner = now + lease, owner
+            store._undo.append(functools.partial(_unclaim, claimed_row, previous))
             claimed.append(claimed_row.entry)
         return claimed
 
@@ -543,10 +625,18 @@ class _MemoryUnitOfWork:
             key, lambda e: attrs.evolve(e, status=OutboxStatus.DELIVERED, delivered_at=at)
         )
 
-    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+    def mark_failed(
+        self, key: str, error: str, retry_at: datetime | None, owner: str | None = None
+    ) -> None:
+        if owner is not None:
+            check_text(owner, "owner")
+            row = self._s._outbox.get(key)
+            if not isinstance(row, _OutboxRow) or row.lease_owner != owner:
+                return  # another worker claimed it since this one's lease ran out
+
         def fail(entry: OutboxEntry) -> OutboxEntry:
-            if entry.status is OutboxStatus.DELIVERED:
-                return entry  # a late report from a worker whose lease ran out
+            if entry.status is not OutboxStatus.PENDING:
+                return entry  # a late report must not revive a delivered or dead row
             return attrs.evolve(
                 entry,
                 status=OutboxStatus.PENDING if retry_at is not None else OutboxStatus.DEAD,
@@ -562,14 +652,16 @@ class _MemoryUnitOfWork:
         return _entry(row) if row is not None else None
 
     def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxEntry]:
-        found: list[OutboxEntry] = []
-        for row in self._s._outbox.values():  # in enqueue order
-            if len(found) >= limit:
-                break
-            entry = _entry(row)
-            if entry.status is status:
-                found.append(entry)
-        return found
+        # By (created_at, key), as in SQL: a notification may be enqueued after a younger one.
+        found: list[tuple[datetime, str, _OutboxRow | Notification]] = []
+        for key, row in self._s._outbox.items():
+            if isinstance(row, Notification):  # pending, never tried
+                if status is OutboxStatus.PENDING:
+                    found.append((row.created_at, key, row))
+            elif row.entry.status is status:
+                found.append((row.entry.notification.created_at, key, row))
+        # Keys are unique: the rows themselves are never compared.
+        return [_entry(row) for _, _, row in heapq.nsmallest(limit, found)]
 
     def requeue(self, key: str, at: datetime) -> None:
         self._update_outbox(
@@ -581,12 +673,14 @@ class _MemoryUnitOfWork:
         row = self._row(key)
         if row is None:
             return
-        previous = (row.entry, row.lease_until)
-        row.entry = change(row.entry)
-        row.lease_until = None
+        previous = (row.entry, row.lease_until, row.lease_owner)
+        changed = change(row.entry)
+        if changed is row.entry:
+            return  # nothing to record (the claim, if any, stays)
+        row.entry, row.lease_until, row.lease_owner = changed, None, None
 
         def undo() -> None:
-            row.entry, row.lease_until = previous
+            row.entry, row.lease_until, row.lease_owner = previous
 
         self._s._undo.append(undo)
 
@@ -765,6 +859,30 @@ def _unlease(row: _TimerRow, previous: tuple[str | None, datetime | None]) -> No
     row.lease_owner, row.lease_until = previous
 
 
-def _repush(due: _DueQueue, entries: list[_Entry]) -> None:
-    for entry in entries:
-        due.push(entry)
+def _unclaim(row: _OutboxRow, previous: tuple[datetime | None, str | None]) -> None:
+    row.lease_until, row.lease_owner = previous
+
+
+def _repush(*pops: tuple[_DueQueue | _Heap, list[_Entry]]) -> None:
+    """Undo pops: each ``(queue, entries)`` pair's entries go back into its queue."""
+    for queue, entries in pops:
+        for entry in entries:
+            queue.push(entry)
+
+
+def _first_due(store: MemoryStore, queue: _DueQueue | _Heap) -> datetime | None:
+    """The due time of the first live entry of ``queue`` (one keyed by due time), dropping the
+    stale ones before it."""
+    dropped: list[_Entry] = []
+    found = None
+    while queue:
+        _, generation, ticket_id, key = queue.first()
+        row = store._timers.get(ticket_id, {}).get(key)
+        if row is not None and row.generation == generation:
+            found = row.timer.due_at
+            break
+        dropped.append(queue.pop())
+    if dropped:
+        # Stale perhaps only through this unit of work: undone, its timer needs the entry.
+        store._undo.append(functools.partial(_repush, (queue, dropped)))
+    return found

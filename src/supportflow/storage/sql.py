@@ -959,15 +959,21 @@ class _SqlUnitOfWork:
             )
         )
 
-    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+    def mark_failed(
+        self, key: str, error: str, retry_at: datetime | None, owner: str | None = None
+    ) -> None:
         if self._unfindable(key):
             return  # no row has such a key
         retry = _utc(retry_at, "retry_at") if retry_at is not None else None
+        if owner is not None:
+            check_text(owner, "owner")
         status = OutboxStatus.PENDING if retry is not None else OutboxStatus.DEAD
-        # A late report from a worker whose lease ran out must not revive a delivered row.
+        # A late report (its worker's lease ran out) must not revive a delivered or dead row,
+        # nor count against a row another worker has claimed since.
+        claimed = outbox.c.lease_owner == owner if owner is not None else sa.true()
         self._c.execute(
             sa.update(outbox)
-            .where(outbox.c.key == key, outbox.c.status != OutboxStatus.DELIVERED.value)
+            .where(outbox.c.key == key, outbox.c.status == OutboxStatus.PENDING.value, claimed)
             .values(
                 status=status.value,
                 attempts=outbox.c.attempts + 1,
@@ -1367,9 +1373,14 @@ class _PgUnitOfWork(_SqlUnitOfWork):
     def _check_json(self, text: str, doc: Any, field: str) -> None:
         _refuse_nul(text, doc, field)
 
-    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+    def mark_failed(
+        self, key: str, error: str, retry_at: datetime | None, owner: str | None = None
+    ) -> None:
+        if owner is not None and _has_nul(owner):
+            return  # no claim is held by such an owner: PostgreSQL stores no NUL
         # PostgreSQL stores no NUL: written as "\x00" (see ``diagnostic_text``).
-        super().mark_failed(key, diagnostic_text(error).replace("\x00", "\\x00"), retry_at)
+        text = diagnostic_text(error).replace("\x00", "\\x00")
+        super().mark_failed(key, text, retry_at, owner)
 
     # -- timers ----------------------------------------------------------------------------
     def replace_timers(self, ticket_id: str, timers_: Sequence[Timer]) -> None:

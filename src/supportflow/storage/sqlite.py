@@ -760,17 +760,23 @@ class _SqliteUnitOfWork:
             (_utc(at, "at"), key),
         )
 
-    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+    def mark_failed(
+        self, key: str, error: str, retry_at: datetime | None, owner: str | None = None
+    ) -> None:
         if unfindable(key):
             return  # no row has such a key
         retry = _utc(retry_at, "retry_at") if retry_at is not None else None
-        # A late report from a worker whose lease ran out must not revive a delivered row.
+        if owner is not None:
+            check_text(owner, "owner")
+        # A late report (its worker's lease ran out) must not revive a delivered or dead row,
+        # nor count against a row another worker has claimed since.
         self._c.execute(
             "UPDATE outbox SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
             " last_error = ?, lease_owner = NULL, lease_until = NULL"
-            " WHERE key = ? AND status <> 'delivered'",
-            ("pending" if retry is not None else "dead", retry, diagnostic_text(error), key),
-        )
+            " WHERE key = ? AND status = 'pending' AND (? IS NULL OR lease_owner = ?)",
+            ("pending" if retry is not None else "dead", retry, diagnostic_text(error), key,
+             owner, owner),
+        )  # fmt: skip
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         if unfindable(key):

@@ -890,6 +890,27 @@ class StorageContract:
             again = uow.claim_due_timers(at(6), 5, "w2", LEASE)
         assert [t.key for t in again] == ["x"]
 
+    def test_a_timer_whose_lease_ran_out_is_claimed_by_its_due_time(self, store: Storage) -> None:
+        # A worker took "a" and died. Once its lease is over, "a" is due as it always was: the
+        # earliest, not as late as its lease.
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "a", 1)])
+            uow.replace_timers("t-2", [self._timer("t-2", "b", 3)])
+            uow.replace_timers("t-3", [self._timer("t-3", "c", 8)])
+        with store.transaction() as uow:
+            assert [t.key for t in uow.claim_due_timers(at(1), 1, "w1", LEASE)] == ["a"]
+
+        def crash() -> None:  # a claim rolled back is no claim
+            with store.transaction() as uow:
+                assert len(uow.claim_due_timers(at(10), 5, "w2", LEASE)) == 3
+                raise RuntimeError("worker crashed")
+
+        with pytest.raises(RuntimeError):
+            crash()
+        with store.transaction() as uow:  # the lease ran from 1 to 6 minutes
+            assert [t.key for t in uow.claim_due_timers(at(10), 1, "w2", LEASE)] == ["a"]
+            assert [t.key for t in uow.claim_due_timers(at(10), 5, "w2", LEASE)] == ["b", "c"]
+
     def test_a_rolled_back_claim_leaves_the_timer_claimable(self, store: Storage) -> None:
         with store.transaction() as uow:
             uow.replace_timers("t-1", [self._timer("t-1", "x", 0)])
@@ -953,6 +974,15 @@ class StorageContract:
             uow.replace_timers("t-2", [])
         with store.transaction() as uow:
             assert uow.next_timer_due() == at(20)
+
+    def test_next_timer_due_counts_leased_timers(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "a", 1)])
+            uow.replace_timers("t-2", [self._timer("t-2", "b", 3)])
+        with store.transaction() as uow:
+            uow.claim_due_timers(at(1), 1, "w1", LEASE)  # "a", leased until minute 6
+        with store.transaction() as uow:
+            assert uow.next_timer_due() == at(1)
 
     def test_replace_timers_keeps_the_lease_of_unchanged_timers(self, store: Storage) -> None:
         with store.transaction() as uow:
@@ -1041,6 +1071,58 @@ class StorageContract:
         with store.transaction() as uow:
             assert uow.claim_notifications(at(100), 5, "w2", LEASE) == []
 
+    def test_a_late_failure_report_leaves_another_workers_claim_alone(self, store: Storage) -> None:
+        # w1's receiver hung past its lease and w2 claimed the row: w1's report counts for
+        # nothing, and w2's lease holds; w2's own report counts.
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.claim_notifications(at(0), 5, "w1", LEASE)
+        with store.transaction() as uow:
+            assert [e.key for e in uow.claim_notifications(at(6), 5, "w2", LEASE)] == ["n-1"]
+        with store.transaction() as uow:
+            uow.mark_failed("n-1", "timeout (w1, lease ran out)", at(7), "w1")
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.attempts == 0
+            assert uow.claim_notifications(at(8), 5, "w3", LEASE) == []
+            uow.mark_failed("n-1", "refused (w2)", at(9), "w2")
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.status, entry.attempts, entry.last_error) == (
+                OutboxStatus.PENDING,
+                1,
+                "refused (w2)",
+            )
+
+    def test_a_late_failure_report_still_counts_if_nobody_took_the_row_over(
+        self, store: Storage
+    ) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.claim_notifications(at(0), 5, "w1", LEASE)
+        with store.transaction() as uow:
+            uow.mark_failed("n-1", "timeout", at(20), "w1")  # at 6 minutes: lease over
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.status, entry.attempts) == (OutboxStatus.PENDING, 1)
+
+    def test_a_late_transient_failure_does_not_revive_a_dead_letter(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.mark_failed("n-1", "550 no such user", None)
+            uow.mark_failed("n-1", "timeout (stale worker)", at(2))
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.status, entry.attempts) == (OutboxStatus.DEAD, 1)
+            assert uow.claim_notifications(at(100), 5, "w2", LEASE) == []
+
     def test_a_failed_attempt_is_retried_at_the_given_time(self, store: Storage) -> None:
         with store.transaction() as uow:
             uow.enqueue([notification("n-1", 0)])
@@ -1095,6 +1177,30 @@ class StorageContract:
             listed = [e.key for e in uow.list_outbox(OutboxStatus.PENDING)]
             assert listed == ["n-9", "n-8", "n-7", "n-6", "n-5"]
             assert len(uow.list_outbox(OutboxStatus.PENDING, limit=3)) == 3
+
+    def test_list_outbox_is_oldest_first_whatever_the_enqueue_order(self, store: Storage) -> None:
+        # A notification can be enqueued after a younger one (a deadline handled late is
+        # created at its due time). Rows created at the same instant go by key.
+        for key, minutes in (("n-late", 10), ("n-early", 5), ("n-tie-b", 7), ("n-tie-a", 7)):
+            with store.transaction() as uow:
+                uow.enqueue([notification(key, minutes)])
+        with store.transaction() as uow:
+            listed = [e.key for e in uow.list_outbox(OutboxStatus.PENDING)]
+            assert listed == ["n-early", "n-tie-a", "n-tie-b", "n-late"]
+            first = [e.key for e in uow.list_outbox(OutboxStatus.PENDING, limit=2)]
+            assert first == ["n-early", "n-tie-a"]
+
+    def test_notifications_due_at_the_same_time_are_claimed_by_key(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-b", 1), notification("n-c", 0), notification("n-a", 1)])
+        with store.transaction() as uow:
+            first = uow.claim_notifications(at(5), 2, "w1", LEASE)
+            assert [e.key for e in first] == ["n-c", "n-a"]
+            uow.mark_failed("n-c", "timeout", at(20))
+            uow.mark_failed("n-a", "timeout", at(20))
+        with store.transaction() as uow:
+            retried = uow.claim_notifications(at(30), 5, "w2", LEASE)
+        assert [e.key for e in retried] == ["n-b", "n-a", "n-c"]
 
     # -- records ---------------------------------------------------------------------------
     def test_records_insert_read_and_update_with_a_version_check(self, store: Storage) -> None:
@@ -1194,6 +1300,35 @@ class StorageContract:
             read = [e.data["v"] for e in uow.history("t-1")]
         assert [(type(v), v) for v in read[: len(values)]] == [(type(v), v) for v in values]
         assert [repr(v) for v in read] == [repr(v) for v in values + nested]
+
+    def test_large_floats_read_back_as_floats(
+        self, store: Storage, request: pytest.FixtureRequest
+    ) -> None:
+        # JSON writes floats from 1e16 up with an exponent ("1e+16"); they must not come back
+        # as ints (10000000000000000 == 1e16, so only the type shows), also in a store that
+        # decodes them afresh rather than from a cache of what it wrote.
+        values = [1e16, 2.5e300, -1e20, 1.7976931348623157e308]
+        data: dict[str, Any] = {f"v{n}": value for n, value in enumerate(values)}
+        data["nested"] = [{"v": value} for value in values]
+        self._insert(store, make_ticket(fields=data))
+        with store.transaction() as uow:
+            uow.append_events([event("t-1", 1, 0, **data)])
+            uow.put_record(record("survey", "r-1", data=data))
+        readers = [store]
+        if self.supports_multiple_processes:
+            readers.append(request.getfixturevalue("store_opener")())
+        try:
+            for reader in readers:
+                with reader.transaction() as uow:
+                    stored = uow.get_record("survey", "r-1")
+                    assert stored is not None
+                    read = [uow.get_ticket("t-1").fields, uow.history("t-1")[0].data, stored.data]
+                for found in read:
+                    assert [type(found[f"v{n}"]) for n in range(len(values))] == [float] * 4
+                    assert repr(dict(found)) == repr(data)
+        finally:
+            for reader in readers[1:]:
+                reader.close()
 
     def test_aware_datetimes_round_trip_as_the_same_instant(self, store: Storage) -> None:
         odd = timezone(timedelta(hours=5, minutes=45))  # Nepal
