@@ -22,6 +22,7 @@ import pytest
 pytest.register_assert_rewrite("supportflow.testing.storage_contract")
 
 from supportflow.errors import ConcurrencyConflict  # noqa: E402
+from supportflow.model import Timer  # noqa: E402
 from supportflow.storage import MemoryStore, Storage  # noqa: E402
 from supportflow.storage.sqlite import SqliteStore  # noqa: E402
 from supportflow.testing.postgres import private_schema  # noqa: E402
@@ -291,3 +292,20 @@ def test_sqlstore_takes_back_its_batch_when_a_row_goes_missing(
     with store.transaction() as uow:
         assert uow.history("t-1") == []
     store.close()
+
+
+def test_memory_store_timer_queues_stay_bounded_under_repeated_claims() -> None:
+    # A worker that claims a timer, dies, and lets the lease run out, again and again: each
+    # claim leaves stale queue entries behind, which compaction after a commit clears.
+    store = MemoryStore()
+    start = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+    with store.transaction() as uow:
+        uow.replace_timers("t-1", [Timer("t-1", "sla:resolution:breach", start, "sla_breach")])
+    for step in range(5_000):
+        with store.transaction() as uow:
+            now = start + timedelta(minutes=6 * step)
+            assert len(uow.claim_due_timers(now, 10, "w", timedelta(minutes=5))) == 1
+            assert uow.next_timer_due() == start
+    queued = store._due.size + store._leased.size
+    held = store._held.size + len(store._unheld_rows)
+    assert max(queued, held) <= 2_048

@@ -200,6 +200,7 @@ class MemoryStore:
         self._held = _Heap()
         self._unheld_ids: list[str] = []
         self._unheld_rows: list[_TimerRow] = []
+        self._compact_held = False  # a claim found the held entries mostly stale
         self._generations = itertools.count(1)
         # In enqueue order (keys are never inserted again). A notification nobody has claimed
         # yet is kept as it is: its row and entry are made when a worker first touches it.
@@ -243,6 +244,7 @@ class MemoryStore:
         self._leased.rebuild(leased)
         self._held.rebuild(held)
         self._unheld_ids, self._unheld_rows = [], []
+        self._compact_held = False
 
     def _kind(self, name: tuple[str, ...], event: Event) -> _Kind:
         """A new kind of event, ``name`` being its ``(type, actor, *keys)``."""
@@ -296,13 +298,14 @@ class _Transaction:
                 if kind is not None:
                     for step in reversed(undo):
                         step()
-                else:
-                    # Each timer has one live entry in the due or the lease queue, and a leased
-                    # one another held (or noted): compact when either kind is mostly stale.
-                    queued = store._due.size + store._leased.size
-                    held = store._held.size + len(store._unheld_rows)
-                    if max(queued, held) > max(2 * store._live_timers, _COMPACT_ABOVE):
-                        store._compact_due()
+                # Each timer has one live entry in the due or the lease queue: compact when
+                # they are mostly stale (asked after every command: kept to a sum). Claims,
+                # which add held entries, ask for the held ones themselves.
+                elif store._compact_held or (
+                    (queued := store._due.size + store._leased.size) > _COMPACT_ABOVE
+                    and queued > 2 * store._live_timers
+                ):
+                    store._compact_due()
         finally:
             store._lock.release()
 
@@ -536,6 +539,9 @@ class _MemoryUnitOfWork:
             log(functools.partial(_unlease, row, previous_lease))
         if popped or expired:
             log(functools.partial(_repush, (due, popped), (leased, expired)))
+        held = store._held.size + len(store._unheld_rows)
+        if held > _COMPACT_ABOVE and held > 2 * store._live_timers:
+            store._compact_held = True  # done after the commit (never undone)
         return claimed
 
     def release_timer(self, timer: Timer, owner: str) -> None:
