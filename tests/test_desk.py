@@ -889,6 +889,26 @@ def test_a_change_lists_its_events_numbered_as_they_are_stored(desk: Desk) -> No
     assert seen[-1].ticket_id == ticket.id
 
 
+class Field(str, enum.Enum):
+    ORDER = "order_id"
+
+
+def test_a_custom_field_named_by_a_str_enum_is_kept_under_its_text(desk: Desk) -> None:
+    ticket = open_case(desk, fields={Field.ORDER: "A-17"})
+    assert ticket.fields == {"order_id": "A-17"}
+    assert all(type(key) is str for key in ticket.fields)
+
+
+def test_custom_fields_that_hold_themselves_are_refused() -> None:
+    loop: list[Any] = []
+    loop.append(loop)
+    desk = Desk()
+    with pytest.raises(ValidationError) as refused:
+        open_case(desk, fields={"tree": loop})
+    assert refused.value.field == "fields"
+    assert desk.tickets() == []
+
+
 def test_a_custom_command_that_only_notifies_and_keeps_state_is_stored(desk: Desk) -> None:
     ticket = open_case(desk)
 

@@ -429,8 +429,9 @@ class TestLateReports:
                 assert [e.key for e in uow.claim_notifications(clock.now(), 5, "b", self.LEASE)]
             raise DeliveryError("timed out")
 
-        self.dispatcher(store, clock, "a", hang_then_fail).deliver_pending()
+        late = self.dispatcher(store, clock, "a", hang_then_fail).deliver_pending()
 
+        assert (late.expired, late.retried, late.dead) == (["n-1"], [], [])
         clock.advance(minutes=1)  # worker-b's lease runs until 09:11
         with store.transaction() as uow:
             assert uow.claim_notifications(clock.now(), 5, "c", self.LEASE) == []
@@ -455,6 +456,46 @@ class TestLateReports:
 
         entry = _entry(store, "n-1")
         assert (entry.status, entry.attempts) == (OutboxStatus.DEAD, 1)
+
+
+class _OwnerlessStore:
+    """A store adapter written before ``mark_failed`` took the claim's ``owner``."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+
+    @contextmanager
+    def _transaction(self) -> Iterator[UnitOfWork]:
+        with self.inner.transaction() as uow:
+
+            class Adapter:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(uow, name)
+
+                def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+                    uow.mark_failed(key, error, retry_at)
+
+            yield Adapter()
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        return self._transaction()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_adapter_without_the_owner_parameter_still_records_failures(
+    store: MemoryStore, clock: ManualClock
+) -> None:
+    _enqueue(store, _note("n-1"))
+
+    def fail() -> None:
+        raise DeliveryError("451 try later")
+
+    notifiers = {"customer": _Scripted(fail)}
+    dispatcher = Dispatcher(_OwnerlessStore(store), notifiers, clock=clock, jitter=0)
+    assert dispatcher.deliver_pending().retried == ["n-1"]
+    assert _entry(store, "n-1").attempts == 1
 
 
 def test_limit_and_order(store: MemoryStore, clock: ManualClock) -> None:

@@ -32,12 +32,14 @@ from supportflow import (
     SlaCondition,
     SlaPolicy,
     SlaTarget,
+    StatusCategory,
     Ticket,
     Transition,
     ValidationError,
     Workflow,
     default_sla_policies,
 )
+from supportflow.sla import SlaEngine
 from supportflow.storage import MemoryStore
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -1078,3 +1080,26 @@ def test_a_target_for_an_unknown_clock_is_refused_by_name() -> None:
     with pytest.raises(ValidationError) as refused:
         SlaTarget().for_clock("for_clock")
     assert (refused.value.field, refused.value.value) == ("clock", "for_clock")
+
+
+def test_a_policy_target_for_an_unknown_clock_is_refused_for_any_priority() -> None:
+    policy = SlaPolicy("p", targets={Priority.HIGH: SlaTarget(resolution=timedelta(hours=4))})
+    with pytest.raises(ValidationError) as refused:
+        policy.target(Priority.LOW, "resolutoin")
+    assert refused.value.field == "clock"
+
+
+def test_the_engine_reads_a_category_given_by_name_as_the_category() -> None:
+    # Each engine remembers its decisions by the category: a name must not stand in for it.
+    desk = Desk(clock=ManualClock(datetime(2026, 3, 2, 9, tzinfo=ZoneInfo("UTC"))))
+    ticket = desk.open_ticket(subject="VPN down", body="Since 9:00", customer=Customer(id="c"),
+                              channel="email")  # fmt: skip
+    now = ticket.created_at + timedelta(hours=1)
+    for category in ("resolved", StatusCategory.RESOLVED):
+        engine = SlaEngine(default_sla_policies())
+        state, events = engine.update(
+            ticket, ticket, now, category_before=StatusCategory.NEW, category_after=category
+        )
+        assert state is not None
+        assert state.clock("resolution").state is SlaClockState.MET
+        assert [event.type for event in events] == ["SlaMet"]

@@ -191,6 +191,13 @@ def plain_json(value: object, field: str) -> Any:
     ...
     supportflow.errors.ValidationError: fields.ratio=nan is invalid: expected a finite number
     """
+    try:
+        return _plain_json(value, field)
+    except RecursionError:  # a container holding itself, or nested thousands deep
+        raise ValidationError(field, value, "JSON data without cycles") from None
+
+
+def _plain_json(value: object, field: str) -> Any:
     kind = type(value)
     if value is None or kind is str or kind is bool or kind is int:
         return value
@@ -201,12 +208,13 @@ def plain_json(value: object, field: str) -> Any:
     if isinstance(value, Mapping):
         copy = {}
         for key, item in value.items():
-            if type(key) is not str:
+            if not isinstance(key, str):
                 raise ValidationError(field, key, "string keys (JSON objects have no others)")
-            copy[key] = plain_json(item, f"{field}.{key}")
+            key = key if type(key) is str else str.__str__(key)  # a str enum: its text
+            copy[key] = _plain_json(item, f"{field}.{key}")
         return copy
     if isinstance(value, (list, tuple)):
-        return [plain_json(item, f"{field}[{index}]") for index, item in enumerate(value)]
+        return [_plain_json(item, f"{field}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, str):
         return str.__str__(value)
     if isinstance(value, int):

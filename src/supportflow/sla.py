@@ -194,7 +194,10 @@ class SlaPolicy:
 
     def target(self, priority: Priority, clock: str) -> timedelta | None:
         """The target of ``clock`` for tickets of ``priority``; ``None`` when the policy promises
-        nothing there (no target for that priority, or none for that clock)."""
+        nothing there (no target for that priority, or none for that clock). An unknown
+        clock name is a ``ValidationError``."""
+        if clock not in CLOCKS:
+            raise ValidationError("clock", clock, f"one of {', '.join(CLOCKS)}")
         target = self.targets.get(priority)
         return target.for_clock(clock) if target is not None else None
 
@@ -328,6 +331,12 @@ class SlaEngine:
         customer_wrote: bool = False,
     ) -> _Result:
         """The SLA after a command changed ``before`` into ``after`` at ``now``."""
+        # The decisions are remembered by these values: each as its one type ("resolved"
+        # equals StatusCategory.RESOLVED as a key, and 1 equals True).
+        if category_after.__class__ is not StatusCategory:
+            category_after = coerce_enum(StatusCategory, category_after, "category_after")
+        if agent_replied.__class__ is not bool or customer_wrote.__class__ is not bool:
+            agent_replied, customer_wrote = bool(agent_replied), bool(customer_wrote)
         state = after.sla
         events: list[EventDraft] = []
         chosen = self.select(after)

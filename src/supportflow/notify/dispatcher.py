@@ -16,13 +16,14 @@ the same idempotency key; receivers drop the repeat.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import random as _random
 import secrets
 import socket
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from numbers import Real
 
 import attrs
@@ -31,7 +32,7 @@ from supportflow.clock import Clock
 from supportflow.errors import ValidationError
 from supportflow.model import Recipient, RecipientRole, coerce_enum, whole_number
 from supportflow.notify.base import DeliveryError, Notifier
-from supportflow.storage._port import OutboxEntry, OutboxStatus, Storage
+from supportflow.storage._port import OutboxEntry, OutboxStatus, Storage, UnitOfWork
 
 __all__ = ["DispatchReport", "Dispatcher"]
 
@@ -43,7 +44,9 @@ class DispatchReport:
     """What one :meth:`Dispatcher.deliver_pending` run did, by idempotency key.
 
     ``attempts`` counts the notifications tried in this run. ``expired`` holds rows whose lease
-    ran out before their turn came; they were not tried and go to the next run.
+    ran out before their turn came (they were not tried and go to the next run), and rows
+    whose failure came after the lease ran out and another dispatcher had claimed them (the
+    store kept that dispatcher's claim, not this report).
     """
 
     delivered: list[str] = attrs.field(factory=list)
@@ -239,6 +242,19 @@ class Dispatcher:
                 errors.append(_describe(roles, notifier, exc))
         return _Outcome("; ".join(errors), permanent) if errors else _Outcome()
 
+    def _failed(
+        self, uow: UnitOfWork, current: OutboxEntry, error: str, retry_at: datetime | None
+    ) -> bool:
+        """Record a failed attempt; ``False`` when the store kept another dispatcher's claim
+        instead (ours ran out meanwhile)."""
+        key = current.key
+        if _takes_owner(uow):
+            uow.mark_failed(key, error, retry_at, self.owner)
+        else:  # an adapter written before ``owner``: without the ownership check
+            uow.mark_failed(key, error, retry_at)
+        after = uow.outbox_entry(key)
+        return after is not None and after.attempts > current.attempts
+
     def _record(self, entry: OutboxEntry, outcome: _Outcome, report: DispatchReport) -> None:
         key = entry.key
         now = self.clock.now()
@@ -253,17 +269,20 @@ class Dispatcher:
             # If our lease ran out and another dispatcher claimed the row since, the store
             # ignores this report (``owner``): that dispatcher's attempt counts instead.
             attempts = entry.attempts + 1
-            if outcome.permanent:
-                error = f"permanent failure on attempt {attempts}: {outcome.error}"
-                uow.mark_failed(key, error, None, self.owner)
-                report.dead.append(key)
-            elif attempts >= self.max_attempts:
-                error = f"gave up after {attempts} attempts: {outcome.error}"
-                uow.mark_failed(key, error, None, self.owner)
+            if outcome.permanent or attempts >= self.max_attempts:
+                if outcome.permanent:
+                    error = f"permanent failure on attempt {attempts}: {outcome.error}"
+                else:
+                    error = f"gave up after {attempts} attempts: {outcome.error}"
+                if not self._failed(uow, current, error, None):
+                    report.expired.append(key)
+                    return
                 report.dead.append(key)
             else:
                 retry_at = now + self.retry_delay(attempts)
-                uow.mark_failed(key, outcome.error, retry_at, self.owner)
+                if not self._failed(uow, current, outcome.error, retry_at):
+                    report.expired.append(key)
+                    return
                 report.retried.append(key)
                 _log.info(
                     "notification %s failed (attempt %d), retry at %s: %s",
@@ -310,3 +329,24 @@ def _describe(roles: list[RecipientRole], notifier: Notifier, exc: Exception) ->
     if response and response not in text:
         text += f" (response: {response})"
     return text
+
+
+_TAKES_OWNER: dict[type, bool] = {}
+
+
+def _takes_owner(uow: object) -> bool:
+    """Whether the unit of work's ``mark_failed`` takes the claim's ``owner`` (the port's
+    adapters do; one written for the port before it did is still served)."""
+    kind = type(uow)
+    known = _TAKES_OWNER.get(kind)
+    if known is None:
+        try:
+            parameters = inspect.signature(uow.mark_failed).parameters.values()  # type: ignore[attr-defined]
+        except (TypeError, ValueError):
+            parameters = None
+        known = parameters is None or any(
+            p.name == "owner" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters
+        )
+        if len(_TAKES_OWNER) < 1_000:  # unit-of-work classes are few
+            _TAKES_OWNER[kind] = known
+    return known
