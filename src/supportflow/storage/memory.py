@@ -32,7 +32,7 @@ import attrs
 from supportflow.clock import ensure_aware
 from supportflow.errors import ConcurrencyConflict, TicketNotFound
 from supportflow.events import Event
-from supportflow.model import Notification, Ticket, Timer
+from supportflow.model import Notification, Ticket, Timer, coerce_enum
 from supportflow.storage._codec import check_new_version, check_text
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery
 
@@ -658,6 +658,7 @@ class _MemoryUnitOfWork:
         return _entry(row) if row is not None else None
 
     def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxEntry]:
+        status = coerce_enum(OutboxStatus, status, "status")  # "dead" as well, as in SQL
         # By (created_at, key), as in SQL: a notification may be enqueued after a younger one.
         found: list[tuple[datetime, str, _OutboxRow | Notification]] = []
         for key, row in self._s._outbox.items():
@@ -670,10 +671,12 @@ class _MemoryUnitOfWork:
         return [_entry(row) for _, _, row in heapq.nsmallest(limit, found)]
 
     def requeue(self, key: str, at: datetime) -> None:
-        self._update_outbox(
-            key,
-            lambda e: attrs.evolve(e, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=at),
-        )
+        def revive(entry: OutboxEntry) -> OutboxEntry:
+            if entry.status is not OutboxStatus.DEAD:
+                return entry  # only a dead letter comes back
+            return attrs.evolve(entry, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=at)
+
+        self._update_outbox(key, revive)
 
     def _update_outbox(self, key: str, change: Callable[[OutboxEntry], OutboxEntry]) -> None:
         row = self._row(key)

@@ -1168,6 +1168,28 @@ class StorageContract:
             assert [e.key for e in uow.claim_notifications(at(50), 5, "w", LEASE)] == ["n-1"]
             assert [e.key for e in uow.list_outbox(OutboxStatus.DEAD)] == ["n-2"]
 
+    def test_requeue_brings_back_only_a_dead_letter(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-pending", 0), notification("n-sent", 0)])
+        with store.transaction() as uow:
+            uow.mark_delivered("n-sent", at(1))
+            uow.requeue("n-pending", at(50))
+            uow.requeue("n-sent", at(50))
+        with store.transaction() as uow:
+            pending = uow.outbox_entry("n-pending")
+            sent = uow.outbox_entry("n-sent")
+            assert pending is not None
+            assert sent is not None
+            assert (pending.status, pending.next_attempt_at) == (OutboxStatus.PENDING, at(0))
+            assert sent.status is OutboxStatus.DELIVERED
+
+    def test_list_outbox_takes_a_status_by_name(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            listed = uow.list_outbox("pending")  # type: ignore[arg-type]
+        assert [e.key for e in listed] == ["n-1"]
+
     def test_list_outbox_is_oldest_first(self, store: Storage) -> None:
         # Keys sort the other way round, so an order by key would show.
         for n in range(5):
