@@ -199,7 +199,7 @@ class SlaPolicy:
         if clock not in CLOCKS:
             raise ValidationError("clock", clock, f"one of {', '.join(CLOCKS)}")
         target = self.targets.get(priority)
-        return target.for_clock(clock) if target is not None else None
+        return getattr(target, clock) if target is not None else None
 
 
 @attrs.frozen(slots=True)

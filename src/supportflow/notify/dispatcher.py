@@ -266,32 +266,30 @@ class Dispatcher:
             current = uow.outbox_entry(key)
             if current is None or current.status is not OutboxStatus.PENDING:
                 return  # our lease ran out and another dispatcher delivered or parked it
-            # If our lease ran out and another dispatcher claimed the row since, the store
-            # ignores this report (``owner``): that dispatcher's attempt counts instead.
             attempts = entry.attempts + 1
-            if outcome.permanent or attempts >= self.max_attempts:
-                if outcome.permanent:
-                    error = f"permanent failure on attempt {attempts}: {outcome.error}"
-                else:
-                    error = f"gave up after {attempts} attempts: {outcome.error}"
-                if not self._failed(uow, current, error, None):
-                    report.expired.append(key)
-                    return
-                report.dead.append(key)
+            retry_at = None
+            if outcome.permanent:
+                error = f"permanent failure on attempt {attempts}: {outcome.error}"
+            elif attempts >= self.max_attempts:
+                error = f"gave up after {attempts} attempts: {outcome.error}"
             else:
-                retry_at = now + self.retry_delay(attempts)
-                if not self._failed(uow, current, outcome.error, retry_at):
-                    report.expired.append(key)
-                    return
+                error, retry_at = outcome.error, now + self.retry_delay(attempts)
+            if not self._failed(uow, current, error, retry_at):
+                # Our lease ran out and another dispatcher claimed the row since: the store
+                # kept that claim, and that dispatcher's attempt counts instead.
+                report.expired.append(key)
+                return
+            if retry_at is not None:
                 report.retried.append(key)
                 _log.info(
                     "notification %s failed (attempt %d), retry at %s: %s",
                     key,
                     attempts,
                     retry_at.isoformat(),
-                    outcome.error,
+                    error,
                 )
                 return
+            report.dead.append(key)
         _log.error("notification %s is a dead letter: %s", key, error)
 
     # -- dead letters ----------------------------------------------------------------------

@@ -609,9 +609,9 @@ class _MemoryUnitOfWork:
         for _, key in heapq.nsmallest(limit, due):
             claimed_row = self._row(key)
             assert claimed_row is not None
-            previous = (claimed_row.lease_until, claimed_row.lease_owner)
-            claimed_row.lease_until, claimed_row.lease_owner = now + lease, owner
-            store._undo.append(functools.partial(_unclaim, claimed_row, previous))
+            previous = (claimed_row.lease_owner, claimed_row.lease_until)
+            claimed_row.lease_owner, claimed_row.lease_until = owner, now + lease
+            store._undo.append(functools.partial(_unlease, claimed_row, previous))
             claimed.append(claimed_row.entry)
         return claimed
 
@@ -864,12 +864,9 @@ def _unappend(
     del log[start:]
 
 
-def _unlease(row: _TimerRow, previous: tuple[str | None, datetime | None]) -> None:
+def _unlease(row: _TimerRow | _OutboxRow, previous: tuple[str | None, datetime | None]) -> None:
+    """Undo a claim: the row's lease owner and expiry as they were."""
     row.lease_owner, row.lease_until = previous
-
-
-def _unclaim(row: _OutboxRow, previous: tuple[datetime | None, str | None]) -> None:
-    row.lease_until, row.lease_owner = previous
 
 
 def _repush(*pops: tuple[_DueQueue | _Heap, list[_Entry]]) -> None:
