@@ -10,6 +10,7 @@ import copy
 import subprocess
 import sys
 from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pendulum
 import pytest
@@ -153,6 +154,19 @@ class TestHolidays:
         assert not cal.is_business_day(date(2026, 4, 11))  # Saturday
         # An aware datetime is read as its date in the calendar's zone.
         assert not cal.is_business_day(datetime(2026, 4, 5, 23, tzinfo=timezone.utc))
+
+    def test_a_day_the_zone_skipped_is_no_business_day(self) -> None:
+        # Samoa moved across the date line: 29 December 2011 was followed by the 31st.
+        every_day = {day: [("09:00", "17:00")] for day in range(7)}
+        cal = BusinessCalendar("Pacific/Apia", every_day)
+        assert [cal.is_business_day(date(2011, 12, d)) for d in (29, 30, 31)] == [
+            True,
+            False,
+            True,
+        ]
+        # It agrees with the business time counted across those days.
+        start = datetime(2011, 12, 29, 9, tzinfo=ZoneInfo("Pacific/Apia"))
+        assert cal.between(start, start + timedelta(days=1)) == 8 * H
 
     def test_a_week_of_holidays(self) -> None:
         days = [date(2026, 10, d) for d in (1, 2, 5, 6, 7)]

@@ -1059,9 +1059,12 @@ def test_warnings_may_be_given_by_a_generator() -> None:
     assert SlaPolicy("p", targets={}, warnings=(p for p in (90, 75))).warnings == (75, 90)
 
 
-def test_an_answer_at_the_due_instant_meets_the_target() -> None:
-    start = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("UTC"))
-    clock = ManualClock(start)
+CHAT_START = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("UTC"))
+
+
+def chat_ticket_due_in_three_minutes() -> tuple[Desk, ManualClock, Ticket]:
+    """A chat ticket opened at ``CHAT_START`` whose first response is due 3 minutes later."""
+    clock = ManualClock(CHAT_START)
     policy = SlaPolicy(
         "chat", targets={Priority.NORMAL: SlaTarget(first_response=timedelta(minutes=3))}
     )
@@ -1069,11 +1072,29 @@ def test_an_answer_at_the_due_instant_meets_the_target() -> None:
     ticket = desk.open_ticket(
         subject="Hi", body="anyone?", customer=Customer(id="c"), channel="chat"
     )
+    return desk, clock, ticket
+
+
+def test_an_answer_at_the_due_instant_meets_the_target() -> None:
+    desk, clock, ticket = chat_ticket_due_in_three_minutes()
     clock.advance(minutes=3)
     desk.reply(ticket.id, "Hello!", by="agent_li")
     met = [e for e in desk.history(ticket.id) if e.type == "SlaMet"]
     assert [e.data["late"] for e in met] == [False]
     assert not [e for e in desk.history(ticket.id) if e.type == "SlaBreached"]
+
+
+def test_a_reading_at_the_due_instant_is_what_run_due_then_records() -> None:
+    desk, clock, ticket = chat_ticket_due_in_three_minutes()
+    due = CHAT_START + timedelta(minutes=3)
+    just_before = read(desk, ticket.id, "first_response", due - timedelta(microseconds=1))
+    assert (just_before.state, just_before.remaining) == (RUNNING, timedelta(microseconds=1))
+    at_due = read(desk, ticket.id, "first_response", due)
+    assert (at_due.state, at_due.remaining, at_due.breached_at) == (BREACHED, timedelta(0), due)
+    clock.set(due)
+    desk.run_due()
+    assert read(desk, ticket.id, "first_response") == at_due
+    assert [e.type for e in desk.history(ticket.id)][-1] == "SlaBreached"
 
 
 def test_a_target_for_an_unknown_clock_is_refused_by_name() -> None:

@@ -508,13 +508,24 @@ class BusinessCalendar:
     def is_business_day(self, day: date) -> bool:
         """Whether ``day`` has opening hours (holidays and worked days applied).
 
-        An aware datetime is read as its date in the calendar's zone.
+        An aware datetime is read as its date in the calendar's zone. A day the zone skipped
+        (Pacific/Apia went from 29 to 31 December 2011) has no business time and is no
+        business day.
         """
         if isinstance(day, datetime):
             day = ensure_aware(day, "day").astimezone(self._zone).date()
         elif not isinstance(day, date):
             raise ValidationError("day", day, "a datetime.date")
-        return bool(self._day_spec(day))
+        if not self._day_spec(day):
+            return False
+        ordinal = day.toordinal()
+        try:
+            rec = self._week((ordinal - 1) // 7)
+            lo, hi = self._resolve(ordinal, 0), self._resolve(ordinal + 1, 0)
+        except (OverflowError, ValueError):
+            return True  # the first or last days datetime can hold: no zone change there
+        # The week's openings are clipped to each day's real span: any within it counts.
+        return any(s < hi and e > lo for s, e in zip(rec.starts, rec.ends, strict=True))
 
     # ------------------------------------------------------------------ conversions
 

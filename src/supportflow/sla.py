@@ -499,9 +499,11 @@ class SlaEngine:
     def read(self, ticket: Ticket, now: datetime) -> list[ClockReading]:
         """Each clock of the ticket as it stands at ``now`` (exact remaining business time).
 
-        A reading is a projection of the clock as stored: a clock whose due time has passed
-        by ``now`` reads as breached at its due time, whether or not the breach has been
-        recorded yet (``Desk.run_due`` records it).
+        A reading is a projection of the clock as stored: a clock whose due time has come by
+        ``now`` (``due_at <= now``) reads as breached at its due time, as ``Desk.run_due``
+        at ``now`` would record it, whether or not it is recorded yet. An answer at exactly
+        ``due_at`` still meets the target: a command handles its own instant's deadlines
+        after it has run.
         """
         if ticket.sla is None:
             return []

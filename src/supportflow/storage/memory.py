@@ -33,7 +33,7 @@ from supportflow.clock import ensure_aware
 from supportflow.errors import ConcurrencyConflict, TicketNotFound
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer, coerce_enum
-from supportflow.storage._codec import check_new_version, check_text
+from supportflow.storage._codec import check_new_version, check_text, check_timers
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery
 
 __all__ = ["MemoryStore"]
@@ -467,15 +467,34 @@ class _MemoryUnitOfWork:
         old = store._timers.get(ticket_id, {})
         if len(old) == len(timers):
             for timer in timers:
-                row = old.get(timer.key)
-                if row is None or row.timer.due_at != timer.due_at:
+                row = old.get(timer.key) if type(timer) is Timer else None
+                if (
+                    row is None
+                    or row.timer.due_at != timer.due_at
+                    or row.timer.kind != timer.kind
+                    or timer.ticket_id != ticket_id
+                ):
                     break
             else:
-                return  # the same deadlines: rows and leases stay
+                if len(timers) < 2 or len({timer.key for timer in timers}) == len(timers):
+                    return  # the same deadlines: rows and leases stay
         new: dict[str, _TimerRow] = {}
         for timer in timers:
+            if not (
+                type(timer) is Timer
+                and timer.ticket_id == ticket_id
+                and timer.key not in new
+                and timer.key.isascii()
+                and timer.kind.isascii()
+            ):
+                # Refused as the SQL stores refuse it, naming what is wrong (or valid text that
+                # is not ASCII). Nothing is stored yet: the entries queued so far are stale.
+                check_timers(ticket_id, timers)
             previous = old.get(timer.key)
             if previous is not None and previous.timer.due_at == timer.due_at:
+                if previous.timer.kind != timer.kind:  # the same deadline: its lease stays
+                    lease = previous.lease_owner, previous.lease_until
+                    previous = _TimerRow(timer, previous.generation, *lease)
                 new[timer.key] = previous
                 continue
             row = _TimerRow(timer, next(store._generations))
