@@ -6,13 +6,14 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from supportflow import Customer, Desk, IdleChatPolicy, Ticket
-from supportflow.errors import ValidationError
+from supportflow.errors import ConcurrencyConflict, ValidationError
 from supportflow.events import EventType
 from supportflow.extensions import Change
 from supportflow.extensions.feedback import FeedbackExtension
@@ -31,7 +32,7 @@ from supportflow.feedback import (
 )
 from supportflow.model import Notification, RecipientRole
 from supportflow.services import FeedbackService
-from supportflow.storage import OutboxStatus
+from supportflow.storage import MemoryStore, OutboxStatus
 from supportflow.testing import scenario_desk
 
 SECRET = b"feedback-test-secret-0123456789"
@@ -649,3 +650,168 @@ def test_the_pure_rules_refuse_ill_typed_arguments(
     assert refused.value.field == field
     assert survey_wanted(ticket, policy) is True
     assert read_survey_token(bytearray(SECRET), TOKEN, T0).survey_id == "s-1"
+
+
+# -- a complaint completed through its custom fields --------------------------------------------
+def test_a_complaint_completed_through_its_custom_fields_closes_by_itself(centre: Centre) -> None:
+    ticket = centre.resolved(kind="complaint")
+    centre.service.complete_follow_up(ticket.id, "reached_satisfied", by="agent_li")
+    centre.later(days=8)
+    assert centre.desk.get_ticket(ticket.id).status == "resolved"  # held: no findings yet
+    centre.desk.update(ticket.id, by="team_lead", fields={
+        "complaint_root_cause": "Relay", "complaint_responsibility": "IT",
+        "complaint_remedy": "Apology"})  # fmt: skip
+    assert centre.service.complaint_missing(ticket.id) == []
+    centre.later(days=6)
+    assert centre.desk.get_ticket(ticket.id).status == "resolved"
+    centre.later(days=1)
+    assert centre.desk.get_ticket(ticket.id).status == "closed"
+
+
+def test_a_complaint_whose_finding_is_cleared_is_held_again(centre: Centre) -> None:
+    ticket = centre.resolved(kind="complaint")
+    centre.service.record_complaint(ticket.id, root_cause="Relay", responsibility="IT",
+                                    remedy="Apology", by="team_lead")  # fmt: skip
+    centre.service.complete_follow_up(ticket.id, "reached_satisfied", by="agent_li")
+    centre.desk.update(ticket.id, by="team_lead", fields={"complaint_root_cause": ""})
+    centre.later(days=30)
+    assert centre.desk.get_ticket(ticket.id).status == "resolved"
+    assert centre.events(ticket.id, EventType.COMPLAINT_CLOSED_INCOMPLETE) == []
+
+
+def test_a_resolved_ticket_that_is_no_longer_a_complaint_closes_by_itself(
+    centre: Centre,
+) -> None:
+    ticket = centre.resolved(kind="complaint")
+    centre.desk.update(ticket.id, by="team_lead", kind="request")  # filed as a complaint by mistake
+    centre.later(days=8)
+    assert centre.desk.get_ticket(ticket.id).status == "closed"
+
+
+# -- writes racing another desk -----------------------------------------------------------------
+def _another_desk_first(centre: Centre, monkeypatch: pytest.MonkeyPatch, command) -> None:
+    """Run ``command`` (as another desk would) between the service's check and its command."""
+    execute = centre.desk.execute
+
+    def racing(ticket_id, action):
+        monkeypatch.setattr(centre.desk, "execute", execute)
+        command()
+        return execute(ticket_id, action)
+
+    monkeypatch.setattr(centre.desk, "execute", racing)
+
+
+def test_an_article_cited_meanwhile_by_another_desk_is_cited_once(
+    centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ticket = centre.open()
+    _another_desk_first(
+        centre,
+        monkeypatch,
+        lambda: centre.service.cite_article(ticket.id, "kb-42", by="agent_wang"),
+    )
+    centre.service.cite_article(ticket.id, "kb-42", by="agent_li")
+    assert len(centre.events(ticket.id, EventType.ARTICLE_CITED)) == 1
+    assert [t.id for t in centre.service.tickets_citing("kb-42")] == [ticket.id]
+
+
+def test_a_ticket_attached_meanwhile_by_another_desk_is_attached_once(
+    centre: Centre, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = centre.open(), centre.open(customer_id="c-18")
+    idea = centre.service.capture(first.id, kind="suggestion", summary="Dark mode", by="agent_li")
+    _another_desk_first(
+        centre, monkeypatch, lambda: centre.service.attach(idea.id, second.id, by="agent_wang")
+    )
+    record = centre.service.attach(idea.id, second.id, by="agent_li")
+    assert record.data["tickets"] == [first.id, second.id]
+    assert len(centre.events(second.id, EventType.VOICE_ATTACHED)) == 1
+
+
+# -- a record update that loses a race ----------------------------------------------------------
+class _LosesOneRecordRace:
+    """A store whose first voice-record update loses to another writer (as on PostgreSQL)."""
+
+    def __init__(self, store) -> None:
+        self.store, self.lost = store, False
+
+    def transaction(self):
+        @contextmanager
+        def unit():
+            with self.store.transaction() as uow:
+                yield _Unit(uow, self)
+
+        return unit()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class _Unit:
+    def __init__(self, uow, owner: _LosesOneRecordRace) -> None:
+        self._uow, self._owner = uow, owner
+
+    def __getattr__(self, name):
+        return getattr(self._uow, name)
+
+    def put_record(self, record, expected_version=None):
+        if record.kind == "voice" and expected_version is not None and not self._owner.lost:
+            self._owner.lost = True
+            raise ConcurrencyConflict(f"voice/{record.id}", expected_version, expected_version + 1)
+        return self._uow.put_record(record, expected_version)
+
+
+def test_a_status_change_that_loses_a_race_is_retried() -> None:
+    store = _LosesOneRecordRace(MemoryStore())
+    centre = Centre({"store": store})
+    ticket = centre.open()
+    idea = centre.service.capture(ticket.id, kind="suggestion", summary="Dark mode", by="agent_li")
+    accepted = centre.service.set_status(idea.id, "accepted")  # ConcurrencyConflict before
+    assert store.lost
+    assert accepted.status == "accepted"
+    assert [h["status"] for h in accepted.data["history"]] == ["submitted", "accepted"]
+
+
+# -- an unhappy customer on a ticket in work ----------------------------------------------------
+@pytest.mark.parametrize("wait", [False, True])
+def test_an_unhappy_customer_on_a_ticket_still_in_work_gets_no_second_ticket(
+    centre: Centre, wait: bool
+) -> None:
+    ticket = centre.open()
+    centre.desk.reply(ticket.id, "Looking into it", by="agent_li")
+    if wait:
+        centre.desk.fire(ticket.id, "wait_on_customer", by="agent_li")
+    centre.service.schedule_follow_up(ticket.id, by="team_lead")
+    done = centre.service.complete_follow_up(ticket.id, "reached_not_satisfied", by="agent_li",
+                                             note="still waiting")  # fmt: skip
+    assert done.status == "completed"
+    assert centre.desk.get_ticket(ticket.id).linked("followed_by") == ()
+    assert len(centre.desk.tickets()) == 1
+
+
+# -- closing as "system" ------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["close", "fire"])
+def test_a_caller_acting_as_system_cannot_close_an_incomplete_complaint(
+    centre: Centre, command: str
+) -> None:
+    ticket = centre.resolved(kind="complaint")
+    before = centre.types(ticket.id)
+    close = (
+        (lambda: centre.desk.close(ticket.id, by="system"))
+        if command == "close"
+        else (lambda: centre.desk.fire(ticket.id, "close", by="system"))
+    )
+    with pytest.raises(ComplaintIncomplete):
+        close()
+    assert centre.types(ticket.id) == before
+    assert centre.desk.get_ticket(ticket.id).status == "resolved"
+
+
+# -- the survey mail ----------------------------------------------------------------------------
+def test_the_survey_mail_gives_the_expiry_as_an_instant(centre: Centre) -> None:
+    centre.clock.set(T0 + timedelta(hours=16))  # 01:00 UTC on Tuesday: still Monday in America
+    ticket = centre.resolved()
+    centre.later(hours=2)
+    [mail] = centre.outbox("survey", ticket.id)
+    assert mail.data["expires_at"] == "2026-03-17T02:00:00+00:00"
+    assert "(until 2026-03-17 02:00 UTC)" in mail.body

@@ -119,6 +119,9 @@ class Change:
     _timers: list[Timer]
     _timers_edits = -1
     _timers_at: datetime | None = None
+    # Set while a move the rules make themselves runs (``fire(..., system=True)``: auto-close,
+    # an idle chat closing, an incident resolving its tickets), for the extensions' hooks.
+    system_move = False
 
     def __init__(
         self,
@@ -464,7 +467,14 @@ class Change:
         ``system=True`` skips the check that the customer's identity was verified."""
         self.actor = by
         before, category = self.ticket, self.category()
-        self._transition(trigger, data, system=system)
+        if system:
+            self.system_move = True
+            try:
+                self._transition(trigger, data, system=system)
+            finally:
+                self.system_move = False
+        else:
+            self._transition(trigger, data, system=system)
         self._after(before, category)
 
     def verify(self, by: str, method: VerificationMethod) -> None:

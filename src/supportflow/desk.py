@@ -570,34 +570,49 @@ class Desk:
         with self.store.transaction() as uow:
             return uow.next_timer_due()
 
-    def _handle_due(
-        self, ticket_id: str, timers: list[Timer], now: datetime
-    ) -> tuple[list[Timer], list[Event]]:
+    def retrying(self, work: Callable[[UnitOfWork], R]) -> R:
+        """``work(uow)`` in one unit of work on the desk's store, run again in a new one when
+        it raises ``ConcurrencyConflict`` (another writer got there first), at most
+        ``max_attempts`` times in all; what ``work`` returns.
+
+        For writes beside the commands (records, the outbox) that read before they write:
+        ``work`` must read what it depends on inside the unit of work it is given.
+
+        >>> desk.retrying(lambda uow: uow.get_record("survey", "s-1"))  # doctest: +SKIP
+        """
         for attempt in itertools.count(1):
             try:
                 with self.store.transaction() as uow:
-                    try:
-                        ticket = uow.get_ticket(ticket_id)
-                    except LookupError:
-                        for timer in timers:
-                            uow.release_timer(timer, self.worker_id)
-                        return [], []
-                    change = Change(self.rules, ticket, now, "system", self._new_id)
-                    change.uow = uow
-                    change.catch_up()
-                    if change.events:
-                        change.commit(uow, insert=False)
-                    else:
-                        uow.replace_timers(ticket_id, change.timers())
-                    for follow_up in change.follow_ups:
-                        follow_up(uow)
-                    for timer in timers:
-                        uow.release_timer(timer, self.worker_id)
-                    return change.fired, change.stored_events
+                    return work(uow)
             except ConcurrencyConflict:
                 if attempt >= self.max_attempts:
                     raise
         raise AssertionError("unreachable")
+
+    def _handle_due(
+        self, ticket_id: str, timers: list[Timer], now: datetime
+    ) -> tuple[list[Timer], list[Event]]:
+        def handle(uow: UnitOfWork) -> tuple[list[Timer], list[Event]]:
+            try:
+                ticket = uow.get_ticket(ticket_id)
+            except LookupError:
+                for timer in timers:
+                    uow.release_timer(timer, self.worker_id)
+                return [], []
+            change = Change(self.rules, ticket, now, "system", self._new_id)
+            change.uow = uow
+            change.catch_up()
+            if change.events:
+                change.commit(uow, insert=False)
+            else:
+                uow.replace_timers(ticket_id, change.timers())
+            for follow_up in change.follow_ups:
+                follow_up(uow)
+            for timer in timers:
+                uow.release_timer(timer, self.worker_id)
+            return change.fired, change.stored_events
+
+        return self.retrying(handle)
 
     # -- the command path ------------------------------------------------------------------
     def _run(
@@ -652,6 +667,7 @@ def _random_id() -> str:
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _all_of(field: str, items: Iterable[T], kind: type[T]) -> tuple[T, ...]:

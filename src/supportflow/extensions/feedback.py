@@ -74,6 +74,8 @@ __all__ = ["FeedbackExtension", "FollowUpTimers", "customer_recipient", "upsert_
 SURVEY_TIMER = "survey:send"
 FOLLOW_UP_TIMER = "followup:due"
 _OPEN = (StatusCategory.NEW, StatusCategory.ACTIVE, StatusCategory.WAITING)
+# What makes a ticket a complete complaint, as ``Change.update`` names the changes.
+_COMPLAINT_INPUTS = frozenset({"kind", *(f"fields.{name}" for name in COMPLAINT_FIELDS)})
 
 
 def upsert_record(
@@ -167,7 +169,7 @@ class FeedbackExtension(DeskExtension):
                 self._cancel_survey(change, "cancelled")
             elif is_complaint(ticket, policy):
                 missing = complaint_missing(ticket)
-                if missing and change.actor != "system":
+                if missing and not change.system_move:  # by="system" is no deadline
                     raise ComplaintIncomplete(ticket.id, missing)
                 if missing:  # a deadline closed it: raising would stall the due work
                     change.record(EventType.COMPLAINT_CLOSED_INCOMPLETE, {"missing": missing})
@@ -177,6 +179,31 @@ class FeedbackExtension(DeskExtension):
                         f"[#{ticket.number}] Complaint closed incomplete",
                         f"Missing: {', '.join(missing)}.",
                     )
+
+    def fields_changed(self, change: Change, changed: frozenset[str]) -> None:
+        # The findings are custom fields anyone may set (desk.update), and the kind may change:
+        # a resolved complaint's auto-close is held while it is incomplete, and counts again
+        # once it is complete or no longer a complaint.
+        if changed.isdisjoint(_COMPLAINT_INPUTS):
+            return
+        if change.category() is not StatusCategory.RESOLVED:
+            return
+        ticket = change.ticket
+        if is_complaint(ticket, self.policy):
+            if complaint_missing(ticket):
+                _set_state(change, autoclose_at=None)
+            else:
+                self.release_complaint(change)
+            return
+        original = change.original
+        policy = change.rules.auto_close
+        if (
+            original is not None
+            and is_complaint(original, self.policy)
+            and policy.enabled
+            and not ticket.state.get("autoclose_at")
+        ):
+            _set_state(change, autoclose_at=_iso(policy.due(change.at)))
 
     def timers(self, change: Change) -> list[Timer]:
         ticket = change.ticket
@@ -242,7 +269,7 @@ class FeedbackExtension(DeskExtension):
             [customer_recipient(ticket.customer)],
             f"[#{ticket.number}] How did we do?",
             f"Your request “{ticket.subject}” was resolved. Tell us how we did "
-            f"(until {expires:%Y-%m-%d}): {link}",
+            f"(until {expires:%Y-%m-%d %H:%M} UTC): {link}",  # an instant, not a local day
             survey_id=survey_id,
             token=token,
             expires_at=_iso(expires),
@@ -471,11 +498,12 @@ class FeedbackExtension(DeskExtension):
     def _not_satisfied(self, change: Change, by: str, note: str | None) -> None:
         reason = "customer not satisfied at follow-up"
         workflow = change.rules.workflow
-        if self.policy.not_satisfied == "reopen" and "reopen" in workflow.allowed(
-            change.ticket.status
-        ):
-            change.fire("reopen", by, {"reason": reason})
-            return
+        if self.policy.not_satisfied == "reopen":
+            if change.category() in _OPEN:
+                return  # still in work: nothing to reopen, and no second ticket for one case
+            if "reopen" in workflow.allowed(change.ticket.status):
+                change.fire("reopen", by, {"reason": reason})
+                return
         self._open_linked(change, by, note or reason)
 
     def _open_linked(self, change: Change, by: str, body: str) -> None:

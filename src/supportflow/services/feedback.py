@@ -246,6 +246,11 @@ class FeedbackService:
         def action(change: Change) -> None:
             out.clear()
             ticket, at = change.ticket, change.at
+            # Checked again in the unit of work: another desk may have attached it meanwhile.
+            current = self._voice(record_id, change.store())
+            if ticket.id in current.data.get("tickets", []):
+                out.append(current)
+                return
             change.record(EventType.VOICE_ATTACHED, {"record_id": record_id}, by)
 
             def add(data: dict[str, Any]) -> None:
@@ -279,8 +284,10 @@ class FeedbackService:
         if not isinstance(notify_customers, bool):
             raise ValidationError("notify_customers", notify_customers, "True or False")
         check_text("by", by)
-        now = to_utc(self.desk.clock.now(), "clock.now()")
-        with self.desk.store.transaction() as uow:
+
+        def change_status(uow: UnitOfWork) -> Record:
+            # Read again on a retry: another writer may have moved the record meanwhile.
+            now = to_utc(self.desk.clock.now(), "clock.now()")
             current = self._voice(record_id, uow)
             target = check_voice_transition(str(current.status), status)
 
@@ -292,6 +299,8 @@ class FeedbackService:
             if target is VoiceStatus.SHIPPED and notify_customers:
                 uow.enqueue(_shipped_notices(record, now))
             return record
+
+        return self.desk.retrying(change_status)
 
     def voice(self, status: VoiceStatus | str | None = None) -> list[Record]:
         """Suggestions and bugs, oldest first, optionally of one status."""
@@ -311,6 +320,10 @@ class FeedbackService:
 
         def action(change: Change) -> None:
             ticket, at = change.ticket, change.at
+            # Checked again in the unit of work: another desk may have cited it meanwhile.
+            current = change.store().get_record(ARTICLE, article_id)
+            if current is not None and ticket.id in current.data.get("tickets", []):
+                return
             change.record(EventType.ARTICLE_CITED, {"article_id": article_id}, by)
 
             def add(data: dict[str, Any]) -> None:
