@@ -993,6 +993,38 @@ def test_a_write_that_keeps_conflicting_gives_up_after_max_attempts() -> None:
     assert footprint(desk, ticket.id) == before
 
 
+def test_retrying_runs_the_work_again_on_conflicts_only_up_to_max_attempts() -> None:
+    desk, _ = scenario_desk(max_attempts=3)
+    runs: list[int] = []
+
+    def conflicting_twice(uow: Any) -> str:
+        runs.append(len(runs) + 1)
+        if len(runs) < 3:
+            raise ConcurrencyConflict("voice/r-1", 1, 2)
+        return "done"
+
+    assert desk.retrying(conflicting_twice) == "done"
+    assert runs == [1, 2, 3]
+
+    def always_conflicting(uow: Any) -> None:
+        runs.append(0)
+        raise ConcurrencyConflict("voice/r-1", 1, 2)
+
+    runs.clear()
+    with pytest.raises(ConcurrencyConflict):
+        desk.retrying(always_conflicting)
+    assert runs == [0, 0, 0]
+
+    def failing(uow: Any) -> None:  # any other error is the caller's: not run again
+        runs.append(0)
+        raise ValidationError("record_id", "r-9", "a known record")
+
+    runs.clear()
+    with pytest.raises(ValidationError):
+        desk.retrying(failing)
+    assert runs == [0]
+
+
 def test_a_link_whose_other_side_cannot_be_written_is_not_recorded_at_all() -> None:
     store = FlakyStore(failures=0)
     desk, _ = scenario_desk(store=store, max_attempts=2)
