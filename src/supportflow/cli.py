@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -74,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sqlite_store.close()
             print(f"schema at version {version}")
             return 0
+        if not math.isfinite(args.max_sleep) or not 0 < args.max_sleep <= 31_536_000:
+            raise ValidationError(
+                "--max-sleep", args.max_sleep, "seconds, more than 0, at most a year"
+            )
+        if args.max_passes is not None and args.max_passes < 1:
+            raise ValidationError("--max-passes", args.max_passes, "a whole number, at least 1")
         factory = _desk_factory(args.desk)
         store = open_store(args.store)
         try:

@@ -24,6 +24,7 @@ import attrs
 from supportflow.clock import to_utc
 from supportflow.desk import Desk, DueReport
 from supportflow.errors import ValidationError
+from supportflow.model import whole_number
 from supportflow.notify import DispatchReport
 
 __all__ = ["Worker", "WorkerReport"]
@@ -65,10 +66,13 @@ class Worker:
         max_sleep: timedelta = timedelta(seconds=5),
         deliver: bool = True,
     ) -> None:
-        if batch_size < 1:
-            raise ValidationError("batch_size", batch_size, "at least 1")
-        if max_sleep <= timedelta(0):
-            raise ValidationError("max_sleep", max_sleep, "a positive duration")
+        if not isinstance(desk, Desk):
+            raise ValidationError("desk", desk, "a supportflow.Desk")
+        batch_size = whole_number("batch_size", batch_size, 1)
+        if not isinstance(max_sleep, timedelta) or max_sleep <= timedelta(0):
+            raise ValidationError("max_sleep", max_sleep, "a positive duration (a timedelta)")
+        if not isinstance(deliver, bool):
+            raise ValidationError("deliver", deliver, "True or False")
         self.desk = desk
         self.batch_size = batch_size
         self.max_sleep = max_sleep
@@ -94,6 +98,8 @@ class Worker:
 
     def run(self, *, handle_signals: bool = True, max_passes: int | None = None) -> int:
         """Loop until stopped; returns the number of passes made."""
+        if max_passes is not None:
+            max_passes = whole_number("max_passes", max_passes, 1)
         with self._signals() if handle_signals else _nothing():
             made = 0
             while not self._stop_requested:

@@ -8,6 +8,7 @@ A notifier either returns (the receiver accepted the notification) or raises. It
 from __future__ import annotations
 
 import math
+import urllib.parse
 from collections.abc import Sequence
 from numbers import Integral
 from typing import Protocol, runtime_checkable
@@ -65,6 +66,22 @@ class DeliveryError(SupportflowError):
             f"DeliveryError({str(self)!r}, permanent={self.permanent!r}, "
             f"response={self.response!r})"
         )
+
+
+def header_value(value: str) -> str:
+    """``value`` as a mail or HTTP header value (``Idempotency-Key``, ``X-Supportflow-*``):
+    itself when it is printable ASCII without ``%`` and without spaces at its ends (parsers
+    strip those), else percent-encoded in full. Distinct values stay distinct (an encoded one
+    always holds ``%``), and no value can inject a header.
+
+    >>> header_value("t-1:5:reply:0"), header_value("t-1\\r\\nBcc: x"), header_value("工单")
+    ('t-1:5:reply:0', 't-1%0D%0ABcc%3A%20x', '%E5%B7%A5%E5%8D%95')
+    >>> header_value("%E5%B7%A5%E5%8D%95")
+    '%25E5%25B7%25A5%25E5%258D%2595'
+    """
+    if value.isascii() and value.isprintable() and "%" not in value and value == value.strip():
+        return value
+    return urllib.parse.quote(value, safe="")
 
 
 def redacted(value: object) -> str:

@@ -24,7 +24,7 @@ import secrets
 import socket
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from numbers import Real
+from numbers import Integral, Real
 
 import attrs
 
@@ -171,12 +171,14 @@ class Dispatcher:
         >>> [int(d.backoff(n).total_seconds()) for n in (1, 2, 3, 8)]
         [30, 60, 120, 3600]
         """
-        # Cap the exponent first: 2**attempts grows past what timedelta can hold.
-        try:
-            exponent = min(max(attempts - 1, 0), 40)
-            return min(self.max_delay, self.base_delay * (1 << exponent))
-        except TypeError:  # only a wrong argument gets here: naming it costs nothing otherwise
-            raise ValidationError("attempts", attempts, "a whole number of failures") from None
+        if isinstance(attempts, bool) or not isinstance(attempts, Integral):
+            raise ValidationError("attempts", attempts, "a whole number of failures")
+        exponent = max(int(attempts) - 1, 0)
+        # Compare before multiplying: base_delay * 2**exponent overflows timedelta (at about
+        # 2**39 times five minutes) long before any attempt count a dispatcher allows.
+        if exponent >= 63 or (1 << exponent) >= self.max_delay / self.base_delay:
+            return self.max_delay
+        return self.base_delay * (1 << exponent)
 
     def retry_delay(self, attempts: int) -> timedelta:
         """:meth:`backoff` varied by a random fraction within ``± jitter``."""

@@ -49,7 +49,15 @@ _LINK_TLDS = frozenset(
 # Whitespace, quotes, CJK punctuation and ideographs end a link: Chinese text often runs
 # straight on after a URL ("请访问 https://x.cn/a，谢谢"), and pasted URLs are percent-encoded.
 _STOP = r"\s<>\"'`\u3000-\u303f\u3400-\u9fff\uac00-\ud7af\uff00-\uffef"
-_URL = re.compile(rf"https?://[^{_STOP}]+")
+# The host of a URL may be an international name written in CJK (https://例子.com/,
+# https://例子.测试/): a label followed by a dot may hold ideographs, and so may the last label
+# when it ends where a host ends. Otherwise CJK text after the host ends the link, as above.
+_CJK_HOST_END = r"(?=[/?#:.,;!)\]}\s<>\"'`\u3000-\u303f\uff00-\uffef]|$)"
+_URL = re.compile(
+    r"https?://(?:[^\s<>\"'`/?#\\.\u3000-\u303f\uff00-\uffef]+\.)*"
+    rf"(?:[\u3400-\u9fff\uac00-\ud7af]+{_CJK_HOST_END})?"
+    rf"[^{_STOP}]*"
+)
 _BARE = re.compile(
     r"(?<![a-z0-9@.\-_/:])"
     r"((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn--[a-z0-9-]{1,59}))"
@@ -179,8 +187,13 @@ def _role_name(value: Any) -> str:
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[int], value: int) -> None:
-    if not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValidationError(attribute.name, value, "a positive number of characters")
+
+
+def _boolean(instance: Any, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ValidationError(attribute.name, value, "True or False")
 
 
 @attrs.frozen(slots=True)
@@ -197,7 +210,7 @@ class ReplyPolicy:
 
     allowed_domains: frozenset[str] = attrs.field(converter=_domains)
     forbidden_terms: tuple[str, ...] = attrs.field(default=(), converter=_terms)
-    check_internal_notes: bool = True
+    check_internal_notes: bool = attrs.field(default=True, validator=_boolean)
     min_note_overlap: int = attrs.field(default=20, validator=_positive)
     override_roles: frozenset[str] = attrs.field(default=("team_lead", "manager"), converter=_roles)
 
@@ -327,6 +340,10 @@ class ReplyGuard:
         policy's ``override_roles``. With an allowed override the findings are returned so the
         desk can record them; a clean body returns ``[]``.
         """
+        if override_by is not None and (
+            not isinstance(override_by, str) or not override_by.strip()
+        ):
+            raise ValidationError("override_by", override_by, "who overrides: a non-blank name")
         if override_role is not None and not override_by:
             raise ValidationError("override_by", override_by, "who overrides, with override_role")
         findings = self.check(ticket, body)
@@ -347,10 +364,13 @@ class ReplyGuard:
                 continue
             start, end = match.start(), match.start() + len(url)
             taken.append((start, end))
+            # Browsers read a backslash in an http(s) URL as a slash (WHATWG URL standard):
+            # https://evil.io\@example.com/ visits evil.io, where urlsplit sees example.com.
+            url_as_visited = url.replace("\\", "/")
             try:
-                host = urllib.parse.urlsplit(url).hostname or ""
+                host = urllib.parse.urlsplit(url_as_visited).hostname or ""
             except ValueError:  # e.g. a broken IPv6 literal
-                host = url.split("://", 1)[1].split("/", 1)[0]
+                host = url_as_visited.split("://", 1)[1].split("/", 1)[0]
             if host and not self.policy.allows_host(host):
                 findings.append(self._link(body, folded, start, end, host))
         for match in _BARE.finditer(folded.text):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient
 
 __all__ = ["LOGGER_NAME", "LogNotifier"]
@@ -27,6 +28,10 @@ class LogNotifier:
     """
 
     def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
+        if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
+            raise ValidationError("logger", logger, "a logging.Logger, or None")
+        if isinstance(level, bool) or not isinstance(level, int):
+            raise ValidationError("level", level, "a logging level such as logging.INFO")
         self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
         self.level = level
 

@@ -44,6 +44,8 @@ class MemoryNotifier:
     """
 
     def __init__(self, clock: Clock | None = None) -> None:
+        if clock is not None and not isinstance(clock, Clock):
+            raise ValidationError("clock", clock, "a supportflow.Clock (with now()), or None")
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._lock = threading.Lock()
         self._fail_left = 0
@@ -56,7 +58,7 @@ class MemoryNotifier:
         self, count: int, *, permanent: bool = False, response: str | None = None
     ) -> None:
         """Make the next ``count`` deliveries raise :class:`DeliveryError`."""
-        if count < 0:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise ValidationError("count", count, "a non-negative number of deliveries")
         with self._lock:
             self._fail_left = count

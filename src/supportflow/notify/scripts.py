@@ -245,8 +245,12 @@ class ReplyScripts:
     @staticmethod
     def fields(ticket: Ticket, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The values templates can use: ticket custom fields < ticket attributes < extras."""
+        # agent_name comes from the caller only: a custom field of that name (which a web
+        # form may fill) must neither sign a reply nor hide a missing agent_name.
         values: dict[str, Any] = {
-            key: value for key, value in ticket.fields.items() if str(key).isidentifier()
+            key: value
+            for key, value in ticket.fields.items()
+            if str(key).isidentifier() and key != "agent_name"
         }
         values.update(
             customer_name=ticket.customer.name,

@@ -12,14 +12,14 @@ escaped). Headers make the mail safe to retry and easy to read in a mail client:
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import html
 import re
 import smtplib
 import ssl
-import urllib.parse
 from collections.abc import Sequence
-from email.errors import HeaderDefect
+from email.errors import HeaderDefect, MessageError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -27,9 +27,11 @@ from numbers import Integral
 
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient, RecipientRole, check_text
-from supportflow.notify.base import DeliveryError, check_timeout, redacted
+from supportflow.notify.base import DeliveryError, check_timeout, header_value, redacted
 
 __all__ = ["EMAIL_ROLES", "SmtpNotifier", "message_id", "thread_id"]
+
+_POLICY = email.policy.default.clone(cte_type="7bit")
 
 EMAIL_ROLES = frozenset(
     {
@@ -75,18 +77,6 @@ def thread_id(ticket_id: str, domain: str) -> str:
     '<ticket-t-42@desk.example.com>'
     """
     return f"<{_id_part(f'ticket-{ticket_id}')}@{domain}>"
-
-
-def _header_value(value: str) -> str:
-    """``value`` as it is in an ``X-Supportflow-*`` header: itself when it is printable ASCII,
-    percent-encoded otherwise (as the webhook's ``Idempotency-Key``), never a header injection.
-
-    >>> _header_value("t-1:5:reply:0"), _header_value("t-1\\r\\nBcc: x"), _header_value("工单")
-    ('t-1:5:reply:0', 't-1%0D%0ABcc%3A%20x', '%E5%B7%A5%E5%8D%95')
-    """
-    if value.isascii() and value.isprintable():
-        return value
-    return urllib.parse.quote(value, safe="")
 
 
 def _html(text: str) -> str:
@@ -142,6 +132,8 @@ class SmtpNotifier:
             # The type, never the value: a password must not reach a log line.
             raise ValidationError("password", redacted(password), "a string or None")
         check_timeout(timeout)
+        if not isinstance(starttls, bool):
+            raise ValidationError("starttls", starttls, "True or False")
         if (username is None) != (password is None):
             raise ValidationError("username", username, "username and password given together")
         if not isinstance(domain, str) or not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
@@ -163,7 +155,7 @@ class SmtpNotifier:
     def _address(name: str, addr: str, what: str) -> Address:
         try:
             address = Address(display_name=name, addr_spec=addr)
-        except (ValueError, HeaderDefect, IndexError) as exc:
+        except (ValueError, HeaderDefect, IndexError, MessageError) as exc:  # "<a@b.c>" too
             raise ValidationError(what, addr, f"an e-mail address ({exc})") from None
         if not address.domain:
             raise ValidationError(what, addr, "an e-mail address with a domain")
@@ -188,7 +180,9 @@ class SmtpNotifier:
         if not to:
             raise DeliveryError("no e-mail recipients", permanent=True)
 
-        message = EmailMessage()
+        # 7-bit transfer encodings (quoted-printable or base64 for non-ASCII text): smtplib
+        # never announces BODY=8BITMIME, and an 8bit body without it may be mangled by a relay.
+        message = EmailMessage(policy=_POLICY)
         message["From"] = self.sender
         message["To"] = to
         # Newlines in a subject would be a header-injection attempt or a template slip.
@@ -199,19 +193,25 @@ class SmtpNotifier:
             root = thread_id(notification.ticket_id, self.domain)
             message["In-Reply-To"] = root
             message["References"] = root
-            message["X-Supportflow-Ticket"] = _header_value(notification.ticket_id)
+            message["X-Supportflow-Ticket"] = header_value(notification.ticket_id)
         message["Auto-Submitted"] = "auto-generated"
         # The key itself, so a receiver can match the mail to the outbox row; Message-ID above
         # needs a dot-atom and carries a derived form.
-        message["X-Supportflow-Idempotency-Key"] = _header_value(notification.idempotency_key)
-        message["X-Supportflow-Kind"] = _header_value(notification.kind)
+        message["X-Supportflow-Idempotency-Key"] = header_value(notification.idempotency_key)
+        message["X-Supportflow-Kind"] = header_value(notification.kind)
         message.set_content(notification.body, charset="utf-8")
         message.add_alternative(_html(notification.body), subtype="html", charset="utf-8")
         return message
 
     def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
         """Send :meth:`build_message` by SMTP; ``DeliveryError`` if it fails (permanent for 5xx)."""
-        message = self.build_message(notification, recipients)
+        try:
+            message = self.build_message(notification, recipients)
+        except UnicodeError as exc:  # e.g. a lone surrogate: no retry makes it encodable
+            raise DeliveryError(
+                f"notification {notification.idempotency_key!r} cannot be encoded as mail: {exc}",
+                permanent=True,
+            ) from exc
         to_addrs = [address.addr_spec for address in message["To"].addresses]
         try:
             with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:

@@ -20,6 +20,7 @@ import http.client
 import json
 import math
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -30,7 +31,7 @@ from typing import IO, Any
 from supportflow.clock import Clock, SystemClock
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient
-from supportflow.notify.base import DeliveryError, check_timeout, redacted
+from supportflow.notify.base import DeliveryError, check_timeout, header_value, redacted
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -221,12 +222,6 @@ def _latin1(value: str) -> bool:
     return True
 
 
-def _header_safe(value: str) -> str:
-    if value.isascii() and value.isprintable():
-        return value
-    return urllib.parse.quote(value, safe="")
-
-
 class WebhookNotifier:
     """POSTs each notification as signed JSON to ``url``.
 
@@ -258,6 +253,25 @@ class WebhookNotifier:
             raise ValidationError("url", url, expected_url) from None
         if parts.scheme not in ("http", "https") or not hostname:
             raise ValidationError("url", url, expected_url)
+        if parts.username is not None or parts.password is not None:
+            # urllib sends no credentials from a URL (it looks the whole "user:pw@host" up as
+            # a host name); the password must not reach the error either.
+            shown = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+            raise ValidationError(
+                "url", shown, "a URL without user:password@ (send credentials with headers=)"
+            )
+        try:
+            port = parts.port  # ValueError for a port that is not a number up to 65535
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValidationError("url", url, f"{expected_url} and a port from 1 to 65535")
+        if not url.isascii() or any(char.isspace() or not char.isprintable() for char in url):
+            # http.client fails on these in every request (control characters, or an encode
+            # error for a non-ASCII path or host): percent-encode the path, punycode the host.
+            raise ValidationError(
+                "url", url, f"{expected_url}, in ASCII, without spaces or control characters"
+            )
         _check_secret(secret)
         if not secret:
             raise ValidationError("secret", "", "a non-empty shared secret")
@@ -283,8 +297,9 @@ class WebhookNotifier:
                 ensure_ascii=False,
                 separators=(",", ":"),
                 default=_plain,
+                allow_nan=False,  # NaN and Infinity are not JSON: strict receivers reject them
             ).encode("utf-8")
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise DeliveryError(
                 f"notification {notification.idempotency_key!r} has data that is not JSON: {exc}",
                 permanent=True,
@@ -294,14 +309,16 @@ class WebhookNotifier:
             "User-Agent": "supportflow-webhook",
             **self._headers,
             "Content-Type": "application/json; charset=utf-8",
-            "Idempotency-Key": _header_safe(notification.idempotency_key),
+            "Idempotency-Key": header_value(notification.idempotency_key),
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
         }
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                response.read()
+            # The status is the answer. The body of a 2xx is not read: a receiver that streams
+            # a huge or endless body must not hold this dispatcher (and its lease) past the
+            # timeout, which urllib applies to each socket read, not to the whole response.
+            self._opener.open(request, timeout=self.timeout).close()
         except urllib.error.HTTPError as exc:
             raise self._rejected(exc) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -313,12 +330,21 @@ class WebhookNotifier:
             ) from exc
 
     def _rejected(self, exc: urllib.error.HTTPError) -> DeliveryError:
+        # At most _EXCERPT bytes, and for at most one timeout in all: a body that trickles in
+        # a byte at a time must not stretch the attempt to _EXCERPT timeouts.
+        deadline = time.monotonic() + self.timeout
+        received = b""
         try:
-            excerpt = exc.read(_EXCERPT).decode("utf-8", "replace")
-        except (OSError, http.client.HTTPException):
-            excerpt = ""
+            while len(received) < _EXCERPT and time.monotonic() < deadline:
+                chunk = exc.read1(_EXCERPT - len(received))
+                if not chunk:
+                    break
+                received += chunk
+        except (OSError, http.client.HTTPException, AttributeError):
+            pass  # keep what arrived; AttributeError: an error without a body to read
         finally:
             exc.close()
+        excerpt = received.decode("utf-8", "replace")
         response = f"{exc.code} {exc.reason}: {excerpt}".rstrip(": ")
         if 300 <= exc.code < 400:
             location = exc.headers.get("Location", "?") if exc.headers else "?"
