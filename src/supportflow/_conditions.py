@@ -61,10 +61,20 @@ class MatchContext:
         self.category = ticket.category
         self.tags: set[str] = set(ticket.tags)
         self._automaton = automaton
-        self._texts = {field: normalize(_field_text(ticket, field)) for field in scan}
+        texts = [field for field in scan if field != "messages"]
+        self._texts = {field: normalize(_field_text(ticket, field)) for field in texts}
         # One pass over all the fields the rules read, rather than one per field.
-        found = automaton.find_each([self._texts[field] for field in scan])
-        self._hits: dict[str, set[str]] = dict(zip(scan, found, strict=True))
+        found = automaton.find_each([self._texts[field] for field in texts])
+        self._hits: dict[str, set[str]] = dict(zip(texts, found, strict=True))
+        if "messages" in scan:
+            self._hits["messages"] = self._message_hits()
+
+    def _message_hits(self) -> set[str]:
+        # Message by message, each scanned once in the automaton's lifetime: a ticket is
+        # classified again on every customer message, and re-reading the whole thread each
+        # time would make a long chat quadratic.
+        bodies = (m.body for m in self.ticket.messages if m.role is Role.CUSTOMER)
+        return set().union(*map(self._automaton.find_message, bodies))
 
     def text(self, field: str) -> str:
         """The normalised text of ``field`` (``subject``, ``description``, ``messages``, or
@@ -75,6 +85,8 @@ class MatchContext:
 
     def hits(self, field: str) -> set[str]:
         """The normalised keywords (of every rule) found in ``field``."""
+        if field == "messages" and field not in self._hits:
+            self._hits[field] = self._message_hits()
         if field not in self._hits:
             text = self.text(field)
             self._hits[field] = self._automaton.find(text) if text else set()
@@ -183,9 +195,12 @@ class Regex(Condition):
     compiled: re.Pattern[str] = attrs.field(init=False, eq=False, repr=False)
 
     def __init__(self, pattern: str, fields: Iterable[str] = DEFAULT_FIELDS) -> None:
+        check_text(pattern, "pattern")
         try:
-            compiled = re.compile(check_text(pattern, "pattern"), re.IGNORECASE)
-        except re.error as error:
+            compiled = re.compile(pattern, re.IGNORECASE)
+        # ``re`` also raises OverflowError (a repeat count over 4294967295) and RecursionError
+        # (deeply nested groups) for patterns it cannot compile.
+        except (re.error, OverflowError, RecursionError) as error:
             expected = f"a valid regular expression ({error})"
             raise ValidationError("pattern", pattern, expected) from None
         self.__attrs_init__(pattern, check_fields(fields))

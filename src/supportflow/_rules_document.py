@@ -79,12 +79,18 @@ def then_document(actions: Sequence[_Writable]) -> dict[str, t.Any] | list[dict[
 
 def load_json(text: str) -> object:
     """``json.loads``, with a ``ValidationError("json", ...)`` naming the line and column."""
+    if not isinstance(text, (str, bytes, bytearray)):
+        raise ValidationError("json", text, "a JSON text (str)")
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
         where = f"line {error.lineno} column {error.colno}"
         expected = f"valid JSON ({error.msg} at {where})"
         raise ValidationError("json", text[:60], expected) from None
+    # Also refused by ``json``: bytes that are not UTF-8 (UnicodeDecodeError), a number too
+    # long to convert (ValueError) and nesting deeper than the interpreter's stack.
+    except (ValueError, RecursionError) as error:
+        raise ValidationError("json", text[:60], f"valid JSON ({error})") from None
 
 
 def parse_document(

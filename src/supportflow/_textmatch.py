@@ -96,6 +96,7 @@ def _accept(text: str, start: int, end: int, left: bool, right: bool) -> bool:
 
 
 _Hit = tuple[str, int, bool, bool]  # word, its length, needs a boundary before, after
+_MESSAGE_MEMO_CHARS = 2_000_000  # characters of messages remembered per automaton (a few MB)
 _CACHE_LIMIT = 1_000_000  # memoised transitions per automaton; beyond it they are recomputed
 
 
@@ -115,7 +116,16 @@ class _State(dict[str, "_State"]):
         self.fail: _State | None = None  # None only for the root
 
     def __missing__(self, char: str) -> _State:
-        nxt = self if self.fail is None else self.fail[char]
+        # Follow the failure links in a loop, not by recursion: a long periodic keyword
+        # ("ab" * 500) has a failure chain as long as itself, deeper than Python's stack.
+        # Memoised entries on the way are the DFA's answers for those states, so reuse them.
+        state, nxt = self, None
+        while nxt is None:
+            if state.fail is None:  # the root: a character it has no edge for stays there
+                nxt = dict.get(state, char, state)
+            else:
+                state = state.fail
+                nxt = dict.get(state, char)
         owner = self.owner
         if owner.cached < _CACHE_LIMIT:  # bound the memory a stream of odd characters can take
             owner.cached += 1
@@ -138,11 +148,13 @@ class Automaton:
     ['vpn', 'your manager', '断网']
     """
 
-    __slots__ = ("_root", "cached", "words")
+    __slots__ = ("_memo_chars", "_messages", "_root", "cached", "words")
 
     def __init__(self, words: Iterable[str]) -> None:
         self.words: frozenset[str] = frozenset(word for word in words if word)
         self.cached = 0
+        self._messages: dict[str, frozenset[str]] = {}  # raw message text -> words found
+        self._memo_chars = 0
         goto: list[dict[str, int]] = [{}]
         own: list[list[_Hit]] = [[]]
         for word in sorted(self.words):  # sorted: the same words always give the same automaton
@@ -181,6 +193,20 @@ class Automaton:
     def find(self, text: str) -> set[str]:
         """The words that occur in ``text`` (normalised), respecting word boundaries."""
         return self.find_each((text,))[0]
+
+    def find_message(self, text: str) -> frozenset[str]:
+        """:meth:`find` on ``text`` once normalised, remembered: messages never change, and a
+        thread is read again whenever it grows. Safe across threads (a race only recomputes)."""
+        memo = self._messages
+        found = memo.get(text)
+        if found is None:
+            found = frozenset(self.find(normalize(text)))
+            self._memo_chars += len(text)
+            if self._memo_chars > _MESSAGE_MEMO_CHARS:  # bounded: a long-lived worker sees
+                memo.clear()  # an endless stream of messages
+                self._memo_chars = len(text)
+            memo[text] = found
+        return found
 
     def find_each(self, texts: Sequence[str]) -> list[set[str]]:
         """:meth:`find` for several normalised texts in one pass.

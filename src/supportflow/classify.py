@@ -147,6 +147,8 @@ class PriorityMatrix:
             if not isinstance(key, tuple) or len(key) != 2:
                 raise ValidationError("matrix", key, "an (impact, urgency) pair")
             impact, urgency = _level(key[0], "matrix.impact"), _level(key[1], "matrix.urgency")
+            if (impact, urgency) in parsed:  # "High" and "high" are one level: which one wins?
+                raise ValidationError(f"matrix.{impact}.{urgency}", key, "each pair once")
             parsed[impact, urgency] = coerce_enum(Priority, value, f"matrix.{impact}.{urgency}")
         self.impacts = tuple(dict.fromkeys(impact for impact, _ in parsed))
         self.urgencies = tuple(dict.fromkeys(urgency for _, urgency in parsed))

@@ -102,6 +102,16 @@ class Triage(DeskExtension):
             raise ValidationError("incidents", incidents, "an IncidentPolicy, or None")
         self.classifier = classifier if classifier is not None else Classifier([])
         self.incidents = incidents
+        self._quiet: Classifier | None = None
+
+    def _rules_only(self) -> Classifier:
+        """The classifier without its early warning (built once, when first needed)."""
+        if self._quiet is None:
+            classifier = self.classifier
+            self._quiet = Classifier(
+                classifier.rules, matrix=classifier.matrix, sensitive_words=None
+            )
+        return self._quiet
 
     # -- hooks -----------------------------------------------------------------------------
     def opened(self, change: Change) -> None:
@@ -232,10 +242,22 @@ class Triage(DeskExtension):
         if first and any(routed) and routed != (ticket.group, ticket.assignee):
             change.assign(result.assignee, result.group, "system")
         priority, current = result.priority, change.ticket.priority
+        warned = set(ticket.state.get("early_warning_words") or ())
+        new_warning = any(word not in warned for word in result.early_warning_words)
+        if not first and ticket.priority_explicit and priority > current and not new_warning:
+            # Only a new early warning lifts a priority a person set: the lead saw the last one
+            # and chose, and a later pass never undoes what a person did. The rules still may.
+            priority = self._rules_only().classify(ticket, keep=_KEPT).priority
         moved = priority != current and (first or reprioritize or priority > current)
         if moved:
             change.set_priority(priority, "system", "classification", explicit=False)
         flags = self._fresh_flags(change.ticket, result.reasons)
+        # What the ticket now has, not what the classifier proposed: a later pass keeps a
+        # person's routing and priority, and does not give back a tag an agent removed.
+        after = change.ticket
+        kept_tags = set(after.tags)
+        if new_warning:
+            kept_tags.add(EARLY_WARNING_TAG)  # a new warning gives it back, just below
         if result.reasons and (first or updates or new_tags or moved or flags):
             change.record(
                 EventType.CLASSIFIED,
@@ -250,12 +272,12 @@ class Triage(DeskExtension):
                         }
                         for reason in result.reasons
                     ],
-                    "category": result.category,
-                    "priority": result.priority.value,
-                    "tags": sorted(result.tags),
-                    "group": result.group,
-                    "assignee": result.assignee,
-                    "fingerprint": fingerprint(change.ticket, result),
+                    "category": after.category,
+                    "priority": after.priority.value,
+                    "tags": sorted(result.tags & kept_tags),
+                    "group": after.group,
+                    "assignee": after.assignee,
+                    "fingerprint": fingerprint(after, result),
                 },
                 actor="system",
             )
