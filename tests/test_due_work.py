@@ -48,6 +48,7 @@ from supportflow import (
     ValidationError,
     default_sla_policies,
 )
+from supportflow.extensions import Change, DeskExtension
 from supportflow.storage import MemoryStore, OutboxEntry, OutboxStatus, UnitOfWork
 from supportflow.testing import scenario_desk
 
@@ -1034,3 +1035,34 @@ def test_a_command_that_leaves_the_clocks_be_keeps_the_deadlines_as_stored() -> 
     assert [e.type for e in history_of(desk, ticket.id, EventType.SLA_WARNING)] == [
         EventType.SLA_WARNING
     ]
+
+
+class Nudge(DeskExtension):
+    """Tells the team lead once, an hour after opening: a state flag and a notification."""
+
+    timer_prefix = "nudge"
+
+    def timers(self, change: Change) -> list[Timer]:
+        ticket = change.ticket
+        if ticket.state.get("nudged"):
+            return []
+        return [Timer(ticket.id, "nudge:once", ticket.created_at + timedelta(hours=1), "nudge")]
+
+    def fire(self, change: Change, timer: Timer) -> None:
+        change.set_state(nudged=True)
+        change.notify("nudge", [Recipient(RecipientRole.TEAM_LEAD, "lead")], "Nudge", "Look")
+
+
+def test_run_due_stores_a_deadline_whose_handling_records_no_event() -> None:
+    desk, clock = scenario_desk(
+        datetime(2026, 3, 2, 9, tzinfo=timezone.utc), sla=[], extensions=[Nudge()]
+    )
+    ticket = desk.open_ticket(
+        subject="VPN down", body="...", customer=Customer(id="c-1"), channel="email"
+    )
+    clock.advance(hours=2)
+    assert [timer.key for timer in desk.run_due().fired] == ["nudge:once"]
+    assert desk.get_ticket(ticket.id).state.get("nudged") is True
+    with desk.store.transaction() as uow:
+        pending = uow.list_outbox(OutboxStatus.PENDING)
+    assert [entry.notification.kind for entry in pending] == ["nudge"]

@@ -879,3 +879,93 @@ class TestValidation:
         )
         assert [lv.name for lv in policy.levels] == ["lead", "breach", "urgent"]
         assert Desk(escalation=[TIERS, NAGGING, policy]) is not None
+
+
+# -- a worker that comes late records every step at its own time ------------------------------
+class TestConditionLevelsAreRecordedWhenReached:
+    def test_a_condition_level_after_a_time_level_comes_right_after_it_however_late_the_worker(
+        self,
+    ) -> None:
+        policy = EscalationPolicy(
+            "managers",
+            levels=[
+                EscalationLevel("team lead", after=2 * H, notify=["team_lead"]),
+                EscalationLevel(
+                    "manager", when=EscalationCondition(priorities=["urgent"]), notify=["manager"]
+                ),
+            ],
+        )
+        desk, clock = scenario_desk(monday(9), escalation=[policy], sla=[])
+        ticket = desk.open_ticket(
+            subject="Server fans stopped",
+            body="Rack 4",
+            customer=WANG,
+            channel="phone",
+            priority=Priority.URGENT,
+        )
+        clock.set(monday(14))  # the worker was down from 09:00 to 14:00
+        desk.run_due()
+        reached = [
+            (e.at, e.data["name"]) for e in desk.history(ticket.id) if e.type == EventType.ESCALATED
+        ]
+        assert reached == [(monday(11), "team lead"), (monday(11), "manager")]
+
+    def test_a_condition_made_true_by_another_policys_step_is_reached_at_that_step(
+        self,
+    ) -> None:
+        raiser = EscalationPolicy(
+            "raise", levels=[EscalationLevel("raise", after=30 * M, raise_priority="urgent")]
+        )
+        urgent = EscalationPolicy(
+            "urgent",
+            levels=[
+                EscalationLevel(
+                    "lead", when=EscalationCondition(priorities=["urgent"]), notify=["team_lead"]
+                )
+            ],
+        )
+        desk, clock = scenario_desk(monday(9), escalation=[raiser, urgent], sla=[])
+        ticket = desk.open_ticket(
+            subject="Invoice wrong", body="...", customer=WANG, channel="email"
+        )
+        clock.set(monday(12))
+        desk.run_due()
+        reached = [
+            (e.at, e.data["policy"])
+            for e in desk.history(ticket.id)
+            if e.type == EventType.ESCALATED
+        ]
+        assert reached == [(monday(9, 30), "raise"), (monday(9, 30), "urgent")]
+
+
+NAGGING_THEN_MANAGER = EscalationPolicy(
+    "managers",
+    levels=[
+        EscalationLevel(
+            "team lead",
+            after=timedelta(0),
+            notify=["team_lead"],
+            repeat_every=timedelta(minutes=30),
+        ),
+        EscalationLevel("manager", after=timedelta(hours=2), notify=["manager"]),
+    ],
+)
+
+
+def test_repeats_missed_before_an_overdue_next_level_still_come_as_one() -> None:
+    desk, clock = scenario_desk(monday(9), escalation=[NAGGING_THEN_MANAGER], sla=[])
+    ticket = desk.open_ticket(
+        subject="Server fans stopped", body="Rack 4", customer=WANG, channel="phone"
+    )
+    clock.set(monday(12))  # the worker was down from 09:00 to 12:00
+    desk.run_due()
+    steps = [
+        (e.at, e.data["name"], e.data["repeat"])
+        for e in desk.history(ticket.id)
+        if e.type == EventType.ESCALATED
+    ]
+    assert steps == [
+        (monday(9), "team lead", 0),
+        (monday(10, 30), "team lead", 1),  # the last repeat due before the manager level
+        (monday(11), "manager", 0),
+    ]

@@ -119,6 +119,7 @@ class Change:
     _timers: list[Timer]
     _timers_edits = -1
     _timers_at: datetime | None = None
+    _timers_step: datetime | None = None  # ``self.at`` when they were worked out
     # Set while a move the rules make themselves runs (``fire(..., system=True)``: auto-close,
     # an idle chat closing, an incident resolving its tickets), for the extensions' hooks.
     system_move = False
@@ -753,10 +754,14 @@ class Change:
     # -- deadlines -------------------------------------------------------------------------
     def timers(self) -> list[Timer]:
         """Every future deadline of the ticket, from every engine."""
-        if self._timers_edits == self._edits and self._timers_at == self.now:
+        if (
+            self._timers_edits == self._edits
+            and self._timers_at == self.now
+            and self._timers_step == self.at
+        ):
             return self._timers  # the ticket has not changed since they were worked out
         self._timers = self._compute_timers()
-        self._timers_edits, self._timers_at = self._edits, self.now
+        self._timers_edits, self._timers_at, self._timers_step = self._edits, self.now, self.at
         return self._timers
 
     def _compute_timers(self) -> list[Timer]:
@@ -767,7 +772,8 @@ class Change:
         sla: SlaState | None = field("sla")
         timers = rules.sla.timers_for(ticket_id, sla) if sla is not None else []
         if rules.escalation:
-            timers.extend(rules.escalations.timers(self.ticket, category, self.now))
+            # A condition level falls due at the step caught up on last (``self.at``).
+            timers.extend(rules.escalations.timers(self.ticket, category, self.now, self.at))
         state: Mapping[str, Any] = field("state")
         if state:  # most tickets have no engine state: then none of these deadlines
             self._state_timers(ticket_id, category, state, timers)

@@ -602,7 +602,9 @@ class Desk:
             change = Change(self.rules, ticket, now, "system", self._new_id)
             change.uow = uow
             change.catch_up()
-            if change.events:
+            # Saved when handling changed anything, an event or not (a deadline may only set
+            # state and notify, as ``Change.commit`` allows).
+            if change.events or change.notifications or change.ticket != ticket:
                 change.commit(uow, insert=False)
             else:
                 uow.replace_timers(ticket_id, change.timers())

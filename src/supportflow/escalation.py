@@ -226,8 +226,16 @@ class EscalationEngine:
         value = ticket.state.get(f"escalation:{policy}")
         return value if isinstance(value, Mapping) else {"level": -1, "acked": False}
 
-    def timers(self, ticket: Ticket, category: StatusCategory, now: datetime) -> list[Timer]:
-        """The next escalation deadline of each policy (none once resolved or closed)."""
+    def timers(
+        self, ticket: Ticket, category: StatusCategory, now: datetime, at: datetime | None = None
+    ) -> list[Timer]:
+        """The next escalation deadline of each policy (none once resolved or closed).
+
+        ``at`` is the instant the ticket stands as it is (default ``now``): when the desk
+        catches up on deadlines, the time of the step it handled last. A condition level that
+        holds is due then, not when the worker came.
+        """
+        at = now if at is None else at
         if not self.policies or category in (StatusCategory.RESOLVED, StatusCategory.CLOSED):
             return []
         timers = []
@@ -237,22 +245,25 @@ class EscalationEngine:
             progress = self.progress(ticket, policy.name)
             reached = int(progress["level"])
             last = _last_at(progress)
-            if 0 <= reached < len(policy.levels) and last is not None:
-                current = policy.levels[reached]
-                if current.repeat_every is not None and not progress.get("acked"):
-                    due = _next_repeat(policy.calendar, last, current.repeat_every, now)
-                    timers.append(
-                        Timer(ticket.id, f"escalation:{policy.name}:repeat", due, "escalation")
-                    )
+            due_at = None
             if reached + 1 < len(policy.levels):
-                due_at = self._due(ticket, policy, policy.levels[reached + 1], now)
+                due_at = self._due(ticket, policy, policy.levels[reached + 1], at)
                 if due_at is not None and last is not None:
                     # Levels come one after another: never before the step already taken
                     # (80% of an SLA may have been used long before the level ahead of it).
                     due_at = max(due_at, last)
-                if due_at is not None:
-                    key = f"escalation:{policy.name}:level:{reached + 1}"
-                    timers.append(Timer(ticket.id, key, due_at, "escalation"))
+            if 0 <= reached < len(policy.levels) and last is not None:
+                current = policy.levels[reached]
+                if current.repeat_every is not None and not progress.get("acked"):
+                    # Missed repeats come as one, before the next level if that is overdue too.
+                    before = due_at if due_at is not None and due_at < now else None
+                    due = _next_repeat(policy.calendar, last, current.repeat_every, now, before)
+                    timers.append(
+                        Timer(ticket.id, f"escalation:{policy.name}:repeat", due, "escalation")
+                    )
+            if due_at is not None:
+                key = f"escalation:{policy.name}:level:{reached + 1}"
+                timers.append(Timer(ticket.id, key, due_at, "escalation"))
         return timers
 
     def step(
@@ -346,14 +357,24 @@ def _last_at(progress: Mapping[str, Any]) -> datetime | None:
 
 
 def _next_repeat(
-    calendar: BusinessCalendar, last: datetime, every: timedelta, now: datetime
+    calendar: BusinessCalendar,
+    last: datetime,
+    every: timedelta,
+    now: datetime,
+    before: datetime | None = None,
 ) -> datetime:
     """When a level reached (or last repeated) at ``last`` repeats next.
 
     Missed repeats (the worker was down, or the ticket was resolved and is back in work) are
-    not sent one per missed period: the latest one due by ``now`` stands for all of them.
+    not sent one per missed period: the latest one due by ``now`` stands for all of them. When
+    the next level fell due at ``before`` (before ``now``), the latest one due before it does.
     """
     due = to_utc(calendar.add(last, every))
+    if before is not None:
+        if due >= before:
+            return due  # the next level comes first, and ends these repeats
+        periods = (calendar.between(last, before) - timedelta.resolution) // every
+        return to_utc(calendar.add(last, every * periods)) if periods > 1 else due
     if due >= now:
         return due
     periods = calendar.between(last, now) // every
