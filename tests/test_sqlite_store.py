@@ -7,7 +7,7 @@ import math
 import multiprocessing
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -85,6 +85,51 @@ def test_a_file_from_a_newer_version_is_refused(path: Path) -> None:
         SqliteStore(path)
 
 
+def _open_sql_store(path: Path) -> Storage:
+    from supportflow.storage.sql import SqlStore
+
+    return SqlStore(f"sqlite:///{path}", create=True)
+
+
+@pytest.mark.parametrize("opener", [SqliteStore, _open_sql_store], ids=["sqlite", "sql"])
+def test_timers_of_a_version_2_file_keep_their_claim_order(
+    path: Path, opener: Callable[[Path], Storage]
+) -> None:
+    # A file from before generations: ties were claimed in rowid order, and still are; a
+    # deadline set after the upgrade goes behind them. Either adapter migrates it.
+    from supportflow.storage.sqlite import MIGRATIONS
+
+    due = int((T0 - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1))
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        for number, statements in enumerate(MIGRATIONS[:2], start=1):
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute("INSERT INTO schema_version VALUES (?, 0)", (number,))
+        connection.executemany(
+            "INSERT INTO timers (ticket_id, key, due_at, kind) VALUES (?, ?, ?, 'sla')",
+            [("t-2", "b", due), ("t-1", "c", due), ("t-3", "a", due - 1)],
+        )
+    connection.close()
+    store = opener(path)
+    try:
+        with store.transaction() as uow:
+            uow.replace_timers("t-0", [Timer("t-0", "a", T0)])
+        with store.transaction() as uow:
+            claimed = uow.claim_due_timers(T0, 10, "w", LEASE)
+    finally:
+        store.close()
+    assert [f"{t.ticket_id}/{t.key}" for t in claimed] == ["t-3/a", "t-2/b", "t-1/c", "t-0/a"]
+    with sqlite3.connect(path) as connection:
+        versions = [v for (v,) in connection.execute("SELECT version FROM schema_version")]
+        indexed = [row[2] for row in connection.execute("PRAGMA index_info(timers_due)")]
+    connection.close()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    assert indexed == ["due_at", "generation"]
+
+
 def _open_and_count(path: str) -> int:
     store = SqliteStore(path)
     try:
@@ -124,7 +169,7 @@ def test_claiming_walks_the_due_index(store: SqliteStore) -> None:
             for row in store._connection().execute(
                 "EXPLAIN QUERY PLAN SELECT ticket_id, key, due_at, kind FROM timers"
                 " WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
-                " ORDER BY due_at LIMIT ?",
+                " ORDER BY due_at, generation LIMIT ?",
                 (0, 0, 10),
             )
         )

@@ -8,6 +8,7 @@ missing server is a failure.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -21,12 +22,18 @@ import pytest
 # The kit's plain asserts should explain themselves when they fail.
 pytest.register_assert_rewrite("supportflow.testing.storage_contract")
 
-from supportflow.errors import ConcurrencyConflict  # noqa: E402
+from supportflow.errors import ConcurrencyConflict, ValidationError  # noqa: E402
 from supportflow.model import Timer  # noqa: E402
-from supportflow.storage import MemoryStore, Storage  # noqa: E402
+from supportflow.storage import MemoryStore, Storage, UnitOfWork  # noqa: E402
 from supportflow.storage.sqlite import SqliteStore  # noqa: E402
 from supportflow.testing.postgres import private_schema  # noqa: E402
-from supportflow.testing.storage_contract import StorageContract  # noqa: E402
+from supportflow.testing.storage_contract import (  # noqa: E402
+    StorageContract,
+    event,
+    make_ticket,
+    notification,
+    record,
+)
 
 
 class TestMemoryStore(StorageContract):
@@ -152,7 +159,6 @@ def test_sqlalchemy_is_imported_only_by_the_sql_adapter() -> None:
 
 
 def test_a_database_without_the_schema_is_refused_with_advice(tmp_path: Path) -> None:
-    from supportflow.errors import ValidationError
     from supportflow.storage.sql import SqlStore
 
     with pytest.raises(ValidationError, match="supportflow migrate"):
@@ -181,6 +187,93 @@ def test_sqlstore_accepts_an_in_memory_sqlite_url() -> None:
     with store.transaction() as uow:
         assert uow.next_ticket_number() == 1
     store.close()
+
+
+# A SqlStore on an engine made with plain `sqlalchemy.create_engine`, without the
+# `json_serializer` that make_engine sets: its documents must still be written by dump_json.
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def plain_engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_schema_url")
+        _truncate_all(url)
+        return url
+    return f"sqlite:///{tmp_path / 'plain-engine.db'}"
+
+
+@pytest.fixture
+def plain_engine_store(plain_engine_url: str) -> Iterator[Storage]:
+    import sqlalchemy as sa
+
+    from supportflow.storage.sql import SqlStore
+
+    engine = sa.create_engine(plain_engine_url)
+    store = SqlStore(engine, create=True)
+    yield store
+    store.close()
+    engine.dispose()
+
+
+_LARGE_FLOATS = {"v0": 1e16, "v1": -2.5e300, "v2": [{"v": 1e20}]}  # keys jsonb keeps in order
+
+
+def test_a_store_on_a_plain_engine_reads_large_floats_back_as_floats(
+    plain_engine_store: Storage, plain_engine_url: str
+) -> None:
+    import sqlalchemy as sa
+
+    from supportflow.storage._codec import dump_json
+    from supportflow.storage.sql import SqlStore
+
+    data = _LARGE_FLOATS
+    with plain_engine_store.transaction() as uow:
+        uow.insert_ticket(make_ticket(fields=data))
+        uow.append_events([event("t-1", 1, 0, **data)])
+        uow.put_record(record("survey", "r-1", data=data))
+        uow.enqueue([notification("n-1", data=data)])
+    reader = SqlStore(plain_engine_url)  # decodes afresh: no cache of what was written
+    try:
+        with reader.transaction() as uow:
+            stored = uow.get_record("survey", "r-1")
+            entry = uow.outbox_entry("n-1")
+            assert stored is not None
+            assert entry is not None
+            read = [
+                uow.get_ticket("t-1").fields,
+                uow.history("t-1")[0].data,
+                stored.data,
+                entry.notification.data,
+            ]
+        with reader.engine.connect() as connection:
+            text = connection.execute(sa.text("SELECT CAST(data AS TEXT) FROM records")).scalar()
+    finally:
+        reader.close()
+    for found in read:
+        assert repr(dict(found)) == repr(data)  # 1e16, not 10000000000000000
+    if not plain_engine_url.startswith("postgresql"):  # jsonb keeps no text
+        assert text == dump_json(data)
+
+
+@pytest.mark.parametrize(
+    ("write", "field"),
+    [
+        (lambda uow: uow.insert_ticket(make_ticket(fields={"score": math.nan})), "ticket"),
+        (lambda uow: uow.append_events([event("t-1", 1, 0, score=math.nan)]), "event.data"),
+        (lambda uow: uow.put_record(record("r", "1", data={"score": math.nan})), "record.data"),
+        (lambda uow: uow.enqueue([notification("n-1", data={"s": math.inf})]), "notification"),
+    ],
+    ids=["ticket", "event", "record", "notification"],
+)
+def test_a_store_on_a_plain_engine_refuses_nan_by_name(
+    plain_engine_store: Storage, write: Callable[[UnitOfWork], object], field: str
+) -> None:
+    with plain_engine_store.transaction() as uow:
+        with pytest.raises(ValidationError) as refused:
+            write(uow)
+        assert refused.value.field == field
+        uow.put_record(record("kept", "r-2"))  # the unit of work goes on
+    with plain_engine_store.transaction() as uow:
+        assert uow.get_record("kept", "r-2") is not None
+        assert uow.get_record("r", "1") is None
 
 
 @pytest.mark.postgres
@@ -235,6 +328,45 @@ def test_postgres_keeps_instants_as_timestamptz_to_the_microsecond(pg_schema_url
 
 
 @pytest.mark.postgres
+def test_postgres_timers_of_a_version_2_schema_get_generations() -> None:
+    # Step 3 on a schema from before generations (its own schema: this one is taken back to
+    # version 2 first): the timers stored are numbered, and new deadlines draw after them.
+    import sqlalchemy as sa
+
+    from supportflow.storage.sql import SCHEMA_VERSION, SqlStore, make_engine, migrate
+
+    due = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+    with private_schema(_pg_url(), "sf_test") as url:
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            for statement in (
+                "DROP INDEX timers_due",
+                "ALTER TABLE timers DROP COLUMN generation",
+                "DROP SEQUENCE timer_generation_seq",
+                "CREATE INDEX timers_due ON timers (due_at)",
+                "DELETE FROM schema_version WHERE version = 3",
+                "INSERT INTO timers (ticket_id, key, due_at, kind)"
+                " VALUES ('t-2', 'b', :due, 'sla'), ('t-1', 'c', :due, 'sla')",
+            ):
+                connection.execute(sa.text(statement), {"due": due})
+        assert migrate(url) == SCHEMA_VERSION
+        store = SqlStore(engine)
+        with store.transaction() as uow:
+            uow.replace_timers("t-0", [Timer("t-0", "a", due)])
+        with store.transaction() as uow:
+            claimed = uow.claim_due_timers(due, 10, "w", timedelta(minutes=5))
+        with engine.connect() as connection:
+            numbers = connection.execute(
+                sa.text("SELECT ticket_id, generation FROM timers ORDER BY generation")
+            ).all()
+        store.close()
+        engine.dispose()
+    assert [ticket_id for ticket_id, _ in numbers][-1] == "t-0"
+    assert len({generation for _, generation in numbers}) == 3
+    assert [f"{t.ticket_id}/{t.key}" for t in claimed][-1] == "t-0/a"
+
+
+@pytest.mark.postgres
 def test_postgres_claims_walk_the_due_index(pg_schema_url: str) -> None:
     import sqlalchemy as sa
 
@@ -256,7 +388,7 @@ def test_postgres_claims_walk_the_due_index(pg_schema_url: str) -> None:
                 sa.text(
                     "EXPLAIN SELECT ticket_id, key FROM timers WHERE due_at <= now() + interval"
                     " '1 hour' AND (lease_until IS NULL OR lease_until <= now())"
-                    " ORDER BY due_at LIMIT 100 FOR UPDATE SKIP LOCKED"
+                    " ORDER BY due_at, generation LIMIT 100 FOR UPDATE SKIP LOCKED"
                 )
             ).scalars()
         )

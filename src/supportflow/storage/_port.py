@@ -147,8 +147,14 @@ class UnitOfWork(Protocol):
     ) -> list[Timer]:
         """Claim up to ``limit`` timers due at or before ``now``, earliest first.
 
+        Timers due at the same instant come in the order their deadlines were set, whatever
+        their ticket ids and keys: a timer given a new due time goes behind the others due
+        then, one given only a new kind keeps its place, and timers set by one
+        :meth:`replace_timers` call come in the order given.
+
         A claimed timer is leased to ``owner`` until ``now + lease``; nobody else can claim it
-        before the lease expires. Claims are only visible to others once committed.
+        before the lease expires (then it comes up again in its place). Claims are only
+        visible to others once committed.
         """
         ...
 

@@ -18,9 +18,12 @@ on SQLite URLs for quick local checks.
   ``exec_driver_sql``, one round trip each (see ``_PgUnitOfWork``); decoded tickets are kept
   with the exact JSON text they came from. Pooled connections are pinged only after sitting
   idle (:func:`make_engine`).
-* **Types.** Documents are ``JSONB`` on PostgreSQL and ``JSON`` elsewhere. Instants are
-  ``timestamptz`` on PostgreSQL (microsecond precision) and integer microseconds since the
-  epoch elsewhere; both compare chronologically and come back as aware UTC datetimes.
+* **Types.** Documents are ``JSONB`` on PostgreSQL and ``JSON`` elsewhere, written by the
+  store's own JSON writer on any engine (:class:`Document`). Instants are ``timestamptz`` on
+  PostgreSQL (microsecond precision) and integer microseconds since the epoch elsewhere; both
+  compare chronologically and come back as aware UTC datetimes.
+* **Claim order.** Timers due at the same instant are claimed in the order their deadlines
+  were set (``timers.generation``, drawn whenever a deadline is set), as ``MemoryStore`` does.
 """
 
 from __future__ import annotations
@@ -115,8 +118,34 @@ class Instant(sa.types.TypeDecorator[datetime]):
         return micros_to_instant(int(value))
 
 
-Document = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-"""JSON documents: ``JSONB`` on PostgreSQL (indexable), ``JSON`` text elsewhere."""
+class Document(sa.types.TypeDecorator[Any]):
+    """A JSON document: ``JSONB`` on PostgreSQL (indexable), ``JSON`` text elsewhere.
+
+    Written by the store's own JSON writer whatever ``json_serializer`` the engine has (one
+    made with plain :func:`sqlalchemy.create_engine` has none): compact, floats of 1e16 and
+    more with a fraction (``jsonb`` would read ``1e+16`` back as an int), NaN and infinities
+    refused. Reading, and the JSON operators (``records.c.data["score"]``), are the engine's.
+    """
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[Any], str | None]:
+        # Replaces the JSON type's processor rather than feeding it (process_bind_param
+        # would): that one serialises with the engine's serializer. Text goes to the driver as
+        # it is; psycopg sends it untyped, and PostgreSQL reads it as the column's jsonb.
+        def process(value: Any) -> str | None:
+            if isinstance(value, sa.sql.elements.Null):
+                return None
+            return dump_json(None if value is sa.JSON.NULL else value)
+
+        return process
+
 
 # BIGINT identity on PostgreSQL; SQLite only auto-numbers an INTEGER PRIMARY KEY.
 _Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -189,6 +218,10 @@ events = sa.Table(
     sqlite_autoincrement=True,
 )
 
+timer_generation_seq = sa.Sequence("timer_generation_seq", metadata=metadata, start=1)
+"""Timer generations on PostgreSQL (the ``timers.generation`` default); elsewhere they come
+from the ``timer_generation`` row of ``counters``."""
+
 timers = sa.Table(
     "timers",
     metadata,
@@ -198,7 +231,10 @@ timers = sa.Table(
     sa.Column("kind", sa.Text, nullable=False),
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_until", Instant),
-    sa.Index("timers_due", "due_at"),
+    # Drawn afresh whenever the deadline is set: claims take timers due at the same instant
+    # in the order their deadlines were set, as MemoryStore does.
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Index("timers_due", "due_at", "generation"),
 )
 
 outbox = sa.Table(
@@ -265,7 +301,46 @@ def _drop_outbox_created(connection: Connection) -> None:
     connection.execute(sa.text("DROP INDEX IF EXISTS outbox_created"))
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_initial_schema, _drop_outbox_created)
+def _order_timer_ties(connection: Connection) -> None:
+    # Claims order timers due at the same instant by generation, drawn whenever a deadline is
+    # set (MemoryStore's order). Also runs on a database step 1 made today, which has it all.
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        connection.execute(sa.text("CREATE SEQUENCE IF NOT EXISTS timer_generation_seq"))
+    columns = {column["name"] for column in sa.inspect(connection).get_columns("timers")}
+    if "generation" not in columns:
+        connection.execute(
+            sa.text("ALTER TABLE timers ADD COLUMN generation BIGINT NOT NULL DEFAULT 0")
+        )
+        # Timers stored before: on SQLite in rowid order, the order its claims took them in
+        # until now; PostgreSQL's claims had no order for them.
+        numbers = "nextval('timer_generation_seq')" if postgres else "rowid"
+        connection.execute(sa.text(f"UPDATE timers SET generation = {numbers}"))
+    if postgres:
+        connection.execute(
+            sa.text(
+                "ALTER TABLE timers ALTER COLUMN generation"
+                " SET DEFAULT nextval('timer_generation_seq')"
+            )
+        )
+    else:
+        connection.execute(
+            sa.text(
+                "INSERT INTO counters (name, value) SELECT 'timer_generation',"
+                " COALESCE(MAX(generation), 0) FROM timers WHERE NOT EXISTS"
+                " (SELECT 1 FROM counters WHERE name = 'timer_generation')"
+            )
+        )
+    # Claims walk (due_at, generation) in order: no sort, however many timers are due.
+    connection.execute(sa.text("DROP INDEX IF EXISTS timers_due"))
+    connection.execute(sa.text("CREATE INDEX timers_due ON timers (due_at, generation)"))
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _initial_schema,
+    _drop_outbox_created,
+    _order_timer_ties,
+)
 """Forward migrations: step ``n`` (1-based) brings the schema from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -334,11 +409,14 @@ def make_engine(url: str | sa.engine.URL, **kwargs: Any) -> Engine:
 
     On SQLite: every transaction starts with ``BEGIN IMMEDIATE`` (claims are write
     transactions), WAL mode, ``foreign_keys=ON``, a 30 s busy timeout; ``sqlite://`` (memory)
-    shares one connection. JSON is written compactly and NaN is refused.
+    shares one connection.
 
     Elsewhere a pooled connection that sat idle for over a second is pinged before use and
     replaced if it is dead (a restarted server, a dropped idle connection); pass
     ``pool_pre_ping=True`` to ping at every checkout instead.
+
+    JSON columns of your own on this engine are written as the store writes its documents
+    (compact, NaN refused); the store's documents are written that way on any engine.
     """
     parsed = sa.make_url(url)
     kwargs.setdefault("json_serializer", dump_json)
@@ -803,29 +881,39 @@ class _SqlUnitOfWork:
             self._c.execute(
                 sa.delete(timers).where(timers.c.ticket_id == ticket_id, timers.c.key.in_(gone))
             )
+        rescheduled: list[tuple[str, Timer, datetime]] = []  # new deadlines, in order
         for key, timer in wanted.items():
             due = _utc(timer.due_at, "timer.due_at")
             previous = stored.get(key)
-            where = (timers.c.ticket_id == ticket_id, timers.c.key == key)
             if previous is not None and previous.due_at == due:
-                if previous.kind != timer.kind:  # same deadline: keep the lease
-                    self._c.execute(sa.update(timers).where(*where).values(kind=timer.kind))
+                if previous.kind != timer.kind:  # same deadline: keep the lease and the place
+                    self._c.execute(
+                        sa.update(timers)
+                        .where(timers.c.ticket_id == ticket_id, timers.c.key == key)
+                        .values(kind=timer.kind)
+                    )
                 continue
-            if previous is not None:
+            rescheduled.append((key, timer, due))
+        generation = self._next_generations(len(rescheduled))
+        for key, timer, due in rescheduled:
+            generation += 1
+            values = {"due_at": due, "kind": timer.kind, "generation": generation}
+            if key in stored:
                 self._c.execute(
                     sa.update(timers)
-                    .where(*where)
-                    .values(due_at=due, kind=timer.kind, lease_owner=None, lease_until=None)
+                    .where(timers.c.ticket_id == ticket_id, timers.c.key == key)
+                    .values(**values, lease_owner=None, lease_until=None)
                 )
-                continue
-            if (
-                self._insert_new(
-                    timers,
-                    [{"ticket_id": ticket_id, "key": key, "due_at": due, "kind": timer.kind}],
-                )
-                != 1
-            ):
+            elif self._insert_new(timers, [{"ticket_id": ticket_id, "key": key, **values}]) != 1:
                 raise ConcurrencyConflict(ticket_id, 0, None)
+
+    def _next_generations(self, count: int) -> int:
+        """Reserve ``count`` timer generations; return the one before the first."""
+        if count == 0:
+            return 0
+        where = counters.c.name == "timer_generation"
+        self._c.execute(sa.update(counters).where(where).values(value=counters.c.value + count))
+        return int(self._c.execute(sa.select(counters.c.value).where(where)).scalar_one()) - count
 
     def timers(self, ticket_id: str) -> list[Timer]:
         if self._unfindable(ticket_id):
@@ -851,7 +939,7 @@ class _SqlUnitOfWork:
                 timers.c.due_at <= at,
                 sa.or_(timers.c.lease_until.is_(None), timers.c.lease_until <= at),
             )
-            .order_by(timers.c.due_at)
+            .order_by(timers.c.due_at, timers.c.generation)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -1171,27 +1259,31 @@ _PG_LAST_SEQUENCE = "SELECT max(sequence) FROM events WHERE ticket_id = %s"
 
 # One statement whatever changed. An unchanged timer is not rewritten and keeps its lease; a
 # new deadline drops the lease. ON CONFLICT waits for a claimer's row lock, then sees its lease.
+# Each proposed row draws its generation (the column's default, nextval) in the order given; a
+# timer keeps its own unless its deadline changes.
 _PG_REPLACE_TIMERS = (
     "WITH gone AS (DELETE FROM timers WHERE ticket_id = %(id)s AND key <> ALL(%(keys)b::text[]))"
     " INSERT INTO timers (ticket_id, key, due_at, kind)"
     " SELECT %(id)s, w.key, w.due_at, w.kind"
     " FROM unnest(%(keys)b::text[], %(dues)b::timestamptz[], %(kinds)b::text[])"
-    " AS w(key, due_at, kind)"
+    " WITH ORDINALITY AS w(key, due_at, kind, n) ORDER BY w.n"
     " ON CONFLICT (ticket_id, key) DO UPDATE SET due_at = excluded.due_at, kind = excluded.kind,"
     " lease_owner = CASE WHEN timers.due_at = excluded.due_at THEN timers.lease_owner END,"
-    " lease_until = CASE WHEN timers.due_at = excluded.due_at THEN timers.lease_until END"
+    " lease_until = CASE WHEN timers.due_at = excluded.due_at THEN timers.lease_until END,"
+    " generation = CASE WHEN timers.due_at = excluded.due_at THEN timers.generation"
+    " ELSE excluded.generation END"
     " WHERE (timers.due_at, timers.kind) IS DISTINCT FROM (excluded.due_at, excluded.kind)"
 )
 
-# Walks the timers_due index from the earliest, skipping rows others are claiming, and leases
-# what it found in the same statement.
+# Walks the timers_due index (due_at, generation) from the earliest, skipping rows others are
+# claiming, and leases what it found in the same statement.
 _PG_CLAIM_TIMERS = (
     "UPDATE timers AS t SET lease_owner = %(owner)s, lease_until = %(until)s"
     " FROM (SELECT ticket_id, key FROM timers"
     " WHERE due_at <= %(now)s AND (lease_until IS NULL OR lease_until <= %(now)s)"
-    " ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
+    " ORDER BY due_at, generation LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
     " WHERE t.ticket_id = due.ticket_id AND t.key = due.key"
-    " RETURNING t.ticket_id, t.key, t.due_at, t.kind"
+    " RETURNING t.ticket_id, t.key, t.due_at, t.kind, t.generation"
 )
 
 _PG_ENQUEUE = (
@@ -1409,9 +1501,9 @@ class _PgUnitOfWork(_SqlUnitOfWork):
         rows = self._c.exec_driver_sql(
             _PG_CLAIM_TIMERS, {"owner": owner, "until": until, "now": at, "limit": limit}
         ).all()
-        timers_ = [Timer(t, key, _from_pg(due), kind) for t, key, due, kind in rows]
-        timers_.sort(key=lambda timer: timer.due_at)  # RETURNING keeps no order
-        return timers_
+        # RETURNING keeps no order: the claim's is (due_at, generation).
+        ordered = sorted(rows, key=lambda row: (row[2], row[4]))
+        return [Timer(t, key, _from_pg(due), kind) for t, key, due, kind, _ in ordered]
 
     # -- outbox ----------------------------------------------------------------------------
     def enqueue(self, notifications: Sequence[Notification]) -> None:

@@ -157,6 +157,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 2: one index fewer to write with every notification. Listing dead letters (the only
     # reader ordered by creation) reads the few rows of that status through outbox_due.
     ("DROP INDEX IF EXISTS outbox_created",),
+    # 3: claims take timers due at the same instant in the order their deadlines were set (as
+    # MemoryStore does): a generation is drawn from the counter whenever a deadline is set.
+    # Timers stored before are numbered in rowid order, the order claims took them in so far.
+    (
+        "ALTER TABLE timers ADD COLUMN generation BIGINT NOT NULL DEFAULT 0",
+        "UPDATE timers SET generation = rowid",
+        "INSERT INTO counters (name, value)"
+        " SELECT 'timer_generation', COALESCE(MAX(generation), 0) FROM timers",
+        "DROP INDEX timers_due",
+        "CREATE INDEX timers_due ON timers (due_at, generation)",
+    ),
 )
 """Forward migrations: step ``n`` (1-based) brings the schema from version ``n - 1`` to ``n``."""
 
@@ -654,22 +665,31 @@ class _SqliteUnitOfWork:
         gone = [(ticket_id, key) for key in stored if key not in wanted]
         if gone:
             self._c.executemany("DELETE FROM timers WHERE ticket_id = ? AND key = ?", gone)
+        rows: list[tuple[str, str, int, str]] = []  # the new deadlines, in the order given
         for key, timer in wanted.items():
             due = _utc(timer.due_at, "timer.due_at")
             previous = stored.get(key)
             if previous is not None and previous[0] == due:
-                if previous[1] != timer.kind:  # same deadline: keep the lease
+                if previous[1] != timer.kind:  # same deadline: keep the lease and the place
                     self._c.execute(
                         "UPDATE timers SET kind = ? WHERE ticket_id = ? AND key = ?",
                         (timer.kind, ticket_id, key),
                     )
                 continue
-            self._c.execute(
-                "INSERT INTO timers (ticket_id, key, due_at, kind) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (ticket_id, key) DO UPDATE SET due_at = excluded.due_at,"
-                " kind = excluded.kind, lease_owner = NULL, lease_until = NULL",
-                (ticket_id, key, due, timer.kind),
-            )
+            rows.append((ticket_id, key, due, timer.kind))
+        if not rows:
+            return
+        (last,) = self._c.execute(
+            "UPDATE counters SET value = value + ? WHERE name = 'timer_generation' RETURNING value",
+            (len(rows),),
+        ).fetchone()
+        self._c.executemany(
+            "INSERT INTO timers (ticket_id, key, due_at, kind, generation) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (ticket_id, key) DO UPDATE SET due_at = excluded.due_at,"
+            " kind = excluded.kind, generation = excluded.generation, lease_owner = NULL,"
+            " lease_until = NULL",
+            [(*row, generation) for generation, row in enumerate(rows, last - len(rows) + 1)],
+        )
 
     def timers(self, ticket_id: str) -> list[Timer]:
         if unfindable(ticket_id):
@@ -689,11 +709,12 @@ class _SqliteUnitOfWork:
         check_text(owner, "owner")
         if check_limit(limit) == 0:
             return []
-        # Walks the due_at index from the earliest; leased rows are skipped, never sorted.
+        # Walks the (due_at, generation) index from the earliest; leased rows are skipped,
+        # never sorted.
         rows = self._c.execute(
             "SELECT ticket_id, key, due_at, kind FROM timers"
             " WHERE due_at <= ? AND (lease_until IS NULL OR lease_until <= ?)"
-            " ORDER BY due_at LIMIT ?",
+            " ORDER BY due_at, generation LIMIT ?",
             (at, at, limit),
         ).fetchall()
         self._c.executemany(

@@ -999,6 +999,35 @@ class StorageContract:
         with store.transaction() as uow:
             assert [t.key for t in uow.claim_due_timers(at(2), 5, "w2", LEASE)] == ["moved"]
 
+    def test_timers_due_at_the_same_time_are_claimed_in_the_order_they_were_set(
+        self, store: Storage
+    ) -> None:
+        # Ties in due time go by when each deadline was set, neither by ticket id nor by key:
+        # a new deadline goes behind the timers due then, a new kind or a lease keeps its place.
+        t = self._timer
+        steps = [
+            ("t-3", [t("t-3", "b", 5)]),
+            ("t-1", [t("t-1", "c", 5)]),
+            ("t-2", [t("t-2", "a", 5)]),
+            ("t-1", [t("t-1", "c", 5), t("t-1", "a", 5)]),  # "c" unchanged: keeps its place
+            ("t-3", [t("t-3", "b", 5, "autoclose"), t("t-3", "a", 5)]),  # "b": a new kind only
+            ("t-5", [t("t-5", "y", 5), t("t-5", "x", 5)]),  # one call: in the order given
+            ("t-1", [t("t-1", "c", 9), t("t-1", "a", 5)]),  # "c" moves away...
+            ("t-1", [t("t-1", "c", 5), t("t-1", "a", 5)]),  # ...and back: behind the others
+            ("t-4", [t("t-4", "z", 1)]),  # set last, due first
+        ]
+        for ticket_id, timers in steps:
+            with store.transaction() as uow:
+                uow.replace_timers(ticket_id, timers)
+        expected = ["t-4/z", "t-3/b", "t-2/a", "t-1/a", "t-3/a", "t-5/y", "t-5/x", "t-1/c"]
+        with store.transaction() as uow:
+            first = uow.claim_due_timers(at(10), 3, "w1", LEASE)
+            rest = uow.claim_due_timers(at(10), 10, "w1", LEASE)
+        assert [f"{x.ticket_id}/{x.key}" for x in first + rest] == expected
+        with store.transaction() as uow:  # the leases ran from 10 to 15 minutes
+            again = uow.claim_due_timers(at(15), 10, "w2", LEASE)
+        assert [f"{x.ticket_id}/{x.key}" for x in again] == expected
+
     # -- outbox ----------------------------------------------------------------------------
     def test_enqueued_notifications_are_pending_and_due_at_once(self, store: Storage) -> None:
         with store.transaction() as uow:
