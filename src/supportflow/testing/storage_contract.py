@@ -827,6 +827,42 @@ class StorageContract:
         assert middle == list(range(300, 2100))
 
     # -- timers ----------------------------------------------------------------------------
+    @pytest.mark.parametrize(
+        ("given", "field"),
+        [
+            ([("t-1", "a"), ("t-2", "b")], "timer.ticket_id"),
+            ([("t-1", "a"), ("t-1", "a")], "timer.key"),
+        ],
+        ids=["another ticket's timer", "a key twice"],
+    )
+    def test_bad_timers_are_refused_whole_even_when_the_deadlines_match(
+        self, store: Storage, given: list[tuple[str, str]], field: str
+    ) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "a", 5), self._timer("t-1", "b", 5)])
+            before = uow.timers("t-1")
+        timers = [self._timer(ticket_id, key, 5) for ticket_id, key in given]
+        with pytest.raises(ValidationError) as refused, store.transaction() as uow:
+            uow.replace_timers("t-1", timers)
+        assert refused.value.field == field
+        with store.transaction() as uow:
+            assert uow.timers("t-1") == before
+
+    def test_a_new_kind_on_the_same_deadline_is_stored_and_keeps_the_lease(
+        self, store: Storage
+    ) -> None:
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "a", 5, "sla_warning")])
+        with store.transaction() as uow:
+            claimed = uow.claim_due_timers(at(5), 10, "w-1", timedelta(hours=1))
+        assert [timer.key for timer in claimed] == ["a"]
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "a", 5, "sla_breach")])
+        with store.transaction() as uow:
+            assert [timer.kind for timer in uow.timers("t-1")] == ["sla_breach"]
+            # Still leased to w-1: nobody else claims it.
+            assert uow.claim_due_timers(at(6), 10, "w-2", timedelta(hours=1)) == []
+
     def test_replace_timers_replaces_the_whole_set(self, store: Storage) -> None:
         with store.transaction() as uow:
             uow.replace_timers("t-1", [self._timer("t-1", "b", 20), self._timer("t-1", "a", 10)])
