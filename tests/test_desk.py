@@ -22,6 +22,7 @@ from supportflow import (
     Customer,
     Desk,
     Event,
+    Guard,
     InvalidTransition,
     ManualClock,
     Priority,
@@ -33,9 +34,14 @@ from supportflow import (
     Ticket,
     TicketNotFound,
     Timer,
+    Transition,
     ValidationError,
+    Workflow,
+    default_workflow,
 )
+from supportflow.clock import to_utc
 from supportflow.storage import MemoryStore, OutboxStatus
+from supportflow.storage.sqlite import SqliteStore
 from supportflow.testing import scenario_desk
 
 WANG = Customer(id="c-17", name="Wang Fang", contacts={"email": "wang.fang@example.com"})
@@ -1121,3 +1127,221 @@ def test_ids_and_limits_may_be_subclasses_of_str_and_int(desk: Desk) -> None:
     assert desk.get_ticket(TicketId(ticket.id)).id == ticket.id
     assert desk.reply(TicketId(ticket.id), "Hello", by="agent_li").version == ticket.version + 1
     assert [t.id for t in desk.tickets(limit=Page.TEN)] == [ticket.id]
+
+
+# -- fire()'s details never replace what a StatusChanged event says of the move itself ----------
+@pytest.mark.parametrize("key", ["from", "to", "from_category", "to_category", "automatic"])
+def test_fire_details_cannot_rewrite_the_move_they_are_recorded_with(desk: Desk, key: str) -> None:
+    refused = refused_on_a_case(
+        desk, lambda case: desk.fire(case, "triage", by="agent_li", **{key: "resolved"})
+    )
+    assert refused.field == key
+
+
+def test_a_status_change_records_the_move_made_whatever_an_extension_passes(desk: Desk) -> None:
+    ticket = open_case(desk)
+
+    def forged(change: Any) -> None:
+        change.fire("triage", "agent_li", {"to": "resolved", "note": "n"})
+
+    desk.execute(ticket.id, forged)
+    data = last(desk, ticket.id, "StatusChanged").data
+    assert (data["to"], data["to_category"], data["note"]) == ("open", "active", "n")
+
+
+# -- Identity verification follows where a guarded trigger really takes the ticket --------------
+MONDAY = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+SPAM = Guard("marked as spam", lambda t: "spam" in t.tags)
+
+
+def intake_desk(transitions: list[Transition] | None = None) -> Desk:
+    """Phone calls need verification; by default ``take`` drops a spam call, and otherwise
+    starts work on it (also on assignment)."""
+    workflow = Workflow(
+        statuses={"new": "new", "working": "active", "dropped": "closed"},
+        transitions=transitions
+        or [
+            Transition("take", "new", "dropped", guards=[SPAM]),
+            Transition("take", "new", "working"),
+        ],
+        initial="new",
+        automatic={"assign": ["take"]},
+    )
+    return Desk(
+        store=MemoryStore(), clock=ManualClock(MONDAY), workflow=workflow, verify_channels=["phone"]
+    )
+
+
+def test_a_guard_choosing_an_active_status_does_not_skip_verification() -> None:
+    desk = intake_desk()
+    call = desk.open_ticket(
+        subject="Change my bank account", body="...", customer=Customer(id="c-1"), channel="phone"
+    )
+    with pytest.raises(InvalidTransition) as refused:
+        desk.fire(call.id, "take", by="agent_li")
+    assert "verification is missing" in str(refused.value)
+    assert desk.get_ticket(call.id).status == "new"
+    assert desk.assign(call.id, "agent_li", by="lead").status == "new"  # automatic: it waits
+
+
+def test_a_guard_choosing_a_closed_status_needs_no_verification() -> None:
+    desk = intake_desk()
+    call = desk.open_ticket(
+        subject="Prank", body="...", customer=Customer(id="c-1"), channel="phone", tags=["spam"]
+    )
+    assert desk.fire(call.id, "take", by="agent_li").status == "dropped"
+
+
+def test_an_unverified_refusal_lists_a_trigger_that_can_still_close_the_call() -> None:
+    known = Guard("known caller", lambda t: "known" in t.tags)
+    desk = intake_desk(
+        [Transition("take", "new", "working", guards=[known]), Transition("take", "new", "dropped")]
+    )
+    call = desk.open_ticket(subject="s", body="b", customer=Customer(id="c-1"), channel="phone")
+    assert desk.fire(call.id, "take", by="agent_li").status == "dropped"
+
+
+# -- An extension's events, state and notifications are checked as the desk's commands are ------
+WHEN = datetime(2026, 3, 2, tzinfo=timezone.utc)
+AGENT = [Recipient("agent", "agent_li")]
+
+
+@pytest.mark.parametrize(
+    ("action", "field"),
+    [
+        (lambda c: c.record("Audited", {"at": WHEN}), "data.at"),
+        (lambda c: c.record("Audited", {"score": float("nan")}), "data.score"),
+        (lambda c: c.record("Audited", {"seen": {1, 2}}), "data.seen"),
+        (lambda c: c.record(float("nan"), {}), "kind"),
+        (lambda c: c.record(("Audited",), {}), "kind"),
+        (lambda c: c.record("Audited", {}, actor={"id": 1}), "actor"),
+        (lambda c: c.record("Audited", ["not", "a", "mapping"]), "data"),
+        (lambda c: c.set_state(checked_at=WHEN), "state.checked_at"),
+        (lambda c: c.notify("audit", AGENT, "s", "b", at=WHEN), "data.at"),
+        (lambda c: c.notify(7, AGENT, "s", "b"), "kind"),
+        (lambda c: c.fire("triage", "agent_li", {"at": WHEN}), "data.at"),
+        (lambda c: c.fire(["triage"], "agent_li", {}), "trigger"),
+    ],
+)
+def test_an_extension_writing_what_no_store_keeps_is_refused_naming_it(
+    desk: Desk, action: Any, field: str
+) -> None:
+    assert refused_on_a_case(desk, lambda case: desk.execute(case, action)).field == field
+
+
+# -- Desk.tickets: an empty filter value is a filter, never a filter left out -------------------
+def test_no_status_in_a_category_finds_nothing(desk: Desk) -> None:
+    waiting = open_case(desk)
+    desk.assign(waiting.id, "agent_li", by="lead_zhao")
+    desk.fire(waiting.id, "wait_on_customer", by="agent_li")
+    assert desk.tickets(status=[]) == []
+    assert desk.tickets(status=[], category="waiting") == []
+    assert [t.id for t in desk.tickets(category="waiting")] == [waiting.id]
+
+
+@pytest.mark.parametrize(
+    "filters", [{"channel": ""}, {"priority": ""}, {"created_from": ""}, {"created_to": 0}]
+)
+def test_an_empty_filter_value_is_refused_naming_it(desk: Desk, filters: dict[str, Any]) -> None:
+    open_case(desk)
+    with pytest.raises(ValidationError) as refused:
+        desk.tickets(**filters)
+    assert refused.value.field == next(iter(filters))
+
+
+# -- A limit larger than a database integer means "all of them", on every store -----------------
+
+
+@pytest.mark.parametrize("make_store", [MemoryStore, lambda: SqliteStore(":memory:")])
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda d: d.tickets(limit=2**63),
+        lambda d: d.run_due(limit=10**30),
+        lambda d: d.deliver_pending(limit=2**64),
+        lambda d: d.dead_letters(limit=2**63),
+    ],
+)
+def test_a_limit_past_a_database_integer_means_all(make_store: Any, read: Any) -> None:
+    desk = Desk(store=make_store(), clock=ManualClock(MONDAY))
+    desk.open_ticket(subject="VPN down", body="...", customer=Customer(id="c-1"), channel="email")
+    read(desk)  # no OverflowError from the database driver
+    assert len(desk.tickets(limit=2**63)) == 1
+
+
+# -- Who acts, who is assigned and which group: never a blank name ------------------------------
+@pytest.mark.parametrize(
+    ("command", "field"),
+    [
+        (lambda d, t: d.assign(t, "", by="lead_zhao"), "assignee"),
+        (lambda d, t: d.assign(t, "   ", by="lead_zhao"), "assignee"),
+        (lambda d, t: d.assign(t, group="\t", by="lead_zhao"), "group"),
+    ],
+)
+def test_a_blank_assignee_or_group_is_refused(desk: Desk, command: Any, field: str) -> None:
+    assert refused_on_a_case(desk, lambda case: command(desk, case)).field == field
+
+
+@pytest.mark.parametrize("field", ["by", "assignee", "group"])
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_case_is_not_opened_by_or_for_a_blank_name(desk: Desk, field: str, blank: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        desk.open_ticket(
+            subject="VPN down", body="...", customer=WANG, channel="email", **{field: blank}
+        )
+    assert refused.value.field == field
+    assert desk.tickets() == []
+
+
+# -- A workflow asked about, or built with, something that is no name answers in its own terms ---
+@pytest.mark.parametrize("initial", [["new"], {"new": 1}, None, 3])
+def test_an_initial_status_that_is_no_name_is_refused_naming_it(initial: Any) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Workflow(statuses={"new": "new"}, transitions=[], initial=initial)
+    assert refused.value.field == "initial"
+
+
+def test_a_blank_status_name_is_refused() -> None:
+    with pytest.raises(ValidationError) as refused:
+        Workflow(statuses={"   ": "new"}, transitions=[], initial="   ")
+    assert refused.value.field == "statuses"
+
+
+def test_questions_about_a_status_or_trigger_that_is_no_name() -> None:
+    workflow = default_workflow()
+    assert workflow.allowed(["new"]) == ()
+    assert workflow.unguarded_next("new", ["triage"]) is None
+    with pytest.raises(InvalidTransition):
+        workflow.next_status(["new"], "triage")
+    with pytest.raises(InvalidTransition):
+        workflow.next_status("new", ["triage"])
+
+
+# -- An instant that UTC cannot hold is a ValidationError, not an OverflowError -----------------
+LATE = datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))  # past 9999 in UTC
+EARLY = datetime.min.replace(tzinfo=timezone(timedelta(hours=5)))  # before year 1 in UTC
+
+
+@pytest.mark.parametrize("instant", [LATE, EARLY])
+def test_an_instant_past_the_calendar_in_utc_is_refused_naming_the_argument(
+    instant: datetime,
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        to_utc(instant, "due_at")
+    assert refused.value.field == "due_at"
+    clock = ManualClock(datetime(2026, 3, 2, 9, tzinfo=timezone.utc))
+    with pytest.raises(ValidationError, match="instant"):
+        clock.set(instant)
+    assert clock.now() == datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+    with pytest.raises(ValidationError, match="start"):
+        ManualClock(instant)
+
+
+def test_run_due_at_an_instant_whose_lease_ends_past_the_calendar_is_refused() -> None:
+    from supportflow import Customer, Desk
+
+    desk = Desk(clock=ManualClock(datetime(2026, 3, 2, 9, tzinfo=timezone.utc)))
+    desk.open_ticket(subject="s", body="b", customer=Customer(id="c-1"), channel="email")
+    with pytest.raises(ValidationError) as refused:
+        desk.run_due(now=datetime.max.replace(tzinfo=timezone.utc))
+    assert refused.value.field == "now"

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import attrs
 
 from supportflow.automation import AutoClosePolicy, CallbackPolicy, IdleChatPolicy
-from supportflow.errors import InvalidTransition
+from supportflow.errors import InvalidTransition, ValidationError
 from supportflow.escalation import EscalationEngine, EscalationPolicy, EscalationStep
 from supportflow.events import Event, EventDraft, EventType
 from supportflow.model import (
@@ -35,6 +35,8 @@ from supportflow.model import (
     _maker,
     _replacer,
     _slot_setter,
+    check_text,
+    plain_json,
 )
 from supportflow.notify.guard import ReplyGuard
 from supportflow.sla import TICKET_INPUTS, SlaEngine
@@ -42,6 +44,10 @@ from supportflow.storage import UnitOfWork
 from supportflow.workflow import Workflow
 
 _MAX_DUE_STEPS = 10_000  # a ticket never has this many deadlines due at once
+
+
+class _Unverified(InvalidTransition):
+    """Refused because the customer's identity is not verified (an ``InvalidTransition``)."""
 
 
 class DeskExtension:
@@ -201,8 +207,14 @@ class Change:
     def record(self, kind: str, data: Mapping[str, Any], actor: str | None = None) -> None:
         """Record a ``kind`` event with a copy of ``data``, by ``actor`` (default: whoever runs
         the command); it is stored when the change commits."""
-        # A copy of ``data``: the caller may go on changing its dict.
-        self._record(kind, dict(data), actor)
+        # Checked as the desk's own commands check what they record (an extension's event is
+        # stored as every store keeps it, or refused naming the value), and a copy of ``data``:
+        # the caller may go on changing its dict.
+        check_text("kind", kind)
+        check_text("actor", actor, optional=True)
+        if not isinstance(data, Mapping):
+            raise ValidationError("data", data, "a mapping with string keys")
+        self._record(kind, plain_json(data, "data"), actor)
 
     def _record(
         self,
@@ -228,8 +240,11 @@ class Change:
     ) -> None:
         """Queue a ``kind`` notification for ``recipients`` (none: nothing is queued), with
         ``data`` kept on it; it goes to the outbox when the change commits."""
+        check_text("kind", kind)
         if not recipients:
             return
+        if not _STR_ONLY.issuperset(map(type, data.values())):  # not only text: checked
+            data = plain_json(data, "data")
         ticket_id: str = self._field("id")
         sequence = self._field("sequence") + len(self.recorded)
         key = f"{ticket_id}:{sequence}:{kind}:{len(self.notifications)}"
@@ -248,9 +263,10 @@ class Change:
     def set_state(self, **changes: Any) -> None:
         """Write the rules engines' bookkeeping in ``ticket.state`` (``None`` removes a key).
 
-        Values must be plain JSON (strings, numbers, booleans, lists, dicts).
+        Values must be plain JSON (strings, numbers, booleans, lists, dicts); others are a
+        ``ValidationError`` naming the key (``state.<key>``).
         """
-        self._state(**changes)
+        self._state(**{key: plain_json(value, f"state.{key}") for key, value in changes.items()})
 
     def _unset(self, *keys: str) -> None:
         """Remove ``keys`` from ``ticket.state``; nothing to do when none is there (most
@@ -466,6 +482,9 @@ class Change:
         """Move the ticket with workflow ``trigger`` and record ``StatusChanged`` with the
         values of ``data`` that are not ``None``; raises ``InvalidTransition`` when not allowed.
         ``system=True`` skips the check that the customer's identity was verified."""
+        if type(trigger) is not str or not _PLAIN_VALUES.issuperset(map(type, data.values())):
+            check_text("trigger", trigger)  # an extension's call: checked as the desk's are
+            data = plain_json(data, "data")
         self.actor = by
         before, category = self.ticket, self.category()
         if system:
@@ -595,7 +614,10 @@ class Change:
         self._record(EventType.CALLBACK_DONE, {"outcome": outcome})
 
     # -- the workflow ----------------------------------------------------------------------
-    def _verification_missing(self, trigger: str) -> str | None:
+    def _verification_missing(self, trigger: str, dest: str | None = None) -> str | None:
+        """Why ``trigger`` may not move the unverified customer's ticket, or ``None``. With
+        ``dest`` (where the trigger takes it, guards checked) for that move; without, only when
+        every destination the trigger may have from the status needs verification."""
         verify_channels = self.rules.verify_channels
         if not verify_channels:
             return None  # no channel asks for it (most desks)
@@ -606,8 +628,11 @@ class Change:
         status = self._field("status")
         if workflow.category(status) is not StatusCategory.NEW:
             return None
-        dest = workflow.destination(status, trigger)
-        if dest is None or workflow.category(dest) in (StatusCategory.NEW, StatusCategory.CLOSED):
+        # A trigger may have several transitions from one status, guards choosing among them.
+        dests = workflow.destinations(status, trigger) if dest is None else (dest,)
+        if not dests or any(
+            workflow.category(d) in (StatusCategory.NEW, StatusCategory.CLOSED) for d in dests
+        ):
             return None
         return (
             f"customer identity verification is missing (required on the "
@@ -617,19 +642,17 @@ class Change:
     def _transition(self, trigger: str, data: dict[str, Any], *, system: bool = False) -> None:
         workflow = self.rules.workflow
         previous: str = self._field("status")
-        if not system:
-            missing = self._verification_missing(trigger)
-            if missing is not None:
-                allowed = [
-                    other
-                    for other in workflow.allowed(previous)
-                    if self._verification_missing(other) is None
-                ]
-                raise InvalidTransition(self._field("id"), previous, trigger, allowed, missing)
+        # Identity checks only on desks that ask for them (most do not): before the guards run,
+        # then against the destination they chose.
+        checked = not system and bool(self.rules.verify_channels)
+        if checked:
+            self._refuse_unverified(trigger, None)
         # Guards read the whole ticket; most transitions have none and need only the status.
         status = workflow.unguarded_next(previous, trigger) or workflow.next_status(
             previous, trigger, self.ticket
         )
+        if checked:
+            self._refuse_unverified(trigger, status)
         before_category = workflow.category(previous)
         category = workflow.category(status)
         self._set(status=status)
@@ -641,7 +664,7 @@ class Change:
             "to_category": category._value_,
         }
         for key, value in data.items():
-            if value is not None:
+            if value is not None and key not in recorded:  # the move's own keys stand
                 recorded[key] = value
         self._record(EventType.STATUS_CHANGED, recorded)
         if category is StatusCategory.RESOLVED:
@@ -658,6 +681,19 @@ class Change:
         for extension in self.rules.extensions:
             extension.status_changed(self, before_category, category, trigger)
 
+    def _refuse_unverified(self, trigger: str, dest: str | None) -> None:
+        """``InvalidTransition`` when verification is missing for ``trigger`` (to ``dest``)."""
+        missing = self._verification_missing(trigger, dest)
+        if missing is None:
+            return
+        previous: str = self._field("status")
+        allowed = [
+            other
+            for other in self.rules.workflow.allowed(previous)
+            if self._verification_missing(other) is None
+        ]
+        raise _Unverified(self._field("id"), previous, trigger, allowed, missing)
+
     def _automatic(self, happening: str) -> None:
         """Fire the first allowed automatic trigger for ``happening``, if any."""
         workflow = self.rules.workflow
@@ -668,6 +704,8 @@ class Change:
                 return  # the agent can still talk to an unverified customer; the ticket waits
             try:
                 self._transition(trigger, {"automatic": happening})
+            except _Unverified:
+                return  # a guard chose a destination that needs verification: it waits
             except InvalidTransition:
                 continue
             return
@@ -1099,6 +1137,7 @@ _SHARED_LIMIT = 10_000  # entries of each table of shared values below, before i
 _DATA: dict[tuple[tuple[str, Any], ...], Mapping[str, Any]] = {}
 _RECIPIENT_TUPLES: dict[tuple[int, ...], tuple[Recipient, ...]] = {}
 _STR_ONLY = frozenset({str})
+_PLAIN_VALUES = frozenset({str, type(None)})  # what the desk's own triggers record
 
 
 def _remember(table: dict[_K, _V], key: _K, value: _V) -> _V:

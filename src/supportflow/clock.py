@@ -35,7 +35,10 @@ def to_utc(value: datetime, field: str = "datetime") -> datetime:
     if type(value) is datetime and value.tzinfo is timezone.utc:
         return value  # already what storage wants: the common case, kept cheap
     aware = ensure_aware(value, field)
-    utc = aware.astimezone(timezone.utc)
+    try:
+        utc = aware.astimezone(timezone.utc)
+    except OverflowError:  # within a day of datetime.min or .max, and out of range in UTC
+        raise ValidationError(field, value, "an instant in the years 1 to 9999 in UTC") from None
     # pendulum.DateTime is a datetime subclass; normalise to the stdlib type for storage.
     return datetime(
         utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond,

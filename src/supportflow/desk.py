@@ -14,7 +14,7 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal, TypeVar
 
 import attrs
@@ -227,7 +227,7 @@ class Desk:
         ``category`` selects all statuses of that category (``"waiting"``, ...).
         """
         if limit is not None:
-            limit = whole_number("limit", limit, 0)
+            limit = _limit(limit, 0)
         _optional_text(assignee=assignee, group=group, customer_id=customer_id, tag=tag)
         statuses: list[str] | None = None
         if status is not None:
@@ -237,17 +237,23 @@ class Desk:
         if category is not None:
             wanted = coerce_enum(StatusCategory, category, "category")
             in_category = [s for s, c in self.workflow.statuses.items() if c is wanted]
-            statuses = [s for s in statuses if s in in_category] if statuses else in_category
+            statuses = (
+                [s for s in statuses if s in in_category] if statuses is not None else in_category
+            )
         query = TicketQuery(
             status=statuses,
             assignee=assignee,
             group=group,
             customer_id=customer_id,
-            channel=coerce_enum(Channel, channel, "channel").value if channel else None,
-            priority=coerce_enum(Priority, priority, "priority").value if priority else None,
+            channel=coerce_enum(Channel, channel, "channel").value if channel is not None else None,
+            priority=(
+                coerce_enum(Priority, priority, "priority").value if priority is not None else None
+            ),
             tag=tag,
-            created_from=to_utc(created_from, "created_from") if created_from else None,
-            created_to=to_utc(created_to, "created_to") if created_to else None,
+            created_from=(
+                to_utc(created_from, "created_from") if created_from is not None else None
+            ),
+            created_to=to_utc(created_to, "created_to") if created_to is not None else None,
             limit=limit,
         )
         with self.store.transaction() as uow:
@@ -291,8 +297,8 @@ class Desk:
             raise ValidationError("customer", customer, "a customer with a non-empty id")
         channel = coerce_enum(Channel, channel, "channel")
         check_text("kind", kind)
-        _optional_text(category=category, impact=impact, urgency=urgency, group=group,
-                       assignee=assignee, by=by)  # fmt: skip
+        _optional_text(category=category, impact=impact, urgency=urgency)
+        _optional_names(group=group, assignee=assignee, by=by)  # who: never blank
         names, custom = _names(tags), _fields(fields)
         explicit = priority is not None
         priority = coerce_enum(Priority, priority, "priority") if explicit else Priority.NORMAL
@@ -364,7 +370,7 @@ class Desk:
     ) -> Ticket:
         """Give the ticket to an agent and/or a group (team or tier)."""
         _actor(by)
-        _optional_text(assignee=assignee, group=group)
+        _optional_names(assignee=assignee, group=group)
         if assignee is None and group is None:
             raise ValidationError("assignee", None, "an assignee, a group, or both")
         return self._run(ticket_id, lambda c: c.assign(assignee, group, by))
@@ -376,6 +382,11 @@ class Desk:
         """
         check_text("trigger", trigger)
         _actor(by)
+        for key in data:  # the event's own keys are the move itself: never overwritten
+            if key in _STATUS_CHANGED_KEYS:
+                raise ValidationError(
+                    key, data[key], f"a detail named other than {', '.join(_STATUS_CHANGED_KEYS)}"
+                )
         # Recorded with the StatusChanged event: plain JSON, as every store keeps it.
         details = {key: plain_json(value, key) for key, value in data.items()}
         return self._run(ticket_id, lambda c: c.fire(trigger, by, details))
@@ -521,10 +532,15 @@ class Desk:
         logged and reported in ``failed`` while the others go on; its timers stay leased and
         are tried again when the lease expires.
         """
-        limit = whole_number("limit", limit, 1)
+        limit = _limit(limit, 1)
         if errors not in ("raise", "continue"):
             raise ValidationError("errors", errors, "'raise' or 'continue'")
         instant = self._now(now, "now")
+        if instant > _LATEST - self.timer_lease:  # the claimed timers' lease must end
+            raise ValidationError(
+                "now", now if now is not None else instant,
+                f"an instant at least the timer lease ({self.timer_lease}) before the year 10000",
+            )  # fmt: skip
         with self.store.transaction() as uow:
             claimed = uow.claim_due_timers(instant, limit, self.worker_id, self.timer_lease)
         by_ticket: dict[str, list[Timer]] = {}
@@ -555,11 +571,11 @@ class Desk:
 
         Without ``notifiers`` the desk logs each notification through ``LogNotifier``.
         """
-        return self.dispatcher.deliver_pending(limit)
+        return self.dispatcher.deliver_pending(_limit(limit, 1))
 
     def dead_letters(self, limit: int = 100) -> list[OutboxEntry]:
         """Notifications that kept failing and were parked."""
-        return self.dispatcher.dead_letters(limit)
+        return self.dispatcher.dead_letters(_limit(limit, 0))
 
     def requeue(self, key: str) -> OutboxEntry:
         """Send a dead letter again (its attempts start over)."""
@@ -656,6 +672,9 @@ class Desk:
         return to_utc(ensure_aware(value, field), field)
 
 
+# What a StatusChanged event records of the move itself (``fire``'s details cannot replace it).
+_STATUS_CHANGED_KEYS = ("trigger", "from", "to", "from_category", "to_category", "automatic")
+
 _REVERSE = {
     "parent": "child",
     "child": "parent",
@@ -684,6 +703,16 @@ def _all_of(field: str, items: Iterable[T], kind: type[T]) -> tuple[T, ...]:
 
 
 _ID = "an id: a non-empty string"
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+# A limit past what the databases' integers hold (SQLite and PostgreSQL refuse to bind it)
+# means as many as there are: no table reaches it.
+_MAX_LIMIT = 2**63 - 1
+
+
+def _limit(value: object, least: int) -> int:
+    """``limit`` as a whole number of at least ``least``, at most ``_MAX_LIMIT``."""
+    return min(whole_number("limit", value, least), _MAX_LIMIT)
 
 
 def _maybe_text(field: str, value: object) -> None:
@@ -695,6 +724,13 @@ def _optional_text(**values: object) -> None:
     """Each value (by field name) is a string or ``None``."""
     for field, value in values.items():
         _maybe_text(field, value)
+
+
+def _optional_names(**values: object) -> None:
+    """Each value (by field name) names someone (an agent, a group): a non-blank string, or
+    ``None``."""
+    for field, value in values.items():
+        check_text(field, value, optional=True)
 
 
 def _fields(value: object) -> dict[str, Any]:

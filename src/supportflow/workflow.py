@@ -120,12 +120,12 @@ class Workflow:
         self.name = name
         self.statuses: dict[str, StatusCategory] = {}
         for status, category in statuses.items():
-            if not isinstance(status, str) or not status or status == ANY_STATUS:
+            if not isinstance(status, str) or not status.strip() or status == ANY_STATUS:
                 raise ValidationError("statuses", status, "status names (non-empty strings)")
             if category is None:
                 raise ValidationError(f"statuses[{status!r}]", None, "a StatusCategory")
             self.statuses[status] = coerce_enum(StatusCategory, category, f"statuses[{status!r}]")
-        if initial not in self.statuses:
+        if not isinstance(initial, str) or initial not in self.statuses:
             raise ValidationError(
                 "initial", initial, f"one of the statuses {sorted(self.statuses)}"
             )
@@ -194,7 +194,10 @@ class Workflow:
 
     def allowed(self, status: str) -> tuple[str, ...]:
         """Triggers that have a transition out of ``status`` (guards not yet checked)."""
-        return self._allowed.get(status, ())
+        try:
+            return self._allowed.get(status, ())
+        except TypeError:  # unhashable: no status
+            return ()
 
     def destination(self, status: str, trigger: str) -> str | None:
         """Where ``trigger`` would take a ticket in ``status``, ignoring guards."""
@@ -203,10 +206,22 @@ class Workflow:
                 return transition.dest
         return None
 
+    def destinations(self, status: str, trigger: str) -> tuple[str, ...]:
+        """Every status ``trigger`` may take a ticket in ``status`` to, in the order its
+        transitions are declared (guards choose among them); empty when it has none."""
+        return tuple(
+            dict.fromkeys(
+                t.dest for t in self.transitions if t.trigger == trigger and self._leaves(t, status)
+            )
+        )
+
     def unguarded_next(self, status: str, trigger: str) -> str | None:
         """Where ``trigger`` leads from ``status`` when no guard has a say; ``None`` when a
         guard decides or there is no such transition (then use :meth:`next_status`)."""
-        return self._unguarded.get((status, trigger))
+        try:
+            return self._unguarded.get((status, trigger))
+        except TypeError:  # unhashable: no such status or trigger
+            return None
 
     def next_status(self, status: str, trigger: str, ticket: Ticket | None = None) -> str:
         """Fire ``trigger`` from ``status`` on the shared machine and return the new status.
@@ -214,12 +229,12 @@ class Workflow:
         Raises :class:`InvalidTransition` naming the allowed triggers when the trigger has no
         transition from ``status`` or a guard refuses it.
         """
-        dest = self._unguarded.get((status, trigger))
+        dest = self.unguarded_next(status, trigger)
         if dest is not None:
             return dest
         ticket_id = ticket.id if ticket is not None else "?"
-        event = self._machine.events.get(trigger)
-        if event is None or trigger not in self._allowed.get(status, ()):
+        event = self._machine.events.get(trigger) if isinstance(trigger, str) else None
+        if event is None or trigger not in self.allowed(status):
             raise InvalidTransition(ticket_id, status, trigger, self.allowed(status))
         holder = _Holder(status, ticket)
         if not event.trigger(holder):
