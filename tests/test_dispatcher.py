@@ -528,6 +528,7 @@ def test_delivery_error_failure_in_notifier_keeps_other_rows_going(
         ("max_attempts", 0),
         ("base_delay", timedelta(0)),
         ("max_delay", timedelta(seconds=1)),
+        ("max_delay", timedelta.max),  # now + delay would be no date
         ("jitter", 1.0),
         ("jitter", -0.1),
         ("lease", timedelta(0)),

@@ -1124,3 +1124,13 @@ def test_the_engine_reads_a_category_given_by_name_as_the_category() -> None:
         assert state is not None
         assert state.clock("resolution").state is SlaClockState.MET
         assert [event.type for event in events] == ["SlaMet"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("tags", [None]), ("tags", b"vip"), ("tiers", [1]), ("categories", [2.5])]
+)
+def test_a_condition_refuses_what_is_no_name(field: str, value: Any) -> None:
+    # str() used to make names of them: None became "None", b"vip" the bytes 118, 105, 112.
+    with pytest.raises(ValidationError) as refused:
+        SlaCondition(**{field: value})
+    assert refused.value.field == field

@@ -98,7 +98,14 @@ def _items(values: Iterable[object] | str, field: str) -> Iterable[object]:
 
 
 def _names(values: Iterable[object] | str, field: str = "tags") -> frozenset[str]:
-    return frozenset(v.value if isinstance(v, enum.Enum) else str(v) for v in _items(values, field))
+    names = []
+    for value in _items(values, field):
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if not isinstance(value, str):  # None or b"vip" is no name ("None", "b'vip'")
+            raise ValidationError(field, value, "names (strings)")
+        names.append(value)
+    return frozenset(names)
 
 
 def _categories(values: Iterable[object] | str) -> frozenset[str]:

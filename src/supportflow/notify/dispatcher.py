@@ -67,6 +67,9 @@ class _Outcome:
     permanent: bool = False
 
 
+_LONGEST_DELAY = timedelta(days=365)
+
+
 def _is_real(value: object) -> bool:
     """A real number (``int``, ``float``, ``Fraction``, NumPy's), not a bool."""
     return isinstance(value, Real) and not isinstance(value, bool)
@@ -135,6 +138,8 @@ class Dispatcher:
             raise ValidationError("base_delay", base_delay, "a positive duration")
         if max_delay < base_delay:
             raise ValidationError("max_delay", max_delay, f"at least base_delay ({base_delay})")
+        if max_delay > _LONGEST_DELAY:  # a retry time must stay a date (now + delay)
+            raise ValidationError("max_delay", max_delay, f"at most {_LONGEST_DELAY.days} days")
         if not _is_real(jitter) or not 0 <= jitter < 1:
             raise ValidationError("jitter", jitter, "a fraction in [0, 1)")
         if not isinstance(lease, timedelta):
