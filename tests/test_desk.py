@@ -662,6 +662,30 @@ def test_linking_a_ticket_as_followed_by_records_follows_on_the_other(desk: Desk
     assert desk.get_ticket(new.id).linked("follows") == (old.id,)
 
 
+def test_a_change_can_drop_custom_fields(desk: Desk) -> None:
+    ticket = open_case(desk, fields={"order_no": "A-1", "shop": "Pudong", "note": None})
+    desk.execute(
+        ticket.id,
+        lambda change: change.update(
+            "system", {}, frozenset(), frozenset(), {"extra": 1},
+            drop_fields=["shop", "note", "extra", "never_set"],
+        ),
+    )  # fmt: skip
+    assert dict(desk.get_ticket(ticket.id).fields) == {"order_no": "A-1"}
+    last = desk.history(ticket.id)[-1]
+    assert (last.type, last.actor) == ("TicketUpdated", "system")
+    # A dropped field's after is None; a field given and dropped at once changed nothing.
+    assert last.data["changes"] == {"fields.shop": ["Pudong", None], "fields.note": [None, None]}
+    before = types(desk, ticket.id)
+    desk.execute(
+        ticket.id,
+        lambda change: change.update(
+            "system", {}, frozenset(), frozenset(), {}, drop_fields=["never_set"]
+        ),
+    )
+    assert types(desk, ticket.id) == before  # nothing to drop: nothing recorded
+
+
 def test_linking_to_a_missing_ticket_changes_nothing(desk: Desk) -> None:
     ticket = open_case(desk)
     before = footprint(desk, ticket.id)

@@ -442,6 +442,76 @@ def test_complaint_details_only_on_complaints(centre: Centre) -> None:
                                         remedy="z", by="team_lead")  # fmt: skip
 
 
+def _closed_complaint(centre: Centre) -> Ticket:
+    """A complaint investigated, called back and closed, with a custom field of its own."""
+    ticket = centre.resolved(kind="complaint")
+    centre.desk.update(ticket.id, by="agent_li", fields={"order_no": "A-1"})
+    centre.service.record_complaint(ticket.id, root_cause="Mail relay blacklisted",
+                                    responsibility="IT operations", remedy="One month free",
+                                    by="team_lead")  # fmt: skip
+    centre.service.complete_follow_up(ticket.id, "reached_satisfied", by="agent_li")
+    return centre.desk.close(ticket.id, by="agent_li")
+
+
+def test_a_complaint_written_on_after_closing_starts_a_case_without_the_old_findings(
+    centre: Centre,
+) -> None:
+    old = _closed_complaint(centre)
+    new = centre.desk.reply(old.id, "It happened again!", by="c-17", role="customer")
+    assert new.linked("follows") == (old.id,)
+    assert new.kind == "complaint"
+    # The findings were the old case's: the new one is investigated afresh; other fields stay.
+    assert dict(new.fields) == {"order_no": "A-1"}
+    assert complaint_missing(new) == [
+        "root cause", "responsibility", "remedy offered", "a completed follow-up",
+    ]  # fmt: skip
+    assert centre.desk.get_ticket(old.id).fields["complaint_root_cause"] == "Mail relay blacklisted"
+    # The history says where they went: dropped by the system as the ticket was opened, once
+    # it was linked to the old one.
+    *_, linked, dropped = centre.desk.history(new.id)
+    assert (linked.type, dict(linked.data)) == (
+        EventType.LINKED, {"kind": "follows", "ticket_id": old.id},
+    )  # fmt: skip
+    assert (dropped.type, dropped.actor) == (EventType.TICKET_UPDATED, "system")
+    assert dropped.data["changes"] == {
+        "fields.complaint_root_cause": ["Mail relay blacklisted", None],
+        "fields.complaint_responsibility": ["IT operations", None],
+        "fields.complaint_remedy": ["One month free", None],
+    }
+    # So it cannot close on the old case's findings and call.
+    centre.desk.reply(new.id, "Sorry, we are checking the relay again", by="agent_li")
+    centre.desk.resolve(new.id, by="agent_li", resolution="Relay delisted again")
+    with pytest.raises(ComplaintIncomplete) as incomplete:
+        centre.desk.close(new.id, by="agent_li")
+    assert incomplete.value.missing[:3] == ("root cause", "responsibility", "remedy offered")
+    centre.later(days=30)
+    assert centre.desk.get_ticket(new.id).status == "resolved"  # its auto-close is held
+
+
+def test_a_follow_up_of_a_ticket_no_longer_a_complaint_drops_the_findings_too(
+    centre: Centre,
+) -> None:
+    old = _closed_complaint(centre)
+    centre.desk.update(old.id, by="team_lead", kind="request")
+    new = centre.desk.reply(old.id, "One more thing", by="c-17", role="customer")
+    assert (new.kind, dict(new.fields)) == ("request", {"order_no": "A-1"})
+    centre.desk.update(new.id, by="team_lead", kind="complaint")  # filed as one after all
+    assert complaint_missing(centre.desk.get_ticket(new.id))[:3] == [
+        "root cause", "responsibility", "remedy offered",
+    ]  # fmt: skip
+
+
+def test_a_follow_up_without_findings_keeps_its_fields_and_records_no_update(
+    centre: Centre,
+) -> None:
+    old = centre.resolved()
+    centre.desk.update(old.id, by="agent_li", fields={"order_no": "A-1"})
+    centre.desk.close(old.id, by="agent_li")
+    new = centre.desk.reply(old.id, "Still broken", by="c-17", role="customer")
+    assert dict(new.fields) == {"order_no": "A-1"}
+    assert EventType.TICKET_UPDATED not in centre.types(new.id)
+
+
 # -- voice of the customer ----------------------------------------------------------------------
 def test_suggestions_go_to_product_and_bugs_to_rnd(centre: Centre) -> None:
     ticket = centre.open()

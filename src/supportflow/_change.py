@@ -4,7 +4,7 @@ gathered, and the deadlines that fell due handled in order. Used only by the Des
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ class DeskExtension:
     timer_prefix: str = ""
 
     def opened(self, change: Change) -> None:
-        """A ticket was opened."""
+        """A ticket was opened (one opened as a follow-up is linked ``follows`` already)."""
 
     def message_added(self, change: Change, message: Message) -> None:
         """A public message or an internal note was added."""
@@ -317,10 +317,12 @@ class Change:
         group: str | None,
         assignee: str | None,
         actor: str,
+        follows: str | None = None,
     ) -> None:
         """Create the ticket in the workflow's initial status from values the desk has checked,
         record ``TicketOpened`` and start its SLA clocks; an assignee or group also fires the
-        automatic ``assign`` move. The extensions' ``opened`` hooks run last."""
+        automatic ``assign`` move, and ``follows`` links the ticket to the one it follows. The
+        extensions' ``opened`` hooks run last, so they see the link."""
         self.actor = actor
         workflow = self.rules.workflow
         # Every value is checked or built by the desk already: no converters on the way in.
@@ -380,6 +382,8 @@ class Change:
         self._adopt(events)
         if assignee is not None or group is not None:
             self._automatic("assign")
+        if follows is not None:
+            self.link("follows", follows, actor)
         for extension in self.rules.extensions:
             extension.opened(self)
 
@@ -533,10 +537,13 @@ class Change:
         add_tags: frozenset[str],
         remove_tags: frozenset[str],
         fields: dict[str, Any],
+        *,
+        drop_fields: Iterable[str] = (),
     ) -> None:
-        """Set ticket attributes (``changes``), add and remove tags and merge custom
-        ``fields``; one ``TicketUpdated`` lists each difference as ``[before, after]``. Nothing
-        is recorded when nothing differs; otherwise the extensions' ``fields_changed`` hooks run."""
+        """Set ticket attributes (``changes``), add and remove tags, merge custom ``fields``
+        and remove the custom fields named in ``drop_fields``; one ``TicketUpdated`` lists each
+        difference as ``[before, after]`` (a removed field's after is ``None``). Nothing is
+        recorded when nothing differs; otherwise the extensions' ``fields_changed`` hooks run."""
         self.actor = by
         ticket = self.ticket
         changes = dict(changes)  # the caller's dict is reused if the command is retried
@@ -548,11 +555,19 @@ class Change:
         if tags != ticket.tags:
             diff["tags"] = [sorted(ticket.tags), sorted(tags)]
             changes["tags"] = tags
-        if fields:
+        if fields or drop_fields:
             merged = {**ticket.fields, **fields}
             for name, value in fields.items():
                 if ticket.fields.get(name) != value:
                     diff[f"fields.{name}"] = [ticket.fields.get(name), value]
+            for name in drop_fields:
+                if name not in merged:
+                    continue
+                del merged[name]
+                if name in ticket.fields:
+                    diff[f"fields.{name}"] = [ticket.fields[name], None]
+                else:  # given in ``fields`` and dropped again: no change
+                    diff.pop(f"fields.{name}", None)
             changes["fields"] = merged
         if not diff:
             return
@@ -750,8 +765,9 @@ class Change:
         """Open a new ticket that follows this one, in the same unit of work; its id.
 
         The new ticket copies subject, customer, channel, priority, category and routing, and
-        gets ``fields``; both tickets record the link. With ``returned`` the command returns
-        the new ticket instead of this one.
+        gets ``fields``; both tickets record the link, the new one before the extensions'
+        ``opened`` hooks run (so they can tell a follow-up). With ``returned`` the command
+        returns the new ticket instead of this one.
         """
         old = self.ticket
         rules, new_id, now = self.rules, self.new_id, self.now
@@ -778,8 +794,8 @@ class Change:
                 group=old.group,
                 assignee=old.assignee,
                 actor=by,
+                follows=old.id,
             )
-            change.link("follows", old.id, by)
             change.commit(uow, insert=True)
             for follow_up in change.follow_ups:  # the extensions' writes for the new ticket
                 follow_up(uow)

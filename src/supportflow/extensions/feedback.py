@@ -10,6 +10,8 @@ timers, ``survey:send`` and ``followup:due``.
 
 What it does, command by command:
 
+- open of a follow-up ticket (a customer writing on a closed ticket): the complaint findings
+  copied from the old ticket are dropped, so the new case is investigated afresh.
 - resolve: schedules a survey (``survey:send`` after ``survey_delay``) unless the ticket's
   channel is not surveyed, it was merged, or it already had one; schedules a follow-up
   (``followup:due`` after ``follow_up_delay``) for complaints and VIP customers; holds a
@@ -146,6 +148,18 @@ class FeedbackExtension(DeskExtension):
         return (self, self.follow_up_timers)
 
     # -- hooks -----------------------------------------------------------------------------
+    def opened(self, change: Change) -> None:
+        # A ticket opened as a follow-up (a customer writing on a closed ticket) copies the old
+        # one's custom fields; a complaint's findings among them are the old case's, and would
+        # make the new case look investigated already. It starts without them (recorded as a
+        # ``TicketUpdated`` by the system); the old ticket keeps them, one link away.
+        ticket = change.ticket
+        if not ticket.fields or not any(link.kind == "follows" for link in ticket.links):
+            return
+        stale = [name for name in COMPLAINT_FIELDS if name in ticket.fields]
+        if stale:
+            change.update("system", {}, frozenset(), frozenset(), {}, drop_fields=stale)
+
     def status_changed(
         self, change: Change, before: StatusCategory, after: StatusCategory, trigger: str
     ) -> None:

@@ -139,7 +139,7 @@ class UnitOfWork(Protocol):
         ...
 
     def timers(self, ticket_id: str) -> list[Timer]:
-        """The ticket's timers, by due time."""
+        """The ticket's timers, by due time; timers due at the same instant by key."""
         ...
 
     def claim_due_timers(
@@ -177,7 +177,8 @@ class UnitOfWork(Protocol):
     def claim_notifications(
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[OutboxEntry]:
-        """Claim up to ``limit`` pending rows whose next attempt is due, oldest first.
+        """Claim up to ``limit`` pending rows whose next attempt is due, oldest first (by next
+        attempt, ties by idempotency key).
 
         Claimed rows are leased until ``now + lease`` and not handed to anyone else before.
         """
@@ -202,7 +203,7 @@ class UnitOfWork(Protocol):
         ...
 
     def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxEntry]:
-        """Rows in ``status``, oldest first."""
+        """Rows in ``status``, oldest first: by ``created_at``, ties by idempotency key."""
         ...
 
     def requeue(self, key: str, at: datetime) -> None:
@@ -231,7 +232,8 @@ class UnitOfWork(Protocol):
         created_from: datetime | None = None,
         created_to: datetime | None = None,
     ) -> list[Record]:
-        """Records of a kind matching the filters, oldest first."""
+        """Records of a kind matching the filters, oldest first: by ``created_at``, records
+        created at the same instant by id (not in the order they were written)."""
         ...
 
     # -- sliding-window counts (mass incidents) --------------------------------------------
@@ -240,7 +242,8 @@ class UnitOfWork(Protocol):
         ...
 
     def occurrences(self, key: str, since: datetime) -> list[str]:
-        """Ticket ids that showed ``key`` at or after ``since``, oldest first.
+        """Ticket ids that showed ``key`` at or after ``since``, oldest first (ties by ticket
+        id).
 
         Adapters may forget occurrences older than a day.
         """

@@ -510,7 +510,8 @@ class _MemoryUnitOfWork:
 
     def timers(self, ticket_id: str) -> list[Timer]:
         rows = self._s._timers.get(ticket_id, {})
-        return sorted((row.timer for row in rows.values()), key=lambda t: t.due_at)
+        # Ties by key, as in SQL (not in the order the rows happen to be kept in).
+        return sorted((row.timer for row in rows.values()), key=lambda t: (t.due_at, t.key))
 
     def claim_due_timers(
         self, now: datetime, limit: int, owner: str, lease: timedelta
@@ -750,7 +751,8 @@ class _MemoryUnitOfWork:
             and (created_from is None or r.created_at >= created_from)
             and (created_to is None or r.created_at < created_to)
         ]
-        found.sort(key=lambda r: r.created_at)
+        # Ties by id, as in SQL (not in the order the records were inserted in).
+        found.sort(key=lambda r: (r.created_at, r.id))
         return found
 
     # -- occurrences -----------------------------------------------------------------------

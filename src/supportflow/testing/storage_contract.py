@@ -877,6 +877,25 @@ class StorageContract:
             assert uow.timers("t-1") == []
             assert uow.timers("t-2") == [self._timer("t-2", "a", 5)]
 
+    def test_a_tickets_timers_due_at_the_same_time_are_listed_by_key(self, store: Storage) -> None:
+        # Given in no order of keys, and given again in another: the list does not follow
+        # either (nor the order the store happens to keep them in), only (due time, key).
+        with store.transaction() as uow:
+            uow.replace_timers(
+                "t-1",
+                [self._timer("t-1", "c", 5), self._timer("t-1", "a", 30),
+                 Timer("t-1", "d", at(5, tz=SHANGHAI), "sla"), self._timer("t-1", "b", 5)],
+            )  # fmt: skip
+        with store.transaction() as uow:
+            assert [t.key for t in uow.timers("t-1")] == ["b", "c", "d", "a"]
+            uow.replace_timers(
+                "t-1",
+                [self._timer("t-1", "d", 5), self._timer("t-1", "a", 30),
+                 self._timer("t-1", "b", 5), self._timer("t-1", "c", 5)],
+            )  # fmt: skip
+        with store.transaction() as uow:
+            assert [t.key for t in uow.timers("t-1")] == ["b", "c", "d", "a"]
+
     def test_timer_instants_round_trip(self, store: Storage) -> None:
         due = datetime(2026, 3, 2, 17, 0, 0, 654321, tzinfo=SHANGHAI)
         with store.transaction() as uow:
@@ -1333,6 +1352,36 @@ class StorageContract:
             assert [r.id for r in uow.find_records("followup")] == ["r-9"]
             assert uow.find_records("nothing") == []
 
+    def test_find_records_created_at_the_same_time_come_by_id(self, store: Storage) -> None:
+        # Inserted in shuffled id order, one of them written in another zone and one updated
+        # afterwards: records created at the same instant come by id, whatever the order they
+        # were written in, so every store lists them alike.
+        with store.transaction() as uow:
+            uow.put_record(record("survey", "r-late", 20))
+            for record_id in ("r-c", "r-e", "r-a", "r-d"):
+                uow.put_record(record("survey", record_id, 10))
+            uow.put_record(record("survey", "r-b", created_at=at(10, tz=SHANGHAI)))
+            uow.put_record(record("survey", "r-z", 5, ticket_id="t-2"))
+        with store.transaction() as uow:
+            updated = uow.get_record("survey", "r-c")
+            assert updated is not None
+            uow.put_record(attrs.evolve(updated, status="sent", version=2), expected_version=1)
+        with store.transaction() as uow:
+
+            def ids(**filters: Any) -> list[str]:
+                return [r.id for r in uow.find_records("survey", **filters)]
+
+            assert ids() == ["r-z", "r-a", "r-b", "r-c", "r-d", "r-e", "r-late"]
+            assert ids(ticket_id="t-1") == ["r-a", "r-b", "r-c", "r-d", "r-e", "r-late"]
+            assert ids(created_from=at(10), created_to=at(11)) == [
+                "r-a",
+                "r-b",
+                "r-c",
+                "r-d",
+                "r-e",
+            ]
+            assert ids(status="open", created_to=at(11)) == ["r-z", "r-a", "r-b", "r-d", "r-e"]
+
     # -- occurrences -----------------------------------------------------------------------
     def test_occurrences_since_a_time_oldest_first(self, store: Storage) -> None:
         with store.transaction() as uow:
@@ -1346,6 +1395,15 @@ class StorageContract:
             assert uow.occurrences("printer", at(4)) == []
             assert uow.occurrences("vpn", at(0)) == ["t-9"]
             assert uow.occurrences("none", at(0)) == []
+
+    def test_occurrences_at_the_same_time_come_by_ticket_id(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.record_occurrence("printer", "t-late", at(3))
+            for ticket_id in ("t-c", "t-a", "t-d"):
+                uow.record_occurrence("printer", ticket_id, at(2))
+            uow.record_occurrence("printer", "t-b", at(2, tz=NEW_YORK))
+        with store.transaction() as uow:
+            assert uow.occurrences("printer", at(0)) == ["t-a", "t-b", "t-c", "t-d", "t-late"]
 
     # -- text and time ---------------------------------------------------------------------
     def test_unicode_and_a_megabyte_body_round_trip(self, store: Storage) -> None:
