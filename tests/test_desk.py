@@ -40,6 +40,7 @@ from supportflow import (
     default_workflow,
 )
 from supportflow.clock import to_utc
+from supportflow.extensions import Change, DeskExtension
 from supportflow.storage import MemoryStore, OutboxStatus
 from supportflow.storage.sqlite import SqliteStore
 from supportflow.testing import scenario_desk
@@ -1369,3 +1370,29 @@ def test_run_due_at_an_instant_whose_lease_ends_past_the_calendar_is_refused() -
     with pytest.raises(ValidationError) as refused:
         desk.run_due(now=datetime.max.replace(tzinfo=timezone.utc))
     assert refused.value.field == "now"
+
+
+# -- an extension's move is checked as the desk's are ------------------------------------------
+@pytest.mark.parametrize("make_store", [MemoryStore, SqliteStore], ids=["memory", "sqlite"])
+def test_an_extension_cannot_fire_with_details_keyed_by_non_text(make_store: Any) -> None:
+    class HoldOnRequest(DeskExtension):
+        def message_added(self, change: Change, message: Any) -> None:
+            if message.body == "hold it":
+                change.fire("hold", change.actor, {1: "one"})  # memory kept 1, SQLite "1"
+
+    clock = ManualClock(datetime(2026, 3, 2, 9, tzinfo=timezone.utc))
+    desk = Desk(store=make_store(), clock=clock, extensions=[HoldOnRequest()])
+    ticket = desk.open_ticket(subject="s", body="b", customer=Customer(id="c"), channel="email")
+    desk.reply(ticket.id, "first", by="agent_li")
+    with pytest.raises(ValidationError) as refused:
+        desk.reply(ticket.id, "hold it", by="agent_li")
+    assert refused.value.field == "data"
+    assert desk.get_ticket(ticket.id).status == "in_progress"  # nothing written
+
+
+@pytest.mark.parametrize("field", ["group", "assignee", "by"])
+def test_blank_names_are_refused_on_open(desk: Desk, field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        desk.open_ticket(subject="s", body="b", customer=Customer(id="c"), channel="email",
+                         **{field: "  "})  # fmt: skip
+    assert refused.value.field == field

@@ -486,9 +486,17 @@ class Change:
         """Move the ticket with workflow ``trigger`` and record ``StatusChanged`` with the
         values of ``data`` that are not ``None``; raises ``InvalidTransition`` when not allowed.
         ``system=True`` skips the check that the customer's identity was verified."""
-        if type(trigger) is not str or not _PLAIN_VALUES.issuperset(map(type, data.values())):
+        if (
+            type(trigger) is not str
+            or not _STR_ONLY.issuperset(map(type, data))
+            or not _PLAIN_VALUES.issuperset(map(type, data.values()))
+        ):
             check_text("trigger", trigger)  # an extension's call: checked as the desk's are
             data = plain_json(data, "data")
+        self._fire(trigger, by, data, system=system)
+
+    def _fire(self, trigger: str, by: str, data: dict[str, Any], *, system: bool = False) -> None:
+        """:meth:`fire` for the desk's own callers, whose ``data`` is checked already."""
         self.actor = by
         before, category = self.ticket, self.category()
         if system:
@@ -935,7 +943,7 @@ class Change:
         elif timer.key == "autoclose":
             self._unset("autoclose_at")
             if "close" in self.rules.workflow.allowed(ticket.status):
-                self.fire("close", "system", {"reason": "auto-close: no reply from customer"},
+                self._fire("close", "system", {"reason": "auto-close: no reply from customer"},
                           system=True)  # fmt: skip
         elif timer.key == "idle:remind":
             self._state(idle_reminded=True)
@@ -945,7 +953,7 @@ class Change:
             self._system_message(self.rules.idle_chat.closing, "idle_chat_closed")
             for trigger in ("resolve", "close"):
                 if trigger in self.rules.workflow.allowed(self.ticket.status):
-                    self.fire(trigger, "system", {"reason": "idle chat closed"}, system=True)
+                    self._fire(trigger, "system", {"reason": "idle chat closed"}, system=True)
         elif timer.key == "callback:due":
             self._state(callback_notified=True)
             self.notify(

@@ -96,7 +96,9 @@ def _accept(text: str, start: int, end: int, left: bool, right: bool) -> bool:
 
 
 _Hit = tuple[str, int, bool, bool]  # word, its length, needs a boundary before, after
-_MESSAGE_MEMO_CHARS = 2_000_000  # characters of messages remembered per automaton (a few MB)
+# Messages remembered per automaton, in characters and in entries: a few MB at most.
+_MESSAGE_MEMO_CHARS = 2_000_000
+_MESSAGE_MEMO_ENTRIES = 10_000
 _CACHE_LIMIT = 1_000_000  # memoised transitions per automaton; beyond it they are recomputed
 
 
@@ -202,8 +204,9 @@ class Automaton:
         if found is None:
             found = frozenset(self.find(normalize(text)))
             self._memo_chars += len(text)
-            if self._memo_chars > _MESSAGE_MEMO_CHARS:  # bounded: a long-lived worker sees
-                memo.clear()  # an endless stream of messages
+            # Bounded: a long-lived worker sees an endless stream of messages.
+            if self._memo_chars > _MESSAGE_MEMO_CHARS or len(memo) >= _MESSAGE_MEMO_ENTRIES:
+                memo.clear()
                 self._memo_chars = len(text)
             memo[text] = found
         return found

@@ -297,8 +297,14 @@ class Desk:
             raise ValidationError("customer", customer, "a customer with a non-empty id")
         channel = coerce_enum(Channel, channel, "channel")
         check_text("kind", kind)
-        _optional_text(category=category, impact=impact, urgency=urgency)
-        _optional_names(group=group, assignee=assignee, by=by)  # who: never blank
+        _optional_text(category=category, impact=impact, urgency=urgency, group=group,
+                       assignee=assignee, by=by)  # fmt: skip
+        if (  # who: never blank (text or None already; a call only when one is blank)
+            (group is not None and not group.strip())
+            or (assignee is not None and not assignee.strip())
+            or (by is not None and not by.strip())
+        ):
+            _optional_names(group=group, assignee=assignee, by=by)
         names, custom = _names(tags), _fields(fields)
         explicit = priority is not None
         priority = coerce_enum(Priority, priority, "priority") if explicit else Priority.NORMAL
@@ -370,7 +376,11 @@ class Desk:
     ) -> Ticket:
         """Give the ticket to an agent and/or a group (team or tier)."""
         _actor(by)
-        _optional_names(assignee=assignee, group=group)
+        _optional_text(assignee=assignee, group=group)
+        if (assignee is not None and not assignee.strip()) or (
+            group is not None and not group.strip()
+        ):
+            _optional_names(assignee=assignee, group=group)  # never blank
         if assignee is None and group is None:
             raise ValidationError("assignee", None, "an assignee, a group, or both")
         return self._run(ticket_id, lambda c: c.assign(assignee, group, by))
@@ -382,38 +392,38 @@ class Desk:
         """
         check_text("trigger", trigger)
         _actor(by)
-        for key in data:  # the event's own keys are the move itself: never overwritten
-            if key in _STATUS_CHANGED_KEYS:
-                raise ValidationError(
-                    key, data[key], f"a detail named other than {', '.join(_STATUS_CHANGED_KEYS)}"
-                )
+        if data and not _STATUS_CHANGED_KEYS.isdisjoint(data):
+            # The event's own keys are the move itself: never overwritten.
+            key = next(key for key in data if key in _STATUS_CHANGED_KEYS)
+            named = ", ".join(sorted(_STATUS_CHANGED_KEYS))
+            raise ValidationError(key, data[key], f"a detail named other than {named}")
         # Recorded with the StatusChanged event: plain JSON, as every store keeps it.
         details = {key: plain_json(value, key) for key, value in data.items()}
-        return self._run(ticket_id, lambda c: c.fire(trigger, by, details))
+        return self._run(ticket_id, lambda c: c._fire(trigger, by, details))
 
     def resolve(self, ticket_id: str, *, by: str, resolution: str | None = None) -> Ticket:
         """Mark the case solved; it closes by itself if the customer stays silent."""
         _actor(by)
         _maybe_text("resolution", resolution)
-        return self._run(ticket_id, lambda c: c.fire("resolve", by, {"resolution": resolution}))
+        return self._run(ticket_id, lambda c: c._fire("resolve", by, {"resolution": resolution}))
 
     def reopen(self, ticket_id: str, *, by: str, reason: str | None = None) -> Ticket:
         """Take a resolved ticket back into work; its resolution clock resumes."""
         _actor(by)
         _maybe_text("reason", reason)
-        return self._run(ticket_id, lambda c: c.fire("reopen", by, {"reason": reason}))
+        return self._run(ticket_id, lambda c: c._fire("reopen", by, {"reason": reason}))
 
     def close(self, ticket_id: str, *, by: str, reason: str | None = None) -> Ticket:
         """Close a resolved ticket (the customer confirmed, or the agent closes it)."""
         _actor(by)
         _maybe_text("reason", reason)
-        return self._run(ticket_id, lambda c: c.fire("close", by, {"reason": reason}))
+        return self._run(ticket_id, lambda c: c._fire("close", by, {"reason": reason}))
 
     def cancel(self, ticket_id: str, *, by: str, reason: str) -> Ticket:
         """Cancel a ticket that is no case (spam, duplicate, sent by mistake)."""
         _actor(by)
         check_text("reason", reason)
-        return self._run(ticket_id, lambda c: c.fire("cancel", by, {"reason": reason}))
+        return self._run(ticket_id, lambda c: c._fire("cancel", by, {"reason": reason}))
 
     def verify_customer(
         self, ticket_id: str, *, by: str, method: VerificationMethod | str
@@ -673,7 +683,9 @@ class Desk:
 
 
 # What a StatusChanged event records of the move itself (``fire``'s details cannot replace it).
-_STATUS_CHANGED_KEYS = ("trigger", "from", "to", "from_category", "to_category", "automatic")
+_STATUS_CHANGED_KEYS = frozenset(
+    ("trigger", "from", "to", "from_category", "to_category", "automatic")
+)
 
 _REVERSE = {
     "parent": "child",

@@ -28,8 +28,10 @@ class LogNotifier:
     """
 
     def __init__(self, logger: logging.Logger | None = None, level: int = logging.INFO) -> None:
-        if logger is not None and not isinstance(logger, logging.Logger | logging.LoggerAdapter):
-            raise ValidationError("logger", logger, "a logging.Logger, or None")
+        # Any logger with the standard ``log(level, message, ...)`` (a logging.Logger, an
+        # adapter, a structured-logging wrapper); a logger's name is no logger.
+        if logger is not None and not callable(getattr(logger, "log", None)):
+            raise ValidationError("logger", logger, "a logger with log(level, message), or None")
         if isinstance(level, bool) or not isinstance(level, int):
             raise ValidationError("level", level, "a logging level such as logging.INFO")
         self.logger = logger if logger is not None else logging.getLogger(LOGGER_NAME)
