@@ -61,13 +61,12 @@ class MatchContext:
         self.category = ticket.category
         self.tags: set[str] = set(ticket.tags)
         self._automaton = automaton
+        # One pass over all the fields the rules read, rather than one per field; messages
+        # are read one by one, when asked for (``hits``).
         texts = [field for field in scan if field != "messages"]
         self._texts = {field: normalize(_field_text(ticket, field)) for field in texts}
-        # One pass over all the fields the rules read, rather than one per field.
         found = automaton.find_each([self._texts[field] for field in texts])
         self._hits: dict[str, set[str]] = dict(zip(texts, found, strict=True))
-        if "messages" in scan:
-            self._hits["messages"] = self._message_hits()
 
     def _message_hits(self) -> set[str]:
         # Message by message, each scanned once in the automaton's lifetime: a ticket is

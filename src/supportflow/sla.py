@@ -60,6 +60,12 @@ RESOLUTION = "resolution"
 CLOCKS = (FIRST_RESPONSE, NEXT_RESPONSE, RESOLUTION)
 
 
+def _unknown_clock(name: object) -> ValidationError:
+    """The error for a clock name other than ``first_response``, ``next_response`` and
+    ``resolution`` (callers test ``name in CLOCKS`` themselves: it runs on every command)."""
+    return ValidationError("clock", name, f"one of {', '.join(CLOCKS)}")
+
+
 def _positive(
     instance: object, attribute: attrs.Attribute[timedelta | None], value: timedelta | None
 ) -> None:
@@ -83,7 +89,7 @@ class SlaTarget:
         """The target of the clock called ``name`` (``first_response``, ``next_response`` or
         ``resolution``); ``None`` means no promise."""
         if name not in CLOCKS:
-            raise ValidationError("clock", name, f"one of {', '.join(CLOCKS)}")
+            raise _unknown_clock(name)
         target: timedelta | None = getattr(self, name)
         return target
 
@@ -204,7 +210,7 @@ class SlaPolicy:
         nothing there (no target for that priority, or none for that clock). An unknown
         clock name is a ``ValidationError``."""
         if clock not in CLOCKS:
-            raise ValidationError("clock", clock, f"one of {', '.join(CLOCKS)}")
+            raise _unknown_clock(clock)
         target = self.targets.get(priority)
         return getattr(target, clock) if target is not None else None
 
