@@ -15,14 +15,12 @@ import attrs
 from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar, _is_calendar
 from supportflow.clock import to_utc
 from supportflow.errors import ValidationError
-from supportflow.model import Channel, Ticket, _is_flag, _is_text, coerce_enum
+from supportflow.model import Channel, Ticket, _is_flag, _is_text, coerce_enum, duration_validator
 
 __all__ = ["AutoClosePolicy", "CallbackPolicy", "IdleChatPolicy", "state_time"]
 
 
-def _positive(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
-    if not isinstance(value, timedelta) or value <= timedelta(0):
-        raise ValidationError(attribute.name, value, "a positive timedelta")
+_positive = duration_validator()
 
 
 def _channels(values: Iterable[Channel | str] | Channel | str) -> frozenset[Channel]:
@@ -79,6 +77,9 @@ class AutoClosePolicy:
     after: timedelta = attrs.field(default=timedelta(days=7), validator=_positive)
     calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_is_calendar)
     enabled: bool = attrs.field(default=True, validator=_is_flag)
+
+    def __attrs_post_init__(self) -> None:
+        self.calendar._check_span("after", self.after)
 
     def due(self, resolved_at: datetime) -> datetime:
         """When a ticket resolved at ``resolved_at`` closes by itself (UTC)."""

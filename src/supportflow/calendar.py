@@ -32,6 +32,7 @@ import pendulum
 
 from supportflow.clock import ensure_aware
 from supportflow.errors import ValidationError
+from supportflow.model import LONGEST_DURATION
 
 __all__ = ["TWENTY_FOUR_SEVEN", "BusinessCalendar"]
 
@@ -46,6 +47,8 @@ _IN_RANGE = "an instant from 0001-01-08 to 9999-12-13 00:00 UTC"
 # The last instant ``_to_us`` converted, and its value (an object no caller holds at first:
 # ``None`` would match a ``None`` given in error).
 _LAST_US: tuple[object, int] = (object(), 0)
+_US_PER_WEEK = 7 * _US_PER_DAY
+_LONGEST_SPAN_US = LONGEST_DURATION // _US
 _SEARCH_WEEKS = 522  # give up after ~10 years without a single open minute
 _BLOCK_BITS = 6  # plain/irregular week flags are computed 64 weeks at a time
 _BLOCK = 1 << _BLOCK_BITS
@@ -526,6 +529,22 @@ class BusinessCalendar:
             return True  # the first or last days datetime can hold: no zone change there
         # The week's openings are clipped to each day's real span: any within it counts.
         return any(s < hi and e > lo for s, e in zip(rec.starts, rec.ends, strict=True))
+
+    def _check_span(self, field: str, duration: timedelta) -> None:
+        """``ValidationError`` naming ``field`` unless this calendar counts ``duration`` (a
+        setting :func:`~supportflow.model.check_duration` passed) within 1,000 years: a sparse
+        calendar stretches a long duration past the year 9999, where every deadline set with
+        it would fail. Checked once, when a policy is built."""
+        # Plain weeks needed at least; holidays add days a year to that, not centuries. (A
+        # calendar open on listed days only has no plain week: its deadlines are checked
+        # when they are set.)
+        weeks_us = self._duration_us(duration) * _US_PER_WEEK
+        if self._nominal and weeks_us > self._nominal * _LONGEST_SPAN_US:
+            raise ValidationError(
+                field,
+                duration,
+                f"a duration that calendar {self._name!r} counts within 1,000 years",
+            )
 
     # ------------------------------------------------------------------ conversions
 

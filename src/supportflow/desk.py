@@ -36,6 +36,7 @@ from supportflow.model import (
     Ticket,
     Timer,
     VerificationMethod,
+    check_duration,
     check_text,
     coerce_enum,
     plain_json,
@@ -130,8 +131,7 @@ class Desk:
                 raise ValidationError(field, value, f"a {kind.__name__}, or None")
         if id_factory is not None and not callable(id_factory):
             raise ValidationError("id_factory", id_factory, "a callable returning a new id")
-        if not isinstance(timer_lease, timedelta) or timer_lease <= timedelta(0):
-            raise ValidationError("timer_lease", timer_lease, "a positive timedelta")
+        check_duration("timer_lease", timer_lease)
         if not isinstance(notify_customers, bool):
             raise ValidationError("notify_customers", notify_customers, "True or False")
         if notifiers is not None and (

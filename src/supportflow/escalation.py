@@ -40,6 +40,7 @@ from supportflow.model import (
     _is_optional_text,
     _is_text,
     coerce_enum,
+    duration_validator,
 )
 from supportflow.sla import CLOCKS, SlaCondition, SlaEngine
 
@@ -99,12 +100,6 @@ def _priority_or_none(value: Priority | str | None) -> Priority | None:
 
 
 # Type checks of the settings, run once when a level or a policy is built (never per command).
-def _duration_or_none(
-    instance: object, attribute: attrs.Attribute[timedelta | None], value: timedelta | None
-) -> None:
-    # pendulum Durations are timedelta subclasses, so they pass.
-    if value is not None and not isinstance(value, timedelta):
-        raise ValidationError(attribute.name, value, "a timedelta or None")
 
 
 def _fraction(
@@ -128,7 +123,9 @@ class EscalationLevel:
     ``sla_clock`` with ``fraction``, or ``when``."""
 
     name: str = attrs.field(validator=_is_text)
-    after: timedelta | None = attrs.field(default=None, validator=_duration_or_none)
+    after: timedelta | None = attrs.field(
+        default=None, validator=duration_validator(least=timedelta(0), optional=True)
+    )
     since: str = "opened"
     sla_clock: str | None = None
     fraction: float | None = attrs.field(default=None, validator=_fraction)
@@ -138,7 +135,9 @@ class EscalationLevel:
     reassign_to: str | None = attrs.field(default=None, validator=_is_optional_text)
     raise_priority: Priority | None = attrs.field(default=None, converter=_priority_or_none)
     add_tags: frozenset[str] = attrs.field(default=frozenset(), converter=_tags)
-    repeat_every: timedelta | None = attrs.field(default=None, validator=_duration_or_none)
+    repeat_every: timedelta | None = attrs.field(
+        default=None, validator=duration_validator(optional=True)
+    )
 
     def __attrs_post_init__(self) -> None:
         triggers = {"after": self.after, "sla_clock": self.sla_clock, "when": self.when}
@@ -149,8 +148,6 @@ class EscalationLevel:
             )
         if self.since not in _SINCE:
             raise ValidationError("since", self.since, f"one of {', '.join(_SINCE)}")
-        if self.after is not None and self.after < timedelta(0):
-            raise ValidationError("after", self.after, "a non-negative timedelta")
         if self.sla_clock is not None:
             if self.sla_clock not in CLOCKS:
                 raise ValidationError("sla_clock", self.sla_clock, f"one of {', '.join(CLOCKS)}")
@@ -158,8 +155,6 @@ class EscalationLevel:
                 raise ValidationError("fraction", self.fraction, "a number in (0, 1]")
         elif self.fraction is not None:
             raise ValidationError("fraction", self.fraction, "None unless sla_clock is given")
-        if self.repeat_every is not None and self.repeat_every <= timedelta(0):
-            raise ValidationError("repeat_every", self.repeat_every, "a positive timedelta")
 
 
 def _levels(values: Iterable[EscalationLevel]) -> tuple[EscalationLevel, ...]:
@@ -195,6 +190,13 @@ class EscalationPolicy:
         # The name is part of timer keys (``escalation:<name>:level:<n>``).
         if not isinstance(value, str) or not value.strip() or ":" in value:
             raise ValidationError("name", value, "a non-empty policy name without ':'")
+
+    def __attrs_post_init__(self) -> None:
+        for level in self.levels:
+            for field in ("after", "repeat_every"):
+                duration = getattr(level, field)
+                if duration is not None:
+                    self.calendar._check_span(f"levels[{level.name!r}].{field}", duration)
 
 
 @attrs.frozen(slots=True)

@@ -39,7 +39,15 @@ import attrs
 
 from supportflow.clock import ensure_aware
 from supportflow.errors import SupportflowError, ValidationError
-from supportflow.model import Channel, Ticket, _is_flag, _is_name, _is_optional_name, coerce_enum
+from supportflow.model import (
+    Channel,
+    Ticket,
+    _is_flag,
+    _is_name,
+    _is_optional_name,
+    coerce_enum,
+    duration_validator,
+)
 
 __all__ = [
     "COMPLAINT_FIELDS",
@@ -191,11 +199,7 @@ def check_voice_transition(current: str, wanted: VoiceStatus | str) -> VoiceStat
 
 
 def _timedelta(minimum: timedelta) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[timedelta], value: timedelta) -> None:
-        if not isinstance(value, timedelta) or value < minimum:
-            raise ValidationError(attribute.name, value, f"a timedelta of at least {minimum}")
-
-    return check
+    return duration_validator(least=minimum)
 
 
 def _secret(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:

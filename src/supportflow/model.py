@@ -36,6 +36,7 @@ __all__ = [
     "Timer",
     "Verification",
     "VerificationMethod",
+    "check_duration",
     "check_text",
     "coerce_enum",
     "plain_json",
@@ -171,6 +172,47 @@ def whole_number(field: str, value: object, least: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
         raise ValidationError(field, value, f"a whole number, at least {least}")
     return int(value)
+
+
+LONGEST_DURATION = timedelta(days=365_250)  # 1,000 years of 365.25 days
+
+
+def check_duration(
+    field: str, value: object, *, least: timedelta | None = None, optional: bool = False
+) -> None:
+    """``ValidationError`` naming ``field`` unless ``value`` is a ``timedelta`` (a pendulum
+    ``Duration`` too) above zero, or at least ``least`` when given, and at most 1,000 years;
+    or ``None`` when ``optional``.
+
+    Longer settings are typos, and their deadlines would fall past the year 9999, where no
+    date exists: refused when the setting is made, not on the first ticket.
+
+    >>> check_duration("window", timedelta(minutes=10))
+    """
+    if optional and value is None:
+        return
+    shortest = timedelta(0) if least is None else least
+    if (
+        isinstance(value, timedelta)
+        and shortest <= value <= LONGEST_DURATION
+        and (least is not None or value > shortest)  # without ``least``: above zero
+    ):
+        return
+    lower = "above zero" if least is None else f"from {least}"
+    raise ValidationError(
+        field, value, f"a timedelta {lower} to 1,000 years" + (", or None" if optional else "")
+    )
+
+
+def duration_validator(
+    *, least: timedelta | None = None, optional: bool = False
+) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    """:func:`check_duration` as an attrs validator, naming the attribute."""
+
+    def check(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        check_duration(attribute.name, value, least=least, optional=optional)
+
+    return check
 
 
 _PLAIN_JSON = "plain JSON: text, finite numbers, true/false, None, lists, string-keyed mappings"

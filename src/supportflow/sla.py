@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar
+from supportflow.calendar import TWENTY_FOUR_SEVEN, BusinessCalendar, _is_calendar
 from supportflow.errors import ValidationError
 from supportflow.events import EventDraft, EventType
 from supportflow.model import (
@@ -40,6 +40,7 @@ from supportflow.model import (
     _maker,
     _replacer,
     coerce_enum,
+    duration_validator,
     tier_key,
 )
 
@@ -66,11 +67,7 @@ def _unknown_clock(name: object) -> ValidationError:
     return ValidationError("clock", name, f"one of {', '.join(CLOCKS)}")
 
 
-def _positive(
-    instance: object, attribute: attrs.Attribute[timedelta | None], value: timedelta | None
-) -> None:
-    if value is not None and (not isinstance(value, timedelta) or value <= timedelta(0)):
-        raise ValidationError(attribute.name, value, "a positive timedelta or None")
+_target = duration_validator(optional=True)
 
 
 @attrs.frozen(slots=True)
@@ -81,9 +78,9 @@ class SlaTarget:
     SlaTarget(first_response=datetime.timedelta(seconds=1800), next_response=None, ...)
     """
 
-    first_response: timedelta | None = attrs.field(default=None, validator=_positive)
-    next_response: timedelta | None = attrs.field(default=None, validator=_positive)
-    resolution: timedelta | None = attrs.field(default=None, validator=_positive)
+    first_response: timedelta | None = attrs.field(default=None, validator=_target)
+    next_response: timedelta | None = attrs.field(default=None, validator=_target)
+    resolution: timedelta | None = attrs.field(default=None, validator=_target)
 
     def for_clock(self, name: str) -> timedelta | None:
         """The target of the clock called ``name`` (``first_response``, ``next_response`` or
@@ -201,9 +198,16 @@ class SlaPolicy:
 
     name: str
     targets: Mapping[Priority, SlaTarget] = attrs.field(converter=_targets)
-    calendar: BusinessCalendar = TWENTY_FOUR_SEVEN
+    calendar: BusinessCalendar = attrs.field(default=TWENTY_FOUR_SEVEN, validator=_is_calendar)
     condition: SlaCondition = attrs.field(factory=SlaCondition)
     warnings: tuple[int, ...] = attrs.field(default=(75, 90), converter=_warnings)
+
+    def __attrs_post_init__(self) -> None:
+        for priority, target in self.targets.items():
+            for clock in CLOCKS:
+                duration = getattr(target, clock)
+                if duration is not None:
+                    self.calendar._check_span(f"targets[{priority.value}].{clock}", duration)
 
     def target(self, priority: Priority, clock: str) -> timedelta | None:
         """The target of ``clock`` for tickets of ``priority``; ``None`` when the policy promises

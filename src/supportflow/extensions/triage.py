@@ -46,6 +46,7 @@ from supportflow.model import (
     Role,
     StatusCategory,
     Ticket,
+    check_duration,
     whole_number,
 )
 from supportflow.storage import Record, UnitOfWork
@@ -75,10 +76,7 @@ class IncidentPolicy:
             raise ValidationError("threshold", self.threshold, "a whole number, at least 2")
         if self.threshold < 2:
             raise ValidationError("threshold", self.threshold, "at least 2")
-        if not isinstance(self.window, timedelta):
-            raise ValidationError("window", self.window, "a datetime.timedelta")
-        if self.window <= timedelta(0):
-            raise ValidationError("window", self.window, "a positive duration")
+        check_duration("window", self.window)
         if self.on_resolve not in ("resolve", "note"):
             raise ValidationError("on_resolve", self.on_resolve, "'resolve' or 'note'")
         whole_number("examples", self.examples, 0)
