@@ -269,6 +269,23 @@ def test_field_equals_reads_custom_fields_and_ticket_attributes() -> None:
     assert classify(rules, item).tags == {"bulk", "incident"}
 
 
+def test_field_equals_reads_what_a_customer_keeps_and_tiers_as_tiers_compare() -> None:
+    vip = Customer(id="c-9", name="Ana", tier="vip", language="pt")
+    rules = [
+        Rule("tier", FieldEquals("customer.tier", "VIP"), [AddTags("tier")]),
+        Rule("lang", FieldEquals("customer.language", "pt"), [AddTags("lang")]),
+        Rule("flag", FieldEquals("customer.is_vip", True), [AddTags("flag")]),
+    ]
+
+    assert classify(rules, ticket("x", customer=vip)).tags == {"tier", "lang", "flag"}
+    # Another attribute of the object is no field: refused when built, not read.
+    for name in ("customer.__class__", "customer.email", "customer."):
+        with pytest.raises(ValidationError) as error:
+            FieldEquals(name, "x")
+        assert error.value.field == "name"
+        assert "customer.<id | name | contacts | tier" in error.value.expected
+
+
 # ------------------------------------------------------------------------------- priority
 
 
@@ -565,6 +582,7 @@ VIP = {"vip": True}
         ({"when": {"vip": True, "fields": ["subject"]}}, "when.fields"),
         ({"when": {"keywords": ["a"], "fields": ["x"]}}, "when.fields[0]"),
         ({"when": {"field": {"name": "a"}}}, "when.field"),
+        ({"when": {"field": {"name": "customer.__class__", "equals": "x"}}}, "when.field.name"),
         ({"when": VIP, "then": {"colour": 1}}, "then.colour"),
         ({"when": VIP, "then": {"raise_priority": "asap"}}, "then.raise_priority"),
         ({"when": VIP, "then": {"impact": "huge"}}, "then.impact"),

@@ -15,7 +15,7 @@ import attrs
 
 from supportflow._textmatch import Automaton, normalize
 from supportflow.errors import ValidationError
-from supportflow.model import Channel, Role, Ticket, coerce_enum, tier_key
+from supportflow.model import Channel, Customer, Role, Ticket, coerce_enum, tier_key
 
 DEFAULT_FIELDS: t.Final = ("subject", "description")
 #: The fields the early warning reads, and every field a condition may name.
@@ -326,11 +326,23 @@ class IsVip(Condition):
 
 
 _TICKET_ATTRS = ("kind", "status", "channel", "priority", "group", "assignee", "impact", "urgency")
+# What a stored customer keeps (its attrs fields) and ``is_vip``: any other attribute name
+# would read the object's internals (``customer.__class__``), not data.
+_CUSTOMER_ATTRS = (*(field.name for field in attrs.fields(Customer)), "is_vip")
+
+
+def _field_name(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    non_empty(instance, attribute, value)
+    assert isinstance(value, str)
+    if value.startswith("customer.") and value.removeprefix("customer.") not in _CUSTOMER_ATTRS:
+        expected = "customer.<" + " | ".join(_CUSTOMER_ATTRS) + ">"
+        raise ValidationError("name", value, expected)
 
 
 @attrs.frozen
 class FieldEquals(Condition):
-    """A field equals ``value``: ``customer.<attr>``, a ticket attribute (``kind``, ``status``,
+    """A field equals ``value``: ``customer.<attr>`` (a field of :class:`Customer`, or
+    ``is_vip``; tiers compare without regard to case), a ticket attribute (``kind``, ``status``,
     ``channel``, ``priority``, ``category`` as earlier rules left it, ...), else the custom
     field ``name`` (``ticket.fields[name]``; a ``fields.`` prefix is allowed).
 
@@ -338,22 +350,25 @@ class FieldEquals(Condition):
     {'field': {'name': 'customer.language', 'equals': 'zh'}}
     """
 
-    name: str = attrs.field(validator=non_empty)
+    name: str = attrs.field(validator=_field_name)
     value: t.Any
 
     def evaluate(self, ctx: MatchContext) -> Evidence | None:
         """``<name>=<value>`` when the field equals ``value``; ``None`` otherwise, and when the
         ticket has no such field."""
-        ticket, name, missing = ctx.ticket, self.name, object()
+        ticket, name, expected, missing = ctx.ticket, self.name, self.value, object()
         if name.startswith("customer."):
-            actual = getattr(ticket.customer, name.removeprefix("customer."), missing)
+            actual = getattr(ticket.customer, name.removeprefix("customer."))
+            if name == "customer.tier" and isinstance(expected, str):
+                # Tiers compare alike everywhere: ``"VIP"`` is ``"vip"``.
+                actual, expected = tier_key(actual), tier_key(expected)
         elif name == "category":
             actual = ctx.category
         elif name in _TICKET_ATTRS:
             actual = getattr(ticket, name)
         else:
             actual = ticket.fields.get(name.removeprefix("fields."), missing)
-        return ((), (f"{name}={self.value}",)) if actual == self.value else None
+        return ((), (f"{name}={self.value}",)) if actual == expected else None
 
     def to_dict(self) -> dict[str, t.Any]:
         """The condition as ``{"field": {"name": ..., "equals": ...}}``."""
