@@ -166,6 +166,26 @@ def test_keywords_report_the_words_and_fields_that_matched() -> None:
     assert reason.fields == ("subject", "description")
 
 
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("เน็ตล่ม", "บ้านเน็ตล่มอีกแล้วครับ"),  # Thai: "the internet is down"
+        ("ອິນເຕີເນັດ", "ບ້ານອິນເຕີເນັດບໍ່ໄດ້"),  # Lao
+        ("អ៊ីនធឺណិត", "ផ្ទះអ៊ីនធឺណិតដាច់"),  # Khmer
+        ("အင်တာနက်", "အိမ်မှာအင်တာနက်မရဘူး"),  # Burmese
+        ("서버", "서버가 다운됐어요"),  # Korean: a particle follows the noun
+        ("vpn", "vpnล่มอีกแล้ว"),  # a Latin word beside Thai is a whole word
+    ],
+    ids=["thai", "lao", "khmer", "burmese", "korean", "latin-beside-thai"],
+)
+def test_keywords_in_scripts_without_spaces_match_inside_a_sentence(
+    keyword: str, text: str
+) -> None:
+    rule = Rule("net", Keywords([keyword]), [SetCategory("network")])
+
+    assert classify([rule], ticket(text)).category == "network"
+
+
 def test_keywords_can_be_limited_to_fields() -> None:
     subject_only = Rule("s", Keywords(["invoice"], fields=["subject"]), [SetCategory("billing")])
 

@@ -142,7 +142,8 @@ class Condition(abc.ABC):
 
 @attrs.frozen(init=False)
 class Keywords(Condition):
-    """Any of ``words`` occurs in ``fields``: CJK words as substrings, others as whole words.
+    """Any of ``words`` occurs in ``fields``: words of scripts without spaces (Chinese,
+    Japanese, Thai, ...) as substrings, others as whole words.
 
     ``index`` maps each normalised word to the position of its first spelling in ``words``.
 

@@ -2,9 +2,10 @@
 
 Text and keywords are brought to the same normal form (:func:`normalize`): NFKC folds
 full-width and half-width forms (``"ＶＰＮ"`` → ``"VPN"``), casefold removes case, and runs of
-white space become one space. A keyword that contains a CJK character matches anywhere (Chinese
-and Japanese do not separate words); any other keyword matches only as a whole word or phrase,
-so ``"sue"`` is not found in ``"issue"``.
+white space become one space. A keyword that contains a character of a script written without
+spaces between words (Chinese, Japanese, Thai, Lao, Khmer, Burmese, Yi) matches anywhere; any
+other keyword matches only as a whole word or phrase, so ``"sue"`` is not found in
+``"issue"``.
 
 :class:`Automaton` is a pure-Python Aho–Corasick automaton: it finds every keyword, overlapping
 ones included, in one pass over the text, however many keywords there are.
@@ -19,13 +20,22 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate, compress
 from operator import attrgetter
 
-__all__ = ["Automaton", "find_naive", "has_cjk", "is_cjk", "is_word_char", "normalize"]
+__all__ = ["Automaton", "find_naive", "has_unspaced", "is_unspaced", "is_word_char", "normalize"]
 
-# Han, kana, Hangul and CJK symbols: the scripts written without spaces between words.
-_CJK_RANGES = (
+# The scripts written without spaces between words, where a word has no boundary to find:
+# Han, kana and CJK symbols, Thai, Lao, Khmer, Myanmar and Yi. (Hangul is kept here too:
+# Korean spaces words, but a particle follows a noun with no space, "서버가" for "서버".)
+_UNSPACED_RANGES = (
+    (0x0E00, 0x0EFF),  # Thai, Lao
+    (0x1000, 0x109F),  # Myanmar
     (0x1100, 0x11FF),  # Hangul Jamo
+    (0x1780, 0x17FF),  # Khmer
+    (0x19E0, 0x19FF),  # Khmer symbols
     (0x2E80, 0x9FFF),  # radicals, CJK symbols, kana, Bopomofo, Hangul compatibility, Han
+    (0xA000, 0xA4CF),  # Yi
     (0xA960, 0xA97F),  # Hangul Jamo extended A
+    (0xA9E0, 0xA9FF),  # Myanmar extended B
+    (0xAA60, 0xAA7F),  # Myanmar extended A
     (0xAC00, 0xD7FF),  # Hangul syllables and Jamo extended B
     (0xF900, 0xFAFF),  # CJK compatibility ideographs
     (0xFE30, 0xFE4F),  # CJK compatibility forms
@@ -34,36 +44,38 @@ _CJK_RANGES = (
 )
 
 
-def is_cjk(char: str) -> bool:
-    """True for a Chinese, Japanese or Korean character.
+def is_unspaced(char: str) -> bool:
+    """True for a character of a script written without spaces between words (Chinese,
+    Japanese, Korean, Thai, Lao, Khmer, Burmese, Yi).
 
-    >>> is_cjk("网"), is_cjk("a")
-    (True, False)
+    >>> is_unspaced("网"), is_unspaced("ร"), is_unspaced("a")
+    (True, True, False)
     """
     code = ord(char)
-    return any(low <= code <= high for low, high in _CJK_RANGES)
+    return any(low <= code <= high for low, high in _UNSPACED_RANGES)
 
 
-def has_cjk(text: str) -> bool:
-    """True if ``text`` contains at least one CJK character.
+def has_unspaced(text: str) -> bool:
+    """True if ``text`` contains at least one :func:`is_unspaced` character.
 
-    >>> has_cjk("vpn连不上"), has_cjk("vpn down")
+    >>> has_unspaced("vpn连不上"), has_unspaced("vpn down")
     (True, False)
     """
-    return not text.isascii() and any(is_cjk(char) for char in text)
+    return not text.isascii() and any(is_unspaced(char) for char in text)
 
 
 def is_word_char(char: str) -> bool:
     """True if ``char`` continues a Latin-style word (so a whole-word match cannot end there).
 
-    CJK characters are not word characters: ``"vpn"`` is a whole word in ``"我的vpn坏了"``.
+    Characters of scripts without spaces are not word characters: ``"vpn"`` is a whole
+    word in ``"我的vpn坏了"``.
 
     >>> is_word_char("x"), is_word_char("7"), is_word_char("-"), is_word_char("的")
     (True, True, False, False)
     """
     if char.isascii():  # the common case, without the range scan
         return char.isalnum() or char == "_"
-    return char.isalnum() and not is_cjk(char)
+    return char.isalnum() and not is_unspaced(char)
 
 
 def normalize(text: str) -> str:
@@ -84,7 +96,7 @@ def normalize(text: str) -> str:
 
 def _boundaries(word: str) -> tuple[bool, bool]:
     """Whether a match of ``word`` needs a word boundary before it and after it."""
-    if has_cjk(word):
+    if has_unspaced(word):
         return False, False
     return is_word_char(word[0]), is_word_char(word[-1])
 
