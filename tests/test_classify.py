@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
@@ -184,6 +185,29 @@ def test_keywords_in_scripts_without_spaces_match_inside_a_sentence(
     rule = Rule("net", Keywords([keyword]), [SetCategory("network")])
 
     assert classify([rule], ticket(text)).category == "network"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want a re\u200bfund",  # zero-width space
+        "I want a re\u00adfund",  # soft hyphen
+        "I want a re\u2060fund",  # word joiner
+        "I want a \u202erefund\u202c",  # bidi override around the word
+        "我要退\u200d款",  # zero-width joiner in Chinese
+    ],
+    ids=["zwsp", "soft-hyphen", "word-joiner", "bidi", "zwj-chinese"],
+)
+def test_invisible_format_characters_do_not_hide_a_keyword(text: str) -> None:
+    rule = Rule("refund", Keywords(["refund", "退款"]), [SetCategory("billing")])
+
+    assert classify([rule], ticket(text)).category == "billing"
+
+
+def test_every_format_character_is_removed_from_the_matching_form() -> None:
+    # Written out in the module for a fast import: it must cover what Unicode calls Cf.
+    formats = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Cf"]
+    assert normalize("a" + "".join(formats) + "b") == "ab"
 
 
 def test_keywords_can_be_limited_to_fields() -> None:

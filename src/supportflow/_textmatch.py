@@ -13,6 +13,7 @@ ones included, in one pass over the text, however many keywords there are.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from bisect import bisect_right
 from collections import deque
@@ -78,8 +79,20 @@ def is_word_char(char: str) -> bool:
     return char.isalnum() and not is_unspaced(char)
 
 
+# Format characters (Unicode category Cf): zero-width spaces and joiners, soft hyphens, bidi
+# controls. Invisible, so "re\u200bfund" reads as "refund" and must match as it. Written out:
+# asking unicodedata for every code point would cost each import tens of milliseconds.
+_FORMAT_CHARS = re.compile(
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
+    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f]"
+)
+
+
 def normalize(text: str) -> str:
-    """The matching form of ``text``: NFKC, casefolded, white space collapsed to one space.
+    """The matching form of ``text``: NFKC, casefolded, format characters (zero-width and
+    bidi controls, soft hyphens) removed, white space collapsed to one space.
 
     >>> normalize("  ＶＰＮ   Down\\n again ")
     'vpn down again'
@@ -91,6 +104,7 @@ def normalize(text: str) -> str:
     else:
         # Casefolding can leave text that is not NFKC again (e.g. "ǰ"), so normalise twice.
         folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+        folded = _FORMAT_CHARS.sub("", folded)
     return " ".join(folded.split())
 
 
