@@ -8,6 +8,7 @@ and that a refused command leaves no trace.
 from __future__ import annotations
 
 import enum
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -453,6 +454,18 @@ def test_custom_fields_and_trigger_data_are_kept_as_every_store_reads_them_back(
     assert desk.get_ticket(ticket.id).fields == ticket.fields
     desk.fire(ticket.id, "triage", by="agent_li", checked=("vpn", "dns"))
     assert last(desk, ticket.id, "StatusChanged").data["checked"] == ["vpn", "dns"]
+
+
+def test_a_negative_zero_is_kept_as_the_zero_every_store_reads_back(desk: Desk) -> None:
+    # PostgreSQL's jsonb has no -0.0: a store that cached what it wrote would disagree.
+    ticket = open_case(desk, fields={"delta": -0.0, "deltas": [{"d": -0.0}]})
+    desk.fire(ticket.id, "triage", by="agent_li", delta=-0.0)
+    read = [
+        ticket.fields["delta"],
+        ticket.fields["deltas"][0]["d"],
+        last(desk, ticket.id, "StatusChanged").data["delta"],
+    ]
+    assert [math.copysign(1.0, value) for value in read] == [1.0, 1.0, 1.0]
 
 
 # -- assignment and triggers ---------------------------------------------------------------------

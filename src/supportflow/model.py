@@ -224,7 +224,8 @@ def plain_json(value: object, field: str) -> Any:
 
     Mappings and lists come back as new ``dict`` and ``list`` objects (a tuple becomes a list,
     as JSON has only arrays), so later changes to the caller's containers do not reach the
-    ticket; ``str`` and ``int`` subclasses (enums) become plain ``str`` and ``int``.
+    ticket; ``str`` and ``int`` subclasses (enums) become plain ``str`` and ``int``, and
+    ``-0.0`` becomes ``0.0``.
 
     >>> plain_json({"sizes": (38, 39), "gift": True}, "fields")
     {'sizes': [38, 39], 'gift': True}
@@ -246,7 +247,9 @@ def _plain_json(value: object, field: str) -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):  # JSON has no NaN or infinities
             raise ValidationError(field, value, "a finite number")
-        return value if kind is float else float(value)
+        # ``+ 0.0`` turns -0.0 into 0.0: PostgreSQL's jsonb has no negative zero, so every
+        # store keeps the one zero it can read back.
+        return (value if kind is float else float(value)) + 0.0
     if isinstance(value, Mapping):
         copy = {}
         for key, item in value.items():
