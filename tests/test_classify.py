@@ -591,6 +591,8 @@ def test_python_rules_round_trip_through_json() -> None:
         VPN,
         Rule("vip", IsVip() & ~HasTag("spam"), [RouteTo("vip"), FlagTeamLead()], stop=True),
         Rule("two", Keywords(["x"]), [AddTags("a"), AddTags("b")]),  # needs the list form
+        # One object would read back as one SetImpactUrgency("high", "low"): other reasons.
+        Rule("split", Keywords(["y"]), [SetImpactUrgency("high"), SetImpactUrgency(urgency="low")]),
     ]
     classifier = Classifier(rules, sensitive_words=None)
 
@@ -599,6 +601,7 @@ def test_python_rules_round_trip_through_json() -> None:
     assert doc["sensitive_words"] is None
     assert "matrix" not in doc
     assert doc["rules"][2]["then"] == [{"tags": ["a"]}, {"tags": ["b"]}]
+    assert doc["rules"][3]["then"] == [{"impact": "high"}, {"urgency": "low"}]
     assert Classifier.from_dict(doc).rules == classifier.rules
 
 

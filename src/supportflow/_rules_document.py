@@ -36,6 +36,8 @@ from supportflow.model import Priority, coerce_enum
 
 #: The actions whose order matters: one ``then`` object may not hold both.
 ORDERED: t.Final = frozenset({"raise_priority", "cap_priority"})
+#: Keys one action writes together: an object holding both is read back as that one action.
+_TOGETHER: t.Final = frozenset({"impact", "urgency"})
 
 _T = t.TypeVar("_T")
 _R = t.TypeVar("_R")  # a rule
@@ -67,11 +69,13 @@ class _Writable(t.Protocol):
 
 def then_document(actions: Sequence[_Writable]) -> dict[str, t.Any] | list[dict[str, t.Any]]:
     """A rule's ``then``: one object, or a list of objects when one object can't say it (an
-    action twice, or both a raise and a cap, whose order matters)."""
+    action twice, or both a raise and a cap, whose order matters; an impact and an urgency set
+    by two actions, which one object would read back as one)."""
     then: dict[str, t.Any] = {}
     for action in actions:
         entries = action.to_dict()
-        if then.keys() & entries.keys() or (then.keys() | entries.keys()) >= ORDERED:
+        keys = entries.keys() | _TOGETHER if entries.keys() & _TOGETHER else entries.keys()
+        if then.keys() & keys or (then.keys() | keys) >= ORDERED:
             return [action.to_dict() for action in actions]
         then.update(entries)
     return then
