@@ -8,6 +8,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ from supportflow import Desk
 from supportflow.clock import ManualClock
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient, RecipientRole
-from supportflow.notify import DeliveryError, Dispatcher, MemoryNotifier
+from supportflow.notify import DeliveryError, Dispatcher, DispatchReport, MemoryNotifier
 from supportflow.storage import OutboxEntry, OutboxStatus, Storage, UnitOfWork
 from supportflow.storage.memory import MemoryStore
 from supportflow.storage.sqlite import SqliteStore
@@ -328,8 +329,12 @@ class TestCrashRecovery:
         assert survivor.deliver_pending().idle  # the dead worker's lease still holds
 
         clock.advance(seconds=1)
-        report = survivor.deliver_pending()
-        assert report.delivered == ["n-3", "n-4", "n-5"]
+        # n-3 to n-5 were claimed by the dead worker and never recorded: each is tried alone,
+        # so that if one of them killed the worker, it is the only row to pay for it.
+        reports = [survivor.deliver_pending() for _ in range(3)]
+        assert [r.delivered for r in reports] == [["n-3"], ["n-4"], ["n-5"]]
+        assert [r.deferred for r in reports] == [["n-4", "n-5"], ["n-5"], []]
+        assert survivor.deliver_pending().idle
         assert inbox.keys() == ["n-1", "n-2", "n-3", "n-3", "n-4", "n-5"]
         with store.transaction() as uow:
             assert uow.list_outbox(OutboxStatus.PENDING) == []
@@ -567,6 +572,11 @@ def test_configuration_is_checked(
         ("owner", 5),
         ("random", 5),
         ("fallback", 5),
+        ("max_unfinished", None),
+        ("max_unfinished", "3"),
+        ("max_unfinished", 2.0),
+        ("max_unfinished", 1),  # one crash in a batch leaves every row of it unfinished
+        ("max_unfinished", 0),
     ],
 )
 def test_ill_typed_configuration_is_named(
@@ -601,13 +611,249 @@ def test_well_typed_configuration_is_kept(store: MemoryStore, clock: ManualClock
         owner="w-1",
         random=random.Random(1),
         fallback=MemoryNotifier(),
+        max_unfinished=2,
     )
     assert (dispatcher.max_attempts, dispatcher.jitter, dispatcher.owner) == (3, 0, "w-1")
+    assert dispatcher.max_unfinished == 2
     assert dispatcher.backoff(3) == timedelta(seconds=40)
 
 
-@pytest.mark.parametrize("option", ["max_attempts", "base_delay", "jitter", "lease"])
+@pytest.mark.parametrize(
+    "option", ["max_attempts", "base_delay", "jitter", "lease", "max_unfinished"]
+)
 def test_desk_passes_the_dispatchers_own_refusal_on(option: str) -> None:
     with pytest.raises(ValidationError) as refused:
         Desk(dispatcher_options={option: None})
     assert refused.value.field == option
+
+
+class _ProcessDied(BaseException):
+    """Stands for the death of the process in a delivery: nothing after it runs."""
+
+
+class _Poison:
+    """Kills the 'process' on the notifications named; delivers the others to ``inbox``."""
+
+    def __init__(self, inbox: MemoryNotifier, *keys: str) -> None:
+        self.inbox, self.keys, self.tried = inbox, set(keys), []
+
+    def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        self.tried.append(notification.idempotency_key)
+        if notification.idempotency_key in self.keys:
+            raise _ProcessDied
+        self.inbox.deliver(notification, recipients)
+
+
+class _LegacyStore:
+    """A store adapter written before claims were counted: no ``claims``, no release."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+
+    @contextmanager
+    def _transaction(self) -> Iterator[UnitOfWork]:
+        with self.inner.transaction() as uow:
+
+            class Adapter:
+                def __getattr__(self, name: str) -> Any:
+                    if name == "release_notifications":
+                        raise AttributeError(name)
+                    return getattr(uow, name)
+
+                def claim_notifications(self, *args: Any) -> list[OutboxEntry]:
+                    claimed = uow.claim_notifications(*args)
+                    return [attrs.evolve(e, claims=0) for e in claimed]
+
+            yield Adapter()
+
+    def transaction(self) -> AbstractContextManager[UnitOfWork]:
+        return self._transaction()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class TestPoisonMessages:
+    """A notification whose delivery kills the dispatcher's process, whoever runs it."""
+
+    LEASE = timedelta(minutes=5)
+
+    def crash(
+        self, store: Storage, clock: ManualClock, notifier: _Poison, owner: str, **options: Any
+    ) -> None:
+        """A dispatcher dies delivering; its lease runs out before the next one comes."""
+        dispatcher = Dispatcher(
+            store, {"customer": notifier}, clock=clock, lease=self.LEASE, owner=owner, **options
+        )
+        with pytest.raises(_ProcessDied):
+            dispatcher.deliver_pending()
+        clock.advance(minutes=5)
+
+    @pytest.mark.parametrize("make_store", [MemoryStore, SqliteStore], ids=["memory", "sqlite"])
+    @pytest.mark.parametrize("max_unfinished", [2, 3, 5])
+    def test_parked_after_max_unfinished_deliveries_and_not_before(
+        self, make_store: Callable[[], Storage], clock: ManualClock, max_unfinished: int
+    ) -> None:
+        store = make_store()
+        inbox = MemoryNotifier(clock)
+        poison = _Poison(inbox, "n-1")
+        _enqueue(store, _note("n-1"))
+        for crash in range(1, max_unfinished + 1):
+            self.crash(store, clock, poison, f"worker-{crash}", max_unfinished=max_unfinished)
+            entry = _entry(store, "n-1")
+            assert (entry.status, entry.claims, entry.attempts) == (
+                OutboxStatus.PENDING,
+                crash,
+                0,
+            )
+        assert poison.tried == ["n-1"] * max_unfinished
+
+        survivor = Dispatcher(
+            store,
+            {"customer": poison},
+            clock=clock,
+            lease=self.LEASE,
+            owner="survivor",
+            max_unfinished=max_unfinished,
+        )
+        report = survivor.deliver_pending()
+        assert (report.dead, report.attempts, report.delivered) == (["n-1"], 0, [])
+        assert not report.idle
+        assert poison.tried == ["n-1"] * max_unfinished  # not tried again
+        entry = _entry(store, "n-1")
+        assert entry.status is OutboxStatus.DEAD
+        assert entry.last_error is not None
+        assert entry.last_error.startswith(
+            f"delivery never finished {max_unfinished} times (the process delivering it stopped"
+            " or ran past its lease)"
+        )
+        assert [e.key for e in survivor.dead_letters()] == ["n-1"]
+        assert survivor.deliver_pending().idle
+
+        requeued = survivor.requeue("n-1")  # an operator fixed the notifier
+        assert (requeued.claims, requeued.attempts) == (0, 0)
+        poison.keys.clear()
+        assert survivor.deliver_pending().delivered == ["n-1"]
+
+    def test_the_last_recorded_error_is_kept_in_the_dead_letters_reason(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        _enqueue(store, _note("n-1"))
+        with store.transaction() as uow:
+            uow.claim_notifications(clock.now(), 1, "worker", self.LEASE)
+            uow.mark_failed("n-1", "451 try later", clock.now(), "worker")
+        poison = _Poison(MemoryNotifier(clock), "n-1")
+        for crash in range(3):
+            self.crash(store, clock, poison, f"worker-{crash}")
+        report = Dispatcher(store, {"customer": poison}, clock=clock).deliver_pending()
+        assert report.dead == ["n-1"]
+        error = _entry(store, "n-1").last_error
+        assert error is not None
+        assert error.startswith("delivery never finished 3 times")
+        assert error.endswith("; last recorded error: 451 try later")
+
+    @pytest.mark.parametrize("make_store", [MemoryStore, SqliteStore], ids=["memory", "sqlite"])
+    def test_the_rest_of_the_poisons_batch_is_delivered_not_parked(
+        self, make_store: Callable[[], Storage], clock: ManualClock
+    ) -> None:
+        # The first crash leaves n-3 and n-4 claimed and unrecorded too. From then on a row
+        # with an unfinished delivery is tried alone, so only n-2's own crashes count.
+        store = make_store()
+        inbox = MemoryNotifier(clock)
+        poison = _Poison(inbox, "n-2")
+        _enqueue(store, *(_note(f"n-{i}") for i in range(1, 5)))
+        for crash in range(3):
+            self.crash(store, clock, poison, f"worker-{crash}")
+        assert poison.tried == ["n-1", "n-2", "n-2", "n-2"]
+        assert [(k, _entry(store, k).claims) for k in ("n-3", "n-4")] == [("n-3", 1), ("n-4", 1)]
+
+        dispatcher = Dispatcher(store, {"customer": poison}, clock=clock, lease=self.LEASE)
+        first = dispatcher.deliver_pending()
+        assert (first.dead, first.delivered, first.deferred) == (["n-2"], ["n-3"], ["n-4"])
+        assert dispatcher.deliver_pending().delivered == ["n-4"]
+        assert inbox.keys() == ["n-1", "n-3", "n-4"]
+        assert _entry(store, "n-2").status is OutboxStatus.DEAD
+
+    def test_a_row_with_an_unfinished_delivery_is_tried_alone(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        inbox = MemoryNotifier(clock)
+        _enqueue(store, _note("n-1"), _note("n-2"))
+        with store.transaction() as uow:  # a worker died holding n-2
+            uow.claim_notifications(clock.now(), 1, "dead-worker", self.LEASE)
+        clock.advance(minutes=5)
+        _enqueue(store, _note("n-0"))
+        dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock, lease=self.LEASE)
+        report = dispatcher.deliver_pending()
+        assert (report.delivered, report.deferred, report.attempts) == (["n-1"], ["n-0", "n-2"], 1)
+        assert not report.idle
+        # Handed back at once: claimable now, and not counted as unfinished.
+        assert [(k, _entry(store, k).claims) for k in ("n-0", "n-2")] == [("n-0", 0), ("n-2", 0)]
+        assert dispatcher.deliver_pending().delivered == ["n-0", "n-2"]
+
+    @pytest.mark.parametrize("make_store", [MemoryStore, SqliteStore], ids=["memory", "sqlite"])
+    def test_rows_a_batch_ran_past_the_lease_of_do_not_count_as_unfinished(
+        self, make_store: Callable[[], Storage], clock: ManualClock
+    ) -> None:
+        # Each run, a slow delivery takes the whole lease and n-z is skipped: more times
+        # than max_unfinished, and n-z is still delivered in the end.
+        store = make_store()
+        inbox = MemoryNotifier(clock)
+        _enqueue(store, _note("n-z"))
+
+        def slow() -> None:
+            clock.advance(minutes=6)
+
+        for run in range(5):
+            _enqueue(store, _note(f"n-{run}"))
+            dispatcher = Dispatcher(
+                store, {"customer": _Scripted(slow)}, clock=clock, lease=self.LEASE
+            )
+            report = dispatcher.deliver_pending()
+            assert (report.delivered, report.expired) == ([f"n-{run}"], ["n-z"])
+            entry = _entry(store, "n-z")
+            assert (entry.status, entry.claims) == (OutboxStatus.PENDING, 0)
+        dispatcher = Dispatcher(store, {"customer": inbox}, clock=clock, lease=self.LEASE)
+        assert dispatcher.deliver_pending().delivered == ["n-z"]
+
+    def test_deliveries_that_always_run_past_the_lease_count_as_unfinished(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        # A receiver that hangs past the lease on this payload, every time: each time another
+        # dispatcher takes the row over, and the late report is dropped. The fourth parks it.
+        tried: list[str] = []
+
+        def run(n: int) -> DispatchReport:
+            def hang() -> None:
+                tried.append(f"w{n}")
+                clock.advance(minutes=6)
+                reports.append(run(n + 1))
+                raise DeliveryError("timed out")
+
+            notifiers = {"customer": _Scripted(hang)}
+            dispatcher = Dispatcher(store, notifiers, clock=clock, lease=self.LEASE, owner=f"w{n}")
+            return dispatcher.deliver_pending()
+
+        _enqueue(store, _note("n-1"))
+        reports: list[DispatchReport] = []
+        first = run(0)
+        assert tried == ["w0", "w1", "w2"]
+        assert reports[0].dead == ["n-1"]  # w3's
+        assert first.expired == []  # the row is dead: nothing left to report on
+        entry = _entry(store, "n-1")
+        assert entry.status is OutboxStatus.DEAD
+        assert entry.last_error is not None
+        assert entry.last_error.startswith("delivery never finished 3 times")
+
+    def test_an_adapter_without_claims_never_parks_for_unfinished_deliveries(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        legacy = _LegacyStore(store)
+        inbox = MemoryNotifier(clock)
+        poison = _Poison(inbox, "n-1")
+        _enqueue(store, _note("n-1"), _note("n-2"))
+        for crash in range(5):
+            self.crash(legacy, clock, poison, f"worker-{crash}")
+        poison.keys.clear()
+        report = Dispatcher(legacy, {"customer": poison}, clock=clock).deliver_pending()
+        assert (report.delivered, report.dead, report.deferred) == (["n-1", "n-2"], [], [])

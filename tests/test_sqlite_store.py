@@ -18,7 +18,12 @@ from supportflow.events import Event
 from supportflow.model import Timer
 from supportflow.storage import Storage, TicketQuery
 from supportflow.storage.sqlite import SCHEMA_VERSION, SqliteStore
-from supportflow.testing.storage_contract import _claim_in_process, make_ticket, record
+from supportflow.testing.storage_contract import (
+    _claim_in_process,
+    make_ticket,
+    notification,
+    record,
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 LEASE = timedelta(minutes=5)
@@ -317,3 +322,74 @@ def test_a_refused_event_batch_leaves_nothing_even_in_the_same_unit_of_work(
         assert (refused.value.ticket_id, refused.value.expected_version) == ("t-1", 4)
         assert [e.sequence for e in uow.history("t-1")] == [1, 2, 3]
         assert uow.history("t-2") == []
+
+
+@pytest.mark.parametrize("opener", [SqliteStore, _open_sql_store], ids=["sqlite", "sql"])
+def test_outbox_rows_of_a_version_3_file_are_kept_and_count_their_claims(
+    path: Path, opener: Callable[[Path], Storage]
+) -> None:
+    # A file from before claims were counted. Its rows are kept as they were; a pending row
+    # counts the claims its failures came from, and the lease it is under (that worker's
+    # result may never come), so its deliveries that never finish are counted from the start.
+    from supportflow.storage._codec import dump_json, notification_to_doc
+    from supportflow.storage.sqlite import MIGRATIONS
+
+    def micros(instant: datetime) -> int:
+        return int(
+            (instant - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(microseconds=1)
+        )
+
+    keys = ("n-new", "n-retry", "n-held", "n-dead", "n-sent")
+    notes = {key: notification(key) for key in keys}
+    rows = [  # key, status, attempts, lease owner, lease until, delivered at
+        ("n-new", "pending", 0, None, None, None),
+        ("n-retry", "pending", 2, None, None, None),
+        ("n-held", "pending", 1, "dead-worker", micros(T0 + LEASE), None),
+        ("n-dead", "dead", 6, None, None, None),
+        ("n-sent", "delivered", 1, None, None, micros(T0)),
+    ]
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)"
+        )
+        for number, statements in enumerate(MIGRATIONS[:3], start=1):
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute("INSERT INTO schema_version VALUES (?, 0)", (number,))
+        connection.executemany(
+            "INSERT INTO outbox (key, status, next_attempt_at, attempts, lease_owner,"
+            " lease_until, doc, last_error, delivered_at, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (key, status, micros(T0), attempts, owner, until,
+                 dump_json(notification_to_doc(notes[key]), "notification"),
+                 "timeout" if attempts else None, sent, micros(T0))
+                for key, status, attempts, owner, until, sent in rows
+            ],
+        )  # fmt: skip
+    connection.close()
+    store = opener(path)
+    try:
+        with store.transaction() as uow:
+            entries = {key: uow.outbox_entry(key) for key in notes}
+        with store.transaction() as uow:
+            claimed = uow.claim_notifications(T0 + LEASE, 10, "w", LEASE)
+    finally:
+        store.close()
+    found = {
+        key: (e.notification == notes[key], e.status.value, e.attempts, e.last_error, e.claims)
+        for key, e in entries.items()
+        if e is not None
+    }
+    assert found == {
+        "n-new": (True, "pending", 0, None, 0),
+        "n-retry": (True, "pending", 2, "timeout", 2),
+        "n-held": (True, "pending", 1, "timeout", 2),
+        "n-dead": (True, "dead", 6, "timeout", 0),
+        "n-sent": (True, "delivered", 1, "timeout", 0),
+    }
+    assert [(e.key, e.claims) for e in claimed] == [("n-held", 3), ("n-new", 1), ("n-retry", 3)]
+    with sqlite3.connect(path) as connection:
+        versions = [v for (v,) in connection.execute("SELECT version FROM schema_version")]
+    connection.close()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))

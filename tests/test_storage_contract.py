@@ -344,7 +344,7 @@ def test_postgres_timers_of_a_version_2_schema_get_generations() -> None:
                 "ALTER TABLE timers DROP COLUMN generation",
                 "DROP SEQUENCE timer_generation_seq",
                 "CREATE INDEX timers_due ON timers (due_at)",
-                "DELETE FROM schema_version WHERE version = 3",
+                "DELETE FROM schema_version WHERE version >= 3",
                 "INSERT INTO timers (ticket_id, key, due_at, kind)"
                 " VALUES ('t-2', 'b', :due, 'sla'), ('t-1', 'c', :due, 'sla')",
             ):
@@ -364,6 +364,74 @@ def test_postgres_timers_of_a_version_2_schema_get_generations() -> None:
     assert [ticket_id for ticket_id, _ in numbers][-1] == "t-0"
     assert len({generation for _, generation in numbers}) == 3
     assert [f"{t.ticket_id}/{t.key}" for t in claimed][-1] == "t-0/a"
+
+
+@pytest.mark.postgres
+def test_postgres_outbox_rows_of_a_version_3_schema_are_kept_and_count_their_claims() -> None:
+    # Step 4 on a schema from before claims were counted (its own schema, taken back to
+    # version 3 first): rows are kept; a pending row counts the claims its failures came
+    # from and the lease it is under.
+    import sqlalchemy as sa
+
+    from supportflow.storage._codec import dump_json, notification_to_doc
+    from supportflow.storage.sql import SCHEMA_VERSION, SqlStore, make_engine, migrate
+    from supportflow.testing.storage_contract import notification
+
+    t0 = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+    lease = timedelta(minutes=5)
+    rows = [  # key, status, attempts, lease owner, lease until
+        ("n-new", "pending", 0, None, None),
+        ("n-retry", "pending", 2, None, None),
+        ("n-held", "pending", 1, "dead-worker", t0 + lease),
+        ("n-dead", "dead", 6, None, None),
+    ]
+    with private_schema(_pg_url(), "sf_test") as url:
+        engine = make_engine(url)
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE outbox DROP COLUMN claims"))
+            connection.execute(sa.text("DELETE FROM schema_version WHERE version >= 4"))
+            for key, status, attempts, owner, until in rows:
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO outbox (key, status, next_attempt_at, attempts, lease_owner,"
+                        " lease_until, doc, created_at) VALUES (:key, :status, :t0, :attempts,"
+                        " :owner, :until, CAST(:doc AS jsonb), :t0)"
+                    ),
+                    {
+                        "key": key,
+                        "status": status,
+                        "t0": t0,
+                        "attempts": attempts,
+                        "owner": owner,
+                        "until": until,
+                        "doc": dump_json(notification_to_doc(notification(key)), "notification"),
+                    },
+                )
+        assert migrate(url) == SCHEMA_VERSION
+        store = SqlStore(engine)
+        with store.transaction() as uow:
+            entries = {key: uow.outbox_entry(key) for key, *_ in rows}
+        with store.transaction() as uow:
+            claimed = uow.claim_notifications(t0 + lease, 10, "w", lease)
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-later")])
+            later = uow.outbox_entry("n-later")
+        store.close()
+        engine.dispose()
+    found = {
+        key: (e.notification == notification(key), e.status.value, e.attempts, e.claims)
+        for key, e in entries.items()
+        if e is not None
+    }
+    assert found == {
+        "n-new": (True, "pending", 0, 0),
+        "n-retry": (True, "pending", 2, 2),
+        "n-held": (True, "pending", 1, 2),
+        "n-dead": (True, "dead", 6, 0),
+    }
+    assert [(e.key, e.claims) for e in claimed] == [("n-held", 3), ("n-new", 1), ("n-retry", 3)]
+    assert later is not None
+    assert later.claims == 0
 
 
 @pytest.mark.postgres

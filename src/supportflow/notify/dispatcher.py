@@ -11,7 +11,9 @@ at least once:
    jitter), or dead (permanent error, or out of attempts).
 
 If a dispatcher dies between 2 and 3, the lease expires and the row is delivered again with
-the same idempotency key; receivers drop the repeat.
+the same idempotency key; receivers drop the repeat. A row whose delivery itself kills the
+dispatcher (a poison message) would do so forever: each claim is counted, and a row whose
+claims ended without a result ``max_unfinished`` times is parked as dead instead.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ class DispatchReport:
     ``attempts`` counts the notifications tried in this run. ``expired`` holds rows whose lease
     ran out before their turn came (they were not tried and go to the next run), and rows
     whose failure came after the lease ran out and another dispatcher had claimed them (the
-    store kept that dispatcher's claim, not this report).
+    store kept that dispatcher's claim, not this report). ``dead`` also holds rows parked
+    without a try because their deliveries never finished ``max_unfinished`` times.
+    ``deferred`` holds rows handed back untried so that a row whose delivery did not finish
+    before is tried alone (they go to the next run).
     """
 
     delivered: list[str] = attrs.field(factory=list)
@@ -54,11 +59,12 @@ class DispatchReport:
     dead: list[str] = attrs.field(factory=list)
     expired: list[str] = attrs.field(factory=list)
     attempts: int = 0
+    deferred: list[str] = attrs.field(factory=list)
 
     @property
     def idle(self) -> bool:
         """True if there was nothing to do."""
-        return not (self.attempts or self.expired)
+        return not (self.attempts or self.expired or self.dead or self.deferred)
 
 
 @attrs.frozen(slots=True)
@@ -92,6 +98,14 @@ class Dispatcher:
     many failing rows do not retry in lockstep. After ``max_attempts`` failures, or one
     permanent :class:`DeliveryError`, the row is dead; :meth:`requeue` brings it back.
 
+    A delivery that never finishes (the process dies in it: a crash, out of memory, or a hang
+    until the worker is killed) records nothing, and the row is claimed again once its lease
+    runs out. Each claim is counted: a row claimed with ``max_unfinished`` claims before this
+    one that ended without a result is parked as dead without being tried again. Such a crash
+    also leaves the rest of its batch claimed and unrecorded, so a row with an unfinished
+    delivery behind it is tried alone (the rest of its batch handed back, ``deferred``): only
+    its own crash counts against it after that, never another row's.
+
     >>> from datetime import datetime, timezone
     >>> from supportflow.clock import ManualClock
     >>> from supportflow.model import Notification
@@ -121,6 +135,7 @@ class Dispatcher:
         owner: str | None = None,
         random: _random.Random | None = None,
         fallback: Notifier | None = None,
+        max_unfinished: int = 3,
     ) -> None:
         if not isinstance(store, Storage):
             raise ValidationError("store", store, "a supportflow.storage.Storage")
@@ -131,6 +146,9 @@ class Dispatcher:
         if not isinstance(clock, Clock):
             raise ValidationError("clock", clock, "a supportflow.Clock (with now())")
         max_attempts = whole_number("max_attempts", max_attempts, 1)
+        # One crash leaves the whole batch with an unfinished delivery, the culprit unknown:
+        # a row is tried alone from its second on, so one alone must not be enough.
+        max_unfinished = whole_number("max_unfinished", max_unfinished, 2)
         for field, value in (("base_delay", base_delay), ("max_delay", max_delay)):
             if not isinstance(value, timedelta):
                 raise ValidationError(field, value, "a positive duration (a timedelta)")
@@ -155,6 +173,7 @@ class Dispatcher:
         self.store = store
         self.clock = clock
         self.max_attempts = max_attempts
+        self.max_unfinished = max_unfinished
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.jitter = jitter
@@ -201,16 +220,65 @@ class Dispatcher:
         claimed_at = self.clock.now()
         with self.store.transaction() as uow:
             entries = uow.claim_notifications(claimed_at, limit, self.owner, self.lease)
+            # An adapter written before claims were counted can neither count nor release:
+            # its rows are delivered as they come (``claims`` stays 0 there).
+            releases = callable(getattr(uow, "release_notifications", None))
         lease_end = claimed_at + self.lease
         report = DispatchReport()
-        for entry in entries:
+        if releases:
+            entries = self._screen(entries, report)
+        for index, entry in enumerate(entries):
             if self.clock.now() >= lease_end:
-                # Another dispatcher may hold the row by now; sending it too would duplicate.
-                report.expired.append(entry.key)
-                continue
+                # Another dispatcher may hold the rows by now; sending them too would
+                # duplicate. Ours go back at once, and do not count as unfinished.
+                rest = [later.key for later in entries[index:]]
+                if releases:
+                    self._release(rest)
+                report.expired.extend(rest)
+                break
             report.attempts += 1
             self._record(entry, self._attempt(entry), report)
         return report
+
+    def _unfinished(self, entry: OutboxEntry) -> int:
+        """Claims of ``entry`` before the one in hand that ended without a result."""
+        return entry.claims - 1 - entry.attempts
+
+    def _screen(self, entries: list[OutboxEntry], report: DispatchReport) -> list[OutboxEntry]:
+        """Park the claimed rows whose deliveries never finished ``max_unfinished`` times;
+        when a row had an unfinished delivery, hand the others back and keep it alone."""
+        parked = [e for e in entries if self._unfinished(e) >= self.max_unfinished]
+        kept = [e for e in entries if self._unfinished(e) < self.max_unfinished]
+        suspect = next((e for e in kept if self._unfinished(e) > 0), None)
+        if suspect is not None:
+            # If its worker dies now, the claim in hand is the batch's only one left unfinished.
+            deferred = [e.key for e in kept if e is not suspect]
+            kept = [suspect]
+            self._release(deferred)
+            report.deferred.extend(deferred)
+        for entry in parked:
+            self._park(entry, report)
+        return kept
+
+    def _release(self, keys: list[str]) -> None:
+        if keys:
+            with self.store.transaction() as uow:
+                uow.release_notifications(keys, self.owner)
+
+    def _park(self, entry: OutboxEntry, report: DispatchReport) -> None:
+        unfinished = self._unfinished(entry)
+        error = (
+            f"delivery never finished {unfinished} times (the process delivering it stopped"
+            " or ran past its lease); not tried again until requeued"
+        )
+        if entry.last_error:
+            error += f"; last recorded error: {entry.last_error}"
+        with self.store.transaction() as uow:
+            if not self._failed(uow, entry, error, None):
+                report.expired.append(entry.key)
+                return
+        report.dead.append(entry.key)
+        _log.error("notification %s is a dead letter: %s", entry.key, error)
 
     def _attempt(self, entry: OutboxEntry) -> _Outcome:
         notification = entry.notification

@@ -496,6 +496,17 @@ def check_lease(lease: Any) -> timedelta:
     return lease
 
 
+def check_keys(keys: Any) -> list[str]:
+    """``keys`` (a sequence of idempotency keys, not one string) as a list, else
+    ``ValidationError``."""
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+        raise ValidationError("keys", keys, "a list or tuple of idempotency keys")
+    for key in keys:
+        if not isinstance(key, str):
+            raise ValidationError("keys", keys, "a list or tuple of idempotency keys (strings)")
+    return list(keys)
+
+
 def check_text(value: Any, field: str) -> str:
     """``value`` as a non-empty string, else ``ValidationError``."""
     if not isinstance(value, str) or not value:

@@ -29,7 +29,13 @@ class OutboxStatus(str, enum.Enum):
 
 @attrs.frozen(slots=True)
 class OutboxEntry:
-    """A notification in the outbox with its delivery bookkeeping."""
+    """A notification in the outbox with its delivery bookkeeping.
+
+    ``attempts`` counts the failures recorded; ``claims`` how many times the row was claimed
+    since it was enqueued or last requeued. A claim that ended with neither a delivery nor a
+    failure recorded (its worker died, or ran past its lease) shows as ``claims`` beyond
+    ``attempts``.
+    """
 
     notification: Notification
     status: OutboxStatus = OutboxStatus.PENDING
@@ -37,6 +43,7 @@ class OutboxEntry:
     next_attempt_at: datetime | None = None
     last_error: str | None = None
     delivered_at: datetime | None = None
+    claims: int = 0
 
     @property
     def key(self) -> str:
@@ -180,8 +187,16 @@ class UnitOfWork(Protocol):
         """Claim up to ``limit`` pending rows whose next attempt is due, oldest first (by next
         attempt, ties by idempotency key).
 
-        Claimed rows are leased until ``now + lease`` and not handed to anyone else before.
+        Claimed rows are leased until ``now + lease`` and not handed to anyone else before;
+        each claim adds one to the row's ``claims`` (the entries returned count it).
         """
+        ...
+
+    def release_notifications(self, keys: Sequence[str], owner: str) -> None:
+        """Give back claims ``owner`` made and will not use: each row still claimed by
+        ``owner`` loses its lease and the claim (``claims`` goes down by one), keeping its
+        next attempt. Rows claimed by someone else since, recorded, or unknown are left as
+        they are."""
         ...
 
     def mark_delivered(self, key: str, at: datetime) -> None:
@@ -207,7 +222,7 @@ class UnitOfWork(Protocol):
         ...
 
     def requeue(self, key: str, at: datetime) -> None:
-        """Move a dead row back to pending, due at ``at``, with its attempts reset."""
+        """Move a dead row back to pending, due at ``at``, with its attempts and claims reset."""
         ...
 
     # -- records ---------------------------------------------------------------------------

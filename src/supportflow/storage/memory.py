@@ -33,7 +33,7 @@ from supportflow.clock import ensure_aware
 from supportflow.errors import ConcurrencyConflict, TicketNotFound
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer, coerce_enum
-from supportflow.storage._codec import check_new_version, check_text, check_timers
+from supportflow.storage._codec import check_keys, check_new_version, check_text, check_timers
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery
 
 __all__ = ["MemoryStore"]
@@ -629,11 +629,28 @@ class _MemoryUnitOfWork:
         for _, key in heapq.nsmallest(limit, due):
             claimed_row = self._row(key)
             assert claimed_row is not None
-            previous = (claimed_row.lease_owner, claimed_row.lease_until)
+            previous = (claimed_row.entry, claimed_row.lease_until, claimed_row.lease_owner)
+            claimed_row.entry = attrs.evolve(claimed_row.entry, claims=claimed_row.entry.claims + 1)
             claimed_row.lease_owner, claimed_row.lease_until = owner, now + lease
-            store._undo.append(functools.partial(_unlease, claimed_row, previous))
+            store._undo.append(functools.partial(_restore_outbox_row, claimed_row, previous))
             claimed.append(claimed_row.entry)
         return claimed
+
+    def release_notifications(self, keys: Sequence[str], owner: str) -> None:
+        check_keys(keys)
+        check_text(owner, "owner")
+        outbox = self._s._outbox
+        for key in keys:
+            row = outbox.get(key)
+            if not isinstance(row, _OutboxRow) or row.lease_owner != owner:
+                continue  # never claimed, recorded, or claimed by another worker since
+            entry = row.entry
+            if entry.status is not OutboxStatus.PENDING:
+                continue
+            previous = (entry, row.lease_until, row.lease_owner)
+            row.entry = attrs.evolve(entry, claims=max(entry.claims - 1, 0))
+            row.lease_owner = row.lease_until = None
+            self._s._undo.append(functools.partial(_restore_outbox_row, row, previous))
 
     def _row(self, key: str) -> _OutboxRow | None:
         """The outbox row of ``key``, made from its notification the first time."""
@@ -694,7 +711,9 @@ class _MemoryUnitOfWork:
         def revive(entry: OutboxEntry) -> OutboxEntry:
             if entry.status is not OutboxStatus.DEAD:
                 return entry  # only a dead letter comes back
-            return attrs.evolve(entry, status=OutboxStatus.PENDING, attempts=0, next_attempt_at=at)
+            return attrs.evolve(
+                entry, status=OutboxStatus.PENDING, attempts=0, claims=0, next_attempt_at=at
+            )
 
         self._update_outbox(key, revive)
 
@@ -707,11 +726,7 @@ class _MemoryUnitOfWork:
         if changed is row.entry:
             return  # nothing to record (the claim, if any, stays)
         row.entry, row.lease_until, row.lease_owner = changed, None, None
-
-        def undo() -> None:
-            row.entry, row.lease_until, row.lease_owner = previous
-
-        self._s._undo.append(undo)
+        self._s._undo.append(functools.partial(_restore_outbox_row, row, previous))
 
     # -- records ---------------------------------------------------------------------------
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
@@ -888,6 +903,13 @@ def _unappend(
 def _unlease(row: _TimerRow | _OutboxRow, previous: tuple[str | None, datetime | None]) -> None:
     """Undo a claim: the row's lease owner and expiry as they were."""
     row.lease_owner, row.lease_until = previous
+
+
+def _restore_outbox_row(
+    row: _OutboxRow, previous: tuple[OutboxEntry, datetime | None, str | None]
+) -> None:
+    """Undo a change to an outbox row: its entry and lease as they were."""
+    row.entry, row.lease_until, row.lease_owner = previous
 
 
 def _repush(*pops: tuple[_DueQueue | _Heap, list[_Entry]]) -> None:

@@ -51,6 +51,7 @@ from supportflow.model import Notification, Ticket, Timer, coerce_enum
 from supportflow.storage._codec import (
     TicketCache,
     check_event,
+    check_keys,
     check_lease,
     check_limit,
     check_new_version,
@@ -250,6 +251,9 @@ outbox = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("delivered_at", Instant),
     sa.Column("created_at", Instant, nullable=False),
+    # Claims since enqueued or requeued: beyond ``attempts`` they are deliveries that never
+    # finished (schema step 4).
+    sa.Column("claims", sa.Integer, nullable=False, server_default="0"),
     sa.Index("outbox_due", "status", "next_attempt_at", "key"),
 )
 
@@ -336,10 +340,31 @@ def _order_timer_ties(connection: Connection) -> None:
     connection.execute(sa.text("CREATE INDEX timers_due ON timers (due_at, generation)"))
 
 
+def _count_outbox_claims(connection: Connection) -> None:
+    # Outbox rows count their claims, so a row whose deliveries never finish (they kill the
+    # worker) can be parked. A column with a constant default rewrites no row on either
+    # database. A pending row counts the claims its recorded failures came from, and the claim
+    # it is leased under (its worker's result is yet to come, or never will); the update
+    # reads the pending rows through outbox_due. Also runs on a database step 1 made today.
+    columns = {column["name"] for column in sa.inspect(connection).get_columns("outbox")}
+    if "claims" not in columns:
+        connection.execute(
+            sa.text("ALTER TABLE outbox ADD COLUMN claims INTEGER NOT NULL DEFAULT 0")
+        )
+    connection.execute(
+        sa.text(
+            "UPDATE outbox SET claims = attempts"
+            " + CASE WHEN lease_owner IS NULL THEN 0 ELSE 1 END"
+            " WHERE status = 'pending' AND (attempts > 0 OR lease_owner IS NOT NULL)"
+        )
+    )
+
+
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _initial_schema,
     _drop_outbox_created,
     _order_timer_ties,
+    _count_outbox_claims,
 )
 """Forward migrations: step ``n`` (1-based) brings the schema from version ``n - 1`` to ``n``."""
 
@@ -611,6 +636,7 @@ _OUTBOX_COLUMNS = (
     outbox.c.next_attempt_at,
     outbox.c.last_error,
     outbox.c.delivered_at,
+    outbox.c.claims,
 )
 
 
@@ -618,7 +644,8 @@ def _timer_of(row: Any) -> Timer:
     return Timer(row.ticket_id, row.key, row.due_at, row.kind)
 
 
-def _outbox_entry(row: Any) -> OutboxEntry:
+def _outbox_entry(row: Any, claimed: int = 0) -> OutboxEntry:
+    """The entry of a row read with ``_OUTBOX_COLUMNS``; ``claimed`` adds a claim made since."""
     return OutboxEntry(
         notification=notification_from_doc(row.doc),
         status=OutboxStatus(row.status),
@@ -626,6 +653,7 @@ def _outbox_entry(row: Any) -> OutboxEntry:
         next_attempt_at=row.next_attempt_at,
         last_error=row.last_error,
         delivered_at=row.delivered_at,
+        claims=row.claims + claimed,
     )
 
 
@@ -1018,7 +1046,7 @@ class _SqlUnitOfWork:
             leased = (
                 sa.update(outbox)
                 .where(outbox.c.key.in_(statement.with_only_columns(outbox.c.key)))
-                .values(lease_owner=owner, lease_until=until)
+                .values(lease_owner=owner, lease_until=until, claims=outbox.c.claims + 1)
                 .returning(*_OUTBOX_COLUMNS)
             )
             found = sorted(self._c.execute(leased), key=lambda row: (row.next_attempt_at, row.key))
@@ -1028,10 +1056,30 @@ class _SqlUnitOfWork:
             self._c.execute(
                 sa.update(outbox)
                 .where(outbox.c.key == sa.bindparam("b_key"))
-                .values(lease_owner=owner, lease_until=until),
+                .values(lease_owner=owner, lease_until=until, claims=outbox.c.claims + 1),
                 [{"b_key": row.key} for row in rows],
             )
-        return [_outbox_entry(row) for row in rows]
+        return [_outbox_entry(row, claimed=1) for row in rows]
+
+    def release_notifications(self, keys: Sequence[str], owner: str) -> None:
+        keys = check_keys(keys)
+        check_text(owner, "owner")
+        found = [key for key in keys if not self._unfindable(key)]
+        if not found or self._unfindable(owner):
+            return  # no row has such a key, or is claimed by such an owner
+        self._c.execute(
+            sa.update(outbox)
+            .where(
+                outbox.c.key.in_(found),
+                outbox.c.status == OutboxStatus.PENDING.value,
+                outbox.c.lease_owner == owner,
+            )
+            .values(
+                lease_owner=None,
+                lease_until=None,
+                claims=sa.case((outbox.c.claims > 0, outbox.c.claims - 1), else_=0),
+            )
+        )
 
     def mark_delivered(self, key: str, at: datetime) -> None:
         if self._unfindable(key):
@@ -1097,6 +1145,7 @@ class _SqlUnitOfWork:
             .values(
                 status=OutboxStatus.PENDING.value,
                 attempts=0,
+                claims=0,
                 next_attempt_at=_utc(at, "at"),
                 lease_owner=None,
                 lease_until=None,

@@ -42,6 +42,7 @@ from supportflow.model import Notification, Ticket, Timer, coerce_enum
 from supportflow.storage._codec import (
     TicketCache,
     check_event,
+    check_keys,
     check_lease,
     check_limit,
     check_new_version,
@@ -167,6 +168,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " SELECT 'timer_generation', COALESCE(MAX(generation), 0) FROM timers",
         "DROP INDEX timers_due",
         "CREATE INDEX timers_due ON timers (due_at, generation)",
+    ),
+    # 4: outbox rows count their claims, so a row whose deliveries never finish (they kill
+    # the worker) can be parked. Adding a column with a constant default rewrites nothing. A
+    # pending row counts the claims its recorded failures came from, and the claim it is
+    # leased under (its worker's result is yet to come, or never will).
+    (
+        "ALTER TABLE outbox ADD COLUMN claims INTEGER NOT NULL DEFAULT 0",
+        "UPDATE outbox SET claims = attempts + (lease_owner IS NOT NULL)"
+        " WHERE status = 'pending' AND (attempts > 0 OR lease_owner IS NOT NULL)",
     ),
 )
 """Forward migrations: step ``n`` (1-based) brings the schema from version ``n - 1`` to ``n``."""
@@ -401,11 +411,12 @@ def _event_of(row: sqlite3.Row | tuple[Any, ...]) -> Event:
     return Event(ticket_id, sequence, type_, micros_to_instant(at), actor, load_json(data))
 
 
-_OUTBOX_COLUMNS = "doc, status, attempts, next_attempt_at, last_error, delivered_at"
+_OUTBOX_COLUMNS = "doc, status, attempts, next_attempt_at, last_error, delivered_at, claims"
 
 
-def _outbox_entry(row: tuple[Any, ...]) -> OutboxEntry:
-    doc, status, attempts, next_attempt_at, last_error, delivered_at = row
+def _outbox_entry(row: tuple[Any, ...], claimed: int = 0) -> OutboxEntry:
+    """The entry of a row read with ``_OUTBOX_COLUMNS``; ``claimed`` adds a claim made since."""
+    doc, status, attempts, next_attempt_at, last_error, delivered_at, claims = row
     return OutboxEntry(
         notification=notification_from_doc(load_json(doc)),
         status=OutboxStatus(status),
@@ -413,6 +424,7 @@ def _outbox_entry(row: tuple[Any, ...]) -> OutboxEntry:
         next_attempt_at=_opt_instant(next_attempt_at),
         last_error=last_error,
         delivered_at=_opt_instant(delivered_at),
+        claims=claims + claimed,
     )
 
 
@@ -767,10 +779,20 @@ class _SqliteUnitOfWork:
             (at, at, limit),
         ).fetchall()
         self._c.executemany(
-            "UPDATE outbox SET lease_owner = ?, lease_until = ? WHERE key = ?",
+            "UPDATE outbox SET lease_owner = ?, lease_until = ?, claims = claims + 1 WHERE key = ?",
             [(owner, until, row[0]) for row in rows],
         )
-        return [_outbox_entry(row[1:]) for row in rows]
+        return [_outbox_entry(row[1:], claimed=1) for row in rows]
+
+    def release_notifications(self, keys: Sequence[str], owner: str) -> None:
+        keys = check_keys(keys)
+        check_text(owner, "owner")
+        self._c.executemany(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL,"
+            " claims = MAX(claims - 1, 0)"
+            " WHERE key = ? AND status = 'pending' AND lease_owner = ?",
+            [(key, owner) for key in keys if not unfindable(key)],
+        )
 
     def mark_delivered(self, key: str, at: datetime) -> None:
         if unfindable(key):
@@ -820,7 +842,7 @@ class _SqliteUnitOfWork:
         if unfindable(key):
             return  # no row has such a key
         self._c.execute(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?,"
+            "UPDATE outbox SET status = 'pending', attempts = 0, claims = 0, next_attempt_at = ?,"
             " lease_owner = NULL, lease_until = NULL WHERE key = ? AND status = 'dead'",
             (_utc(at, "at"), key),
         )

@@ -1308,6 +1308,155 @@ class StorageContract:
             retried = uow.claim_notifications(at(30), 5, "w2", LEASE)
         assert [e.key for e in retried] == ["n-b", "n-a", "n-c"]
 
+    def test_claims_are_counted_until_a_requeue(self, store: Storage) -> None:
+        # ``claims`` beyond ``attempts``: claims that ended without a result (a dead worker).
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            assert [(e.key, e.claims) for e in uow.claim_notifications(at(0), 5, "w1", LEASE)] == [
+                ("n-1", 1)
+            ]
+        with store.transaction() as uow:  # w1 died; its lease ran from 0 to 5 minutes
+            [again] = uow.claim_notifications(at(5), 5, "w2", LEASE)
+            assert (again.claims, again.attempts) == (2, 0)
+            uow.mark_failed("n-1", "timeout", at(20), "w2")
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.claims, entry.attempts) == (2, 1)
+            [third] = uow.claim_notifications(at(20), 5, "w3", LEASE)
+            assert (third.claims, third.attempts) == (3, 1)
+            uow.mark_failed("n-1", "gave up", None, "w3")
+            uow.requeue("n-1", at(30))
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.status, entry.claims, entry.attempts) == (OutboxStatus.PENDING, 0, 0)
+            assert [e.claims for e in uow.claim_notifications(at(30), 5, "w4", LEASE)] == [1]
+            assert [e.claims for e in uow.list_outbox(OutboxStatus.PENDING)] == [1]
+
+    def test_a_rolled_back_claim_is_not_counted(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+
+        def crash() -> None:
+            with store.transaction() as uow:
+                assert len(uow.claim_notifications(at(0), 5, "w1", LEASE)) == 1
+                raise RuntimeError("worker crashed")
+
+        with pytest.raises(RuntimeError):
+            crash()
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.claims == 0
+            assert [e.claims for e in uow.claim_notifications(at(0), 5, "w2", LEASE)] == [1]
+
+    def test_release_gives_back_only_the_owners_claims(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification(f"n-{n}", 0) for n in range(1, 5)])
+        with store.transaction() as uow:
+            uow.claim_notifications(at(0), 2, "w1", LEASE)  # n-1, n-2
+            uow.claim_notifications(at(0), 1, "w2", LEASE)  # n-3
+            uow.mark_failed("n-2", "timeout", at(30), "w1")
+        with store.transaction() as uow:
+            uow.release_notifications(["n-1", "n-2", "n-3", "n-4", "n-unknown"], "w1")
+            uow.release_notifications([], "w1")
+        with store.transaction() as uow:
+            states = {}
+            for key in ("n-1", "n-2", "n-3", "n-4"):
+                entry = uow.outbox_entry(key)
+                assert entry is not None
+                states[key] = (entry.claims, entry.attempts, entry.next_attempt_at)
+            # n-1 is back as it was before the claim; the others are as they were: n-2's
+            # failure was recorded, n-3 is w2's, n-4 was never claimed.
+            assert states == {
+                "n-1": (0, 0, at(0)),
+                "n-2": (1, 1, at(30)),
+                "n-3": (1, 0, at(0)),
+                "n-4": (0, 0, at(0)),
+            }
+            # Released, n-1 is claimable at once (its lease ran until 5 minutes); w2's holds.
+            claimed = uow.claim_notifications(at(1), 5, "w3", LEASE)
+            assert [(e.key, e.claims) for e in claimed] == [("n-1", 1), ("n-4", 1)]
+
+    def test_a_release_keeps_the_next_attempt_and_needs_the_claims_owner(
+        self, store: Storage
+    ) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+            uow.mark_failed("n-1", "timeout", at(30))
+        with store.transaction() as uow:
+            assert [e.claims for e in uow.claim_notifications(at(31), 5, "w1", LEASE)] == [1]
+            uow.release_notifications(["n-1"], "w2")  # not w2's claim
+            assert uow.claim_notifications(at(31), 5, "w3", LEASE) == []
+            uow.release_notifications(("n-1",), "w1")
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.claims, entry.attempts, entry.next_attempt_at) == (0, 1, at(30))
+            uow.release_notifications(["n-1"], "w1")  # given back already: nothing to do
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.claims == 0
+
+    def test_a_release_after_the_lease_ran_out(self, store: Storage) -> None:
+        # The dispatcher hands back rows its batch ran past the lease of. Nobody took n-1 over:
+        # the claim is given back. n-2 was claimed by w2 meanwhile: its claim stays w2's.
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0), notification("n-2", 0)])
+        with store.transaction() as uow:
+            assert len(uow.claim_notifications(at(0), 5, "w1", LEASE)) == 2
+        with store.transaction() as uow:  # w1's lease ran until 5 minutes
+            assert [e.key for e in uow.claim_notifications(at(6), 1, "w2", LEASE)] == ["n-1"]
+        with store.transaction() as uow:
+            uow.release_notifications(["n-1", "n-2"], "w1")
+        with store.transaction() as uow:
+            first, second = uow.outbox_entry("n-1"), uow.outbox_entry("n-2")
+            assert first is not None
+            assert second is not None
+            assert (first.claims, second.claims) == (2, 0)
+            assert uow.claim_notifications(at(7), 5, "w3", LEASE)[0].key == "n-2"
+            assert uow.claim_notifications(at(10), 5, "w3", LEASE) == []  # w2's lease holds
+            uow.mark_failed("n-1", "refused (w2)", at(20), "w2")  # and its report counts
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert (entry.claims, entry.attempts) == (2, 1)
+
+    def test_a_rolled_back_release_keeps_the_claim(self, store: Storage) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.claim_notifications(at(0), 5, "w1", LEASE)
+
+        def crash() -> None:
+            with store.transaction() as uow:
+                uow.release_notifications(["n-1"], "w1")
+                raise RuntimeError("worker crashed")
+
+        with pytest.raises(RuntimeError):
+            crash()
+        with store.transaction() as uow:
+            entry = uow.outbox_entry("n-1")
+            assert entry is not None
+            assert entry.claims == 1
+            assert uow.claim_notifications(at(1), 5, "w2", LEASE) == []
+
+    @pytest.mark.parametrize(
+        ("keys", "owner", "field"),
+        [("n-1", "w1", "keys"), (None, "w1", "keys"), ([1], "w1", "keys"), (["n-1"], "", "owner")],
+    )
+    def test_release_refuses_bad_input(
+        self, store: Storage, keys: Any, owner: Any, field: str
+    ) -> None:
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0)])
+        with store.transaction() as uow:
+            uow.claim_notifications(at(0), 5, "w1", LEASE)
+            with pytest.raises(ValidationError) as refused:
+                uow.release_notifications(keys, owner)
+            assert refused.value.field == field
+
     # -- records ---------------------------------------------------------------------------
     def test_records_insert_read_and_update_with_a_version_check(self, store: Storage) -> None:
         first = record("survey", "r-1", 0, data={"答案": ["很好", 5, None, 1.5, True]})
