@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
@@ -857,3 +861,59 @@ class TestPoisonMessages:
         poison.keys.clear()
         report = Dispatcher(legacy, {"customer": poison}, clock=clock).deliver_pending()
         assert (report.delivered, report.dead, report.deferred) == (["n-1", "n-2"], [], [])
+
+
+_DEADLY_RUN = """
+import os, signal, sys
+from datetime import datetime, timedelta, timezone
+from supportflow.clock import ManualClock
+from supportflow.notify import Dispatcher
+from supportflow.storage.sqlite import SqliteStore
+
+path, minutes = sys.argv[1], int(sys.argv[2])
+
+class Deadly:
+    def deliver(self, notification, recipients):
+        if notification.idempotency_key == "n-poison":
+            os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer would
+        print("sent", notification.idempotency_key, flush=True)
+
+clock = ManualClock(datetime(2026, 1, 5, 9, tzinfo=timezone.utc) + timedelta(minutes=minutes))
+dispatcher = Dispatcher(SqliteStore(path), {"customer": Deadly()}, clock=clock)
+report = dispatcher.deliver_pending()
+print("dead", *report.dead, flush=True)
+"""
+
+
+def test_a_notification_that_kills_its_worker_process_is_parked(tmp_path: Any) -> None:
+    # Real processes, really killed: each dies inside the notifier, with its claim committed
+    # and nothing recorded. The fourth parks the notification and delivers the one behind it.
+    path = str(tmp_path / "desk.db")
+    store = SqliteStore(path)
+    _enqueue(store, _note("n-1"), _note("n-poison"), _note("n-z"))
+    store.close()
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, sys.path))}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _DEADLY_RUN, path, str(minutes)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        for minutes in (0, 5, 10, 15)  # each after the one before's lease ran out
+    ]
+    assert [run.returncode for run in runs] == [-signal.SIGKILL] * 3 + [0], runs[-1].stderr
+    assert [run.stdout.split() for run in runs] == [
+        ["sent", "n-1"],
+        [],
+        [],
+        ["sent", "n-z", "dead", "n-poison"],
+    ]
+    store = SqliteStore(path)
+    entry = _entry(store, "n-poison")
+    store.close()
+    assert entry.status is OutboxStatus.DEAD
+    assert entry.last_error is not None
+    assert entry.last_error.startswith("delivery never finished 3 times")
