@@ -25,10 +25,13 @@ from supportflow import (
     ValidationError,
 )
 from supportflow.automation import AutoClosePolicy, CallbackPolicy, IdleChatPolicy
+from supportflow.clock import SystemClock
 from supportflow.escalation import EscalationLevel, EscalationPolicy
 from supportflow.extensions.triage import IncidentPolicy
 from supportflow.feedback import FeedbackPolicy
 from supportflow.model import check_duration
+from supportflow.notify.dispatcher import Dispatcher
+from supportflow.storage import MemoryStore
 
 CENTURIES = timedelta(days=400_000)  # about 1,095 years
 SECRET = b"0123456789abcdef"
@@ -52,6 +55,7 @@ SETTINGS: list[tuple[str, Callable[[timedelta], Any]]] = [
     ),
     ("window", lambda d: IncidentPolicy(window=d)),
     ("timer_lease", lambda d: Desk(timer_lease=d)),
+    ("lease", lambda d: Dispatcher(MemoryStore(), {}, clock=SystemClock(), lease=d)),
 ]
 
 

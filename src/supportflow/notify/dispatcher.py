@@ -32,7 +32,13 @@ import attrs
 
 from supportflow.clock import Clock
 from supportflow.errors import ValidationError
-from supportflow.model import Recipient, RecipientRole, coerce_enum, whole_number
+from supportflow.model import (
+    Recipient,
+    RecipientRole,
+    check_duration,
+    coerce_enum,
+    whole_number,
+)
 from supportflow.notify.base import DeliveryError, Notifier
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Storage, UnitOfWork
 
@@ -160,10 +166,7 @@ class Dispatcher:
             raise ValidationError("max_delay", max_delay, f"at most {_LONGEST_DELAY.days} days")
         if not _is_real(jitter) or not 0 <= jitter < 1:
             raise ValidationError("jitter", jitter, "a fraction in [0, 1)")
-        if not isinstance(lease, timedelta):
-            raise ValidationError("lease", lease, "a positive duration (a timedelta)")
-        if lease <= timedelta(0):
-            raise ValidationError("lease", lease, "a positive duration")
+        check_duration("lease", lease)
         if owner is not None and not isinstance(owner, str):
             raise ValidationError("owner", owner, "a string naming this worker, or None")
         if random is not None and not callable(getattr(random, "uniform", None)):
