@@ -260,6 +260,66 @@ class TestLinks:
         assert ReplyGuard(policy).scan("见 https://xn--fsqu00a.xn--0zwm56d/a") == []
         assert ReplyGuard(policy).scan("见 https://例子.测试/a") == []
 
+    @pytest.mark.parametrize(
+        ("body", "text", "host"),
+        [
+            ("Go to //evil.io/path now", "//evil.io/path", "evil.io"),
+            ("Go to \\\\evil.io\\share now", "\\\\evil.io\\share", "evil.io"),
+            ("Go to /\\evil.io now", "/\\evil.io", "evil.io"),
+            ("See [help](//evil.io/x).", "//evil.io/x", "evil.io"),
+            ("See <a href='//evil.io'>help</a>", "//evil.io", "evil.io"),
+            ("请访问//evil.io/x，谢谢", "//evil.io/x", "evil.io"),
+            ("Go to ／／ｅｖｉｌ．ｉｏ/x now", "／／ｅｖｉｌ．ｉｏ/x", "evil.io"),
+            ("Go to //example.com@evil.io/ now", "//example.com@evil.io/", "evil.io"),
+            ("Go to //10.0.0.1/admin now", "//10.0.0.1/admin", "10.0.0.1"),
+            ("Go to https:evil.io now", "https:evil.io", "evil.io"),
+            ("Go to https:/evil.io now", "https:/evil.io", "evil.io"),
+            ("Go to https:///evil.io now", "https:///evil.io", "evil.io"),
+            ("Go to https:/\\evil.io now", "https:/\\evil.io", "evil.io"),
+            ("Go to ftp://evil.io/x now", "ftp://evil.io/x", "evil.io"),
+            ("Go to wss://evil.io now", "wss://evil.io", "evil.io"),
+            (
+                "Go to https://help.example.com。evil。io/x",
+                "https://help.example.com。evil。io/x",
+                "help.example.com.evil.io",
+            ),
+            ("Go to help.example.com。evil。io", "help.example.com。evil。io", "evil.io"),
+        ],
+    )
+    def test_links_a_browser_opens_on_another_host(self, body: str, text: str, host: str) -> None:
+        # What a browser (or a reply rendered as HTML or Markdown) opens: a protocol-relative
+        # link, backslashes for slashes, any run of slashes after https:, other schemes, and
+        # the ideographic full stop browsers read as a dot.
+        findings = ReplyGuard(POLICY).scan(body)
+        assert _kinds(findings) == [("link", text)]
+        assert host in findings[0].detail
+        _positions_hold(body, findings)
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "Pick one and/or the other.",
+            "In the code, a//b and x = a // b stay as they are.",
+            "The release is due 12//2026.",
+            "// TODO: check //config.json and rm -rf //tmp",
+            "See //example.com/help or \\\\help.example.com\\docs.",
+            "See https:/help.example.com and https:example.com.",
+            "The old protocol is http: it is not encrypted.",
+            "请访问 example.com。谢谢",
+            "See example.com。Thanks!",
+        ],
+    )
+    def test_slashes_in_ordinary_text_are_not_links(self, body: str) -> None:
+        assert ReplyGuard(POLICY).scan(body) == []
+
+    def test_bare_international_names_are_read_whole(self) -> None:
+        policy = ReplyPolicy(allowed_domains=["münchen.de", "example.com"])
+        assert ReplyGuard(policy).scan("Visit münchen.de or www.münchen.de today.") == []
+        # A look-alike with a Cyrillic "е" is another host, shown as the browser asks for it.
+        findings = ReplyGuard(policy).scan("Visit еxample.com today.")
+        assert _kinds(findings) == [("link", "еxample.com")]
+        assert "xn--" in findings[0].detail
+
     def test_policy_normalises_domains(self) -> None:
         policy = ReplyPolicy(
             allowed_domains=["https://Help.Example.com/path", "*.acme.cn", ".x.io"]
@@ -393,6 +453,87 @@ class TestForbiddenTerms:
             ("forbidden_term", "100％ REFUND"),
         ]
         _positions_hold(body, findings)
+
+    @pytest.mark.parametrize(
+        ("body", "text"),
+        [
+            ("Your pas\u0301sword is safe.", "pas\u0301sword"),  # composes to ś under NFKC
+            ("Your pa\u0336ssword is safe.", "pa\u0336ssword"),  # strike-through overlay
+            ("Your p\u0489assword is safe.", "p\u0489assword"),  # enclosing mark
+            ("Your pa\u0e31ssword is safe.", "pa\u0e31ssword"),  # a Thai mark on a Latin letter
+            ("Your pásswörd is safe.", "pásswörd"),
+            ("Your P\u0301A\u0301S\u0301S\u0301WORD is safe.", "P\u0301A\u0301S\u0301S\u0301WORD"),
+            ("A fre\u20dde gift.", "fre\u20dde gift"),  # enclosing circle, combining class 0
+            ("A fr\u034fee gift.", "fr\u034fee gift"),  # combining grapheme joiner
+            ("A fre\ufe0fe gift.", "fre\ufe0fe gift"),  # variation selector
+            ("A fr\u3164ee gift.", "fr\u3164ee gift"),  # Hangul filler
+            ("A fre\u180be gift.", "fre\u180be gift"),  # Mongolian variation selector
+            ("A f\U000e0041ree gift.", "f\U000e0041ree gift"),  # tag character
+        ],
+    )
+    def test_marks_and_invisible_characters_do_not_hide_a_term(self, body: str, text: str) -> None:
+        policy = ReplyPolicy(allowed_domains=[], forbidden_terms=["password", "free gift"])
+        findings = ReplyGuard(policy).scan(body)
+        assert _kinds(findings) == [("forbidden_term", text)]
+        _positions_hold(body, findings)
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(min_value=1, max_value=7),
+                st.sampled_from("\u0301\u0308\u0336\u0489\u20dd\u034f\ufe0f\u200b\u00ad\u2060"),
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    def test_any_decoration_between_letters_is_seen_through(
+        self, inserts: list[tuple[int, str]]
+    ) -> None:
+        word = list("password")
+        for position, mark in sorted(inserts, reverse=True):
+            word.insert(position, mark)
+        body = "Please send your " + "".join(word) + " today."
+        policy = ReplyPolicy(allowed_domains=[], forbidden_terms=["password"])
+        findings = ReplyGuard(policy).scan(body)
+        assert [f.kind for f in findings] == ["forbidden_term"]
+        _positions_hold(body, findings)
+
+    def test_a_term_with_accents_needs_them(self) -> None:
+        policy = ReplyPolicy(allowed_domains=[], forbidden_terms=["crème brûlée", "año", "creme"])
+        guard = ReplyGuard(policy)
+        assert guard.scan("Buen ano") == []  # another word than año
+        assert _kinds(guard.scan("Buen an\u0303o")) == [("forbidden_term", "an\u0303o")]
+        assert _kinds(guard.scan("cre\u0300me bru\u0302le\u0301e")) == [
+            ("forbidden_term", "cre\u0300me bru\u0302le\u0301e")
+        ]
+        # The longer term lacks its accents here; the shorter one is still found.
+        assert _kinds(guard.scan("creme brulee")) == [("forbidden_term", "creme")]
+        # Capitals are often written without their accents (French, Greek).
+        assert _kinds(guard.scan("CREME BRULEE")) == [("forbidden_term", "CREME BRULEE")]
+        greek = ReplyGuard(ReplyPolicy(allowed_domains=[], forbidden_terms=["δωρεάν"]))
+        assert _kinds(greek.scan("ΔΩΡΕΑΝ, δωρεάν")) == [
+            ("forbidden_term", "ΔΩΡΕΑΝ"),
+            ("forbidden_term", "δωρεάν"),
+        ]
+
+    def test_greek_and_cyrillic_terms_match_whole_words(self) -> None:
+        policy = ReplyPolicy(allowed_domains=[], forbidden_terms=["кот", "гарантия"])
+        body = "Который час? Гарантия! Наш кот."
+        assert _kinds(ReplyGuard(policy).scan(body)) == [
+            ("forbidden_term", "Гарантия"),
+            ("forbidden_term", "кот"),
+        ]
+
+    def test_marks_that_spell_words_still_count(self) -> None:
+        # Thai tone marks and kana voicing marks are letters: ป่า (forest) is not ปา (throw),
+        # ばば is not はは.
+        policy = ReplyPolicy(allowed_domains=[], forbidden_terms=["ปา", "はは"])
+        assert ReplyGuard(policy).scan("ป่า ばば") == []
+        assert _kinds(ReplyGuard(policy).scan("ปา はは")) == [
+            ("forbidden_term", "ปา"),
+            ("forbidden_term", "はは"),
+        ]
 
     def test_no_false_positive_inside_words(self) -> None:
         assert ReplyGuard(TERMS).scan("Freedom of the carefree classroom.") == []

@@ -4,14 +4,17 @@ something the desk never says.
 The guard checks a reply body against a :class:`ReplyPolicy` and reports each problem as a
 :class:`Finding` with its position in the body:
 
-* ``link``: an ``http(s)://`` URL, or a bare domain such as ``www.example.org`` or
-  ``example.cn/path``, whose host is neither an allowed domain nor a subdomain of one;
+* ``link``: an ``http(s)://`` URL (or another scheme's, or a protocol-relative ``//host``),
+  or a bare domain such as ``www.example.org`` or ``example.cn/path``, whose host (the one a
+  browser would visit) is neither an allowed domain nor a subdomain of one;
 * ``internal_note``: a run of at least ``min_note_overlap`` characters (whitespace collapsed)
   copied from one of the ticket's internal messages (``public=False``);
-* ``forbidden_term``: a listed term, matched case-insensitively.
+* ``forbidden_term``: a listed term, matched case-insensitively and through accents and other
+  marks that only decorate a letter (those the term has must be there).
 
 Text is compared after NFKC folding and case folding, so full-width ``ｅｖｉｌ．ｃｏｍ`` and
-``ＦＲＥＥ`` are caught as ``evil.com`` and ``free``; zero-width characters are ignored.
+``ＦＲＥＥ`` are caught as ``evil.com`` and ``free``; invisible characters (zero-width,
+variation selectors and the other default-ignorable ones) are ignored.
 
 >>> guard = ReplyGuard(ReplyPolicy(allowed_domains=["example.com"], forbidden_terms=["保证"]))
 >>> [f.text for f in guard.scan("See https://help.example.com/a or ｅｖｉｌ．ｉｏ. 保证退款!")]
@@ -20,6 +23,7 @@ Text is compared after NFKC folding and case folding, so full-width ``ｅｖｉ�
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 import urllib.parse
@@ -53,19 +57,48 @@ _STOP = r"\s<>\"'`\u3000-\u303f\u3400-\u9fff\uac00-\ud7af\uff00-\uffef"
 # https://例子.测试/): a label followed by a dot may hold ideographs, and so may the last label
 # when it ends where a host ends. Otherwise CJK text after the host ends the link, as above.
 _CJK_HOST_END = r"(?=[/?#:.,;!)\]}\s<>\"'`\u3000-\u303f\uff00-\uffef]|$)"
-_URL = re.compile(
-    r"https?://(?:[^\s<>\"'`/?#\\.\u3000-\u303f\uff00-\uffef]+\.)*"
+_REST = (
+    r"(?:[^\s<>\"'`/?#\\.\u3000-\u303f\uff00-\uffef]+\.)*"
     rf"(?:[\u3400-\u9fff\uac00-\ud7af]+{_CJK_HOST_END})?"
     rf"[^{_STOP}]*"
 )
+# Browsers go to evil.io for https:evil.io, https:/evil.io and https:\\evil.io alike.
+_URL = re.compile(r"https?:[/\\]*" + _REST)
+# Labels may hold accented Latin, Greek and Cyrillic letters (münchen.de, a look-alike
+# еxample.com); not CJK, which runs straight on into a domain in Chinese text.
+_LABEL = r"[a-z0-9\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff]"
 _BARE = re.compile(
-    r"(?<![a-z0-9@.\-_/:])"
-    r"((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+([a-z]{2,63}|xn--[a-z0-9-]{1,59}))"
-    r"(?![a-z0-9\-_@])"
+    rf"(?<![a-z0-9@.\-_/:\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff])"
+    rf"((?:{_LABEL}(?:(?:{_LABEL}|-){{0,61}}{_LABEL})?\.)+([a-z]{{2,63}}|xn--[a-z0-9-]{{1,59}}))"
+    r"(?![a-z0-9\-_@\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff])"
     rf"(?::\d{{1,5}})?(?:[/?#][^{_STOP}]*)?"
 )
+# Any scheme followed by two or more slashes, and a protocol-relative "//host" (or "\\\\host",
+# which browsers read the same) where a link can start: not inside a word, a number (12//2026)
+# or a path (a//b).
+_OTHER = re.compile(
+    r"(?:(?<![a-z0-9+.\-])[a-z][a-z0-9+.\-]*:"
+    r"|(?<![^\s(\[{<>\"'`=,;|*\u3000-\u303f\u3400-\u9fff\uac00-\ud7af\uff00-\uffef]))"
+    r"[/\\]{2,}" + _REST
+)
+# Browsers read an ideographic full stop between labels as a dot: example.com。evil。io is
+# evil.io's subdomain. Taken as such when the name ends in a link TLD, so that "example.com。
+# Thanks" stays the end of a sentence.
+_IDEOGRAPHIC_HOST = re.compile(r"[a-z0-9\-]+(?:[.\u3002][a-z0-9\-]+)*\u3002[a-z0-9\-]+")
 _TRAILING = ".,;:!?]}'\"*_~"
-_LATIN_WORD = re.compile(r"[a-z0-9\u00c0-\u024f]")
+# Scripts written with spaces between words, where a term matches whole words only.
+_WORD = r"a-z0-9\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff"
+_LATIN_WORD = re.compile(f"[{_WORD}]")
+# Default-ignorable code points that are not format characters (category Cf): the combining
+# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation
+# selectors, and the tag and variation-selector supplement planes.
+_IGNORABLE = re.compile(
+    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0000-\U000e0fff]"
+)
+# Script-neutral combining marks: accents, overlays (strike-through), enclosing circles.
+_GENERIC_MARKS = re.compile(
+    "[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
+)
 _HASH_MOD = (1 << 61) - 1
 _HASH_BASE = 1_000_003
 
@@ -97,30 +130,78 @@ class _Folded:
         return self.starts[start], self.ends[end - 1]
 
 
-def _fold(text: str) -> _Folded:
+@functools.lru_cache(maxsize=4096)
+def _ignorable(char: str) -> bool:
+    """Invisible characters a reader never sees: format characters (zero-width space and
+    joiners, soft hyphen, tags) and the other default-ignorable ones (variation selectors,
+    the combining grapheme joiner, Hangul fillers)."""
+    return unicodedata.category(char) == "Cf" or _IGNORABLE.match(char) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _joins(char: str) -> bool:
+    """Whether ``char`` belongs to the character before it: a mark, or an invisible one."""
+    return bool(
+        unicodedata.combining(char) or unicodedata.category(char)[0] == "M" or _ignorable(char)
+    )
+
+
+def _decoration(mark: str, base: str) -> bool:
+    """Whether ``mark`` only decorates ``base`` for a reader: an accent, a strike-through or
+    an enclosing circle from the script-neutral blocks, or any mark on a Latin, Greek or
+    Cyrillic letter. Marks that spell words in their own script (Thai vowels, Devanagari
+    signs, kana voicing) are letters, not decoration."""
+    return unicodedata.category(mark) in ("Mn", "Me") and (
+        _GENERIC_MARKS.match(mark) is not None or base < "\u0530"
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _fold_cluster(cluster: str, strip: bool) -> tuple[tuple[str, frozenset[str]], ...]:
+    """A base character with its marks, folded: each character with the decorating marks
+    taken off it (only when ``strip``)."""
+    visible = "".join(char for char in cluster if not _ignorable(char))
+    if not visible:
+        return ()
+    if visible.isspace():
+        return ((" ", frozenset()),)
+    folded = unicodedata.normalize("NFKC", visible).casefold()
+    if not strip:
+        return tuple((" " if char.isspace() else char, frozenset()) for char in folded)
+    out: list[tuple[str, frozenset[str]]] = []
+    for char in unicodedata.normalize("NFKD", folded):
+        if out and _decoration(char, out[-1][0]):
+            out[-1] = (out[-1][0], out[-1][1] | {char})
+        else:
+            out.append((" " if char.isspace() else char, frozenset()))
+    return tuple(out)
+
+
+def _fold(text: str, *, marks: list[frozenset[str]] | None = None) -> _Folded:
+    """``text`` NFKC- and case-folded, whitespace collapsed, invisible characters dropped.
+
+    With ``marks`` (a list to fill), the text is also decomposed and decorating marks are
+    taken out of it: ``marks[i]`` holds those that sat on the i-th character.
+    """
     out: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
+    strip = marks is not None
     i, n = 0, len(text)
     while i < n:
         j = i + 1
-        while j < n and unicodedata.combining(text[j]):
-            j += 1  # keep a base character with its accents so NFKC can compose them
-        cluster = text[i:j]
-        if cluster.isspace():
-            if out and out[-1] == " ":
-                ends[-1] = j
-            else:
-                out.append(" ")
-                starts.append(i)
-                ends.append(j)
-        elif unicodedata.category(cluster[0]) != "Cf":  # zero-width and other format chars
-            for char in unicodedata.normalize("NFKC", cluster).casefold():
-                if char.isspace():
-                    char = " "
+        while j < n and _joins(text[j]):
+            j += 1  # keep a base character with its marks so NFKC can compose them
+        folded = _fold_cluster(text[i:j], strip)
+        if folded and folded[0][0] == " " and len(folded) == 1 and out and out[-1] == " ":
+            ends[-1] = j  # whitespace collapses
+        else:
+            for char, on in folded:
                 out.append(char)
                 starts.append(i)
                 ends.append(j)
+                if marks is not None:
+                    marks.append(on)
         i = j
     return _Folded("".join(out), starts, ends)
 
@@ -292,25 +373,36 @@ class ReplyGuard:
         if not isinstance(policy, ReplyPolicy):
             raise ValidationError("policy", policy, "a ReplyPolicy")
         self.policy = policy
-        self._terms = self._compile_terms(policy.forbidden_terms)
+        # Each term without its decorating marks, and the marks it does have, by position.
+        self._term_marks: list[tuple[str, list[frozenset[str]]]] = []
+        for term in policy.forbidden_terms:
+            marks: list[frozenset[str]] = []
+            folded = _fold(term, marks=marks)
+            first = len(folded.text) - len(folded.text.lstrip())
+            last = len(folded.text.rstrip())
+            self._term_marks.append((term, marks[first:last]))
+        patterns = self._term_patterns(
+            _fold(term, marks=[]).text.strip() for term in policy.forbidden_terms
+        )
+        # One alternation, longest first ("free gift" before "free"), and each term alone for
+        # when the first term found lacks its marks here (crème brûlée in "creme brulee").
+        self._terms = re.compile("|".join(patterns)) if patterns else None
+        self._each = [re.compile(pattern) for pattern in patterns]
 
     @staticmethod
-    def _compile_terms(terms: Iterable[str]) -> re.Pattern[str] | None:
+    def _term_patterns(terms: Iterable[str]) -> list[str]:
         patterns: list[tuple[int, str]] = []
-        for term in terms:
-            folded = _fold_text(term)
+        for number, folded in enumerate(terms):
             pattern = re.escape(folded)
-            # Latin words match whole words only ("ass" is not in "class"); CJK has no spaces,
-            # so CJK terms match anywhere.
+            # Latin, Greek and Cyrillic words match whole words only ("ass" is not in "class",
+            # "кот" not in "который"); CJK has no spaces, so CJK terms match anywhere.
             if _LATIN_WORD.match(folded[0]):
-                pattern = r"(?<![a-z0-9\u00c0-\u024f])" + pattern
+                pattern = f"(?<![{_WORD}])" + pattern
             if _LATIN_WORD.match(folded[-1]):
-                pattern += r"(?![a-z0-9\u00c0-\u024f])"
-            patterns.append((len(folded), pattern))
-        if not patterns:
-            return None
-        patterns.sort(key=lambda item: -item[0])  # longest first: "free gift" before "free"
-        return re.compile("|".join(pattern for _, pattern in patterns))
+                pattern += f"(?![{_WORD}])"
+            patterns.append((len(folded), f"(?P<t{number}>{pattern})"))
+        patterns.sort(key=lambda item: -item[0])
+        return [pattern for _, pattern in patterns]
 
     def check(self, ticket: Ticket, body: str) -> list[Finding]:
         """All findings for ``body`` as a public reply on ``ticket``, in body order."""
@@ -322,7 +414,7 @@ class ReplyGuard:
         findings = self._links(body, folded)
         if self.policy.check_internal_notes:
             findings += self._notes(body, folded, list(internal_notes))
-        findings += self._forbidden(body, folded)
+        findings += self._forbidden(body)
         findings.sort(key=lambda f: (f.start, f.end, f.kind))
         return findings
 
@@ -356,24 +448,32 @@ class ReplyGuard:
 
     # -- the three checks ------------------------------------------------------------------
     def _links(self, body: str, folded: _Folded) -> list[Finding]:
+        text = _IDEOGRAPHIC_HOST.sub(_dotted, folded.text)  # same length, same positions
         findings: list[Finding] = []
         taken: list[tuple[int, int]] = []
-        for match in _URL.finditer(folded.text):
+        for match in _URL.finditer(text):
             url = _trim(match.group())
-            if not url:
+            host = _visited_host(url)
+            if not host:
                 continue
             start, end = match.start(), match.start() + len(url)
             taken.append((start, end))
-            # Browsers read a backslash in an http(s) URL as a slash (WHATWG URL standard):
-            # https://evil.io\@example.com/ visits evil.io, where urlsplit sees example.com.
-            url_as_visited = url.replace("\\", "/")
-            try:
-                host = urllib.parse.urlsplit(url_as_visited).hostname or ""
-            except ValueError:  # e.g. a broken IPv6 literal
-                host = url_as_visited.split("://", 1)[1].split("/", 1)[0]
-            if host and not self.policy.allows_host(host):
+            if not self.policy.allows_host(host):
                 findings.append(self._link(body, folded, start, end, host))
-        for match in _BARE.finditer(folded.text):
+        for match in _OTHER.finditer(text):
+            url = _trim(match.group())
+            host = _visited_host(url)
+            start, end = match.start(), match.start() + len(url)
+            # "//" opens a comment in code, so a host after it counts only when it looks like
+            # a domain (as for bare domains below) or is an IP address.
+            if not host or not _looks_like_host(host):
+                continue
+            if any(start < t_end and t_start < end for t_start, t_end in taken):
+                continue
+            taken.append((start, end))
+            if not self.policy.allows_host(host):
+                findings.append(self._link(body, folded, start, end, host))
+        for match in _BARE.finditer(text):
             host, tld = match.group(1), match.group(2)
             if not (host.startswith("www.") or tld in _LINK_TLDS or tld.startswith("xn--")):
                 continue
@@ -388,7 +488,9 @@ class ReplyGuard:
     @staticmethod
     def _link(body: str, folded: _Folded, start: int, end: int, host: str) -> Finding:
         o_start, o_end = folded.span(start, end)
-        detail = f"host {host} is not an allowed domain"
+        key = _host_key(host)
+        shown = host if key == host.lower() else f"{host} ({key})"  # look-alikes show as punycode
+        detail = f"host {shown} is not an allowed domain"
         return Finding("link", body[o_start:o_end], o_start, o_end, detail)
 
     def _notes(self, body: str, folded: _Folded, notes: list[Message]) -> list[Finding]:
@@ -407,21 +509,65 @@ class ReplyGuard:
             findings.append(Finding("internal_note", body[o_start:o_end], o_start, o_end, detail))
         return findings
 
-    def _forbidden(self, body: str, folded: _Folded) -> list[Finding]:
+    def _forbidden(self, body: str) -> list[Finding]:
         if self._terms is None:
             return []
+        # Compared without accents and other decorating marks, so that pas\u0301sword and
+        # pa\u0336ssword are password; the marks a term does have must be in the reply too
+        # (año is not ano), except on capitals, which French and Greek write without them.
+        marks: list[frozenset[str]] = []
+        folded = _fold(body, marks=marks)
         findings: list[Finding] = []
-        for match in self._terms.finditer(folded.text):
-            o_start, o_end = folded.span(match.start(), match.end())
-            detail = f"forbidden term {self._original(match.group())!r}"
-            findings.append(Finding("forbidden_term", body[o_start:o_end], o_start, o_end, detail))
+        position = 0
+        while (found := self._terms.search(folded.text, position)) is not None:
+            start = found.start()
+            candidates = (found, *(pattern.match(folded.text, start) for pattern in self._each))
+            for match in candidates:
+                if match is None:
+                    continue
+                term, wanted = self._term_marks[int((match.lastgroup or "t0")[1:])]
+                if all(
+                    need <= marks[start + k] or body[folded.starts[start + k]].isupper()
+                    for k, need in enumerate(wanted)
+                ):
+                    o_start, o_end = folded.span(start, match.end())
+                    detail = f"forbidden term {term!r}"
+                    text = body[o_start:o_end]
+                    findings.append(Finding("forbidden_term", text, o_start, o_end, detail))
+                    position = match.end()
+                    break
+            else:
+                position = start + 1
         return findings
 
-    def _original(self, folded_term: str) -> str:
-        for term in self.policy.forbidden_terms:
-            if _fold_text(term) == folded_term:
-                return term
-        return folded_term
+
+def _dotted(match: re.Match[str]) -> str:
+    name = match.group()
+    return name.replace("\u3002", ".") if _looks_like_host(name.replace("\u3002", ".")) else name
+
+
+def _visited_host(url: str) -> str:
+    """The host a browser visits for ``url`` (with a scheme, or protocol-relative ``//``)."""
+    rest = url if url[:1] in "/\\" else url.partition(":")[2]
+    # Browsers read a backslash in a URL as a slash (WHATWG URL standard), and skip any run of
+    # slashes after http(s): (https:evil.io and https:///evil.io visit evil.io); urlsplit
+    # would see example.com in https://evil.io\\@example.com/.
+    visited = "https://" + rest.replace("\\", "/").lstrip("/")
+    try:
+        return urllib.parse.urlsplit(visited).hostname or ""
+    except ValueError:  # e.g. a broken IPv6 literal
+        return visited[8:].split("/", 1)[0]
+
+
+def _looks_like_host(host: str) -> bool:
+    """A name that starts with www. or ends in a link TLD (or is an IDN), or an IP address."""
+    key = _host_key(host)
+    labels = key.split(".")
+    if ":" in key or (len(labels) == 4 and all(label.isdigit() for label in labels)):
+        return True
+    return len(labels) > 1 and (
+        labels[0] == "www" or labels[-1] in _LINK_TLDS or labels[-1].startswith("xn--")
+    )
 
 
 def _trim(url: str) -> str:
