@@ -135,6 +135,87 @@ class TestBackoff:
         assert base * (1 - jitter) - tolerance <= delay <= base * (1 + jitter) + tolerance
 
 
+class _AskingToWait:
+    """A notifier that fails each delivery asking for ``waits`` (one per attempt, last repeats)."""
+
+    def __init__(self, *waits: timedelta | None, permanent: bool = False) -> None:
+        self.waits = list(waits)
+        self.permanent = permanent
+        self.calls = 0
+
+    def deliver(self, notification: Notification, recipients: Sequence[Recipient]) -> None:
+        wait = self.waits[min(self.calls, len(self.waits) - 1)]
+        self.calls += 1
+        raise DeliveryError("HTTP 429", permanent=self.permanent, retry_after=wait)
+
+
+class TestRetryAfter:
+    """A receiver's Retry-After: wait at least that long, within max_delay and max_attempts."""
+
+    def _delay(self, store: MemoryStore, clock: ManualClock) -> timedelta:
+        entry = _entry(store, "n-1")
+        assert entry.next_attempt_at is not None
+        return entry.next_attempt_at - clock.now()
+
+    def test_a_longer_wait_than_the_backoff_is_honoured(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        _enqueue(store, _note("n-1"))
+        notifier = _AskingToWait(timedelta(minutes=10), None, timedelta(seconds=5))
+        dispatcher = Dispatcher(store, {"customer": notifier}, clock=clock, jitter=0.2)
+        assert dispatcher.deliver_pending().retried == ["n-1"]
+        assert self._delay(store, clock) == timedelta(minutes=10)
+        clock.set(clock.now() + timedelta(minutes=10))
+        # No wait asked: the jittered backoff; a wait shorter than the backoff: the backoff.
+        assert dispatcher.deliver_pending().retried == ["n-1"]
+        assert timedelta(seconds=48) <= self._delay(store, clock) <= timedelta(seconds=72)
+        clock.set(clock.now() + timedelta(minutes=2))
+        assert dispatcher.deliver_pending().retried == ["n-1"]
+        assert timedelta(seconds=96) <= self._delay(store, clock) <= timedelta(seconds=144)
+
+    def test_the_wait_is_capped_at_max_delay(self, store: MemoryStore, clock: ManualClock) -> None:
+        _enqueue(store, _note("n-1"))
+        notifier = _AskingToWait(timedelta(days=3))
+        dispatcher = Dispatcher(
+            store, {"customer": notifier}, clock=clock, jitter=0, max_delay=timedelta(hours=2)
+        )
+        dispatcher.deliver_pending()
+        assert self._delay(store, clock) == timedelta(hours=2)
+
+    def test_max_attempts_and_permanent_failures_still_end_it(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        _enqueue(store, _note("n-1"), _note("n-2", AGENT))
+        waiting = _AskingToWait(timedelta(minutes=5))
+        refused = _AskingToWait(timedelta(minutes=5), permanent=True)
+        dispatcher = Dispatcher(
+            store, {"customer": waiting, "agent": refused}, clock=clock, max_attempts=2
+        )
+        report = dispatcher.deliver_pending()
+        assert (report.retried, report.dead) == (["n-1"], ["n-2"])
+        clock.set(clock.now() + timedelta(minutes=5))
+        assert dispatcher.deliver_pending().dead == ["n-1"]
+        assert _entry(store, "n-1").status is OutboxStatus.DEAD
+
+    def test_the_longest_wait_of_the_notifiers_counts(
+        self, store: MemoryStore, clock: ManualClock
+    ) -> None:
+        _enqueue(store, _note("n-1", CUSTOMER, AGENT, MANAGER))
+        notifiers = {
+            "customer": _AskingToWait(timedelta(minutes=3)),
+            "agent": _AskingToWait(timedelta(minutes=7)),
+            "manager": _AskingToWait(None),
+        }
+        Dispatcher(store, notifiers, clock=clock, jitter=0).deliver_pending()
+        assert self._delay(store, clock) == timedelta(minutes=7)
+
+    @pytest.mark.parametrize("wait", ["120", 120, timedelta(seconds=-1)])
+    def test_delivery_error_refuses_a_wait_that_is_not_a_duration(self, wait: Any) -> None:
+        with pytest.raises(ValidationError) as caught:
+            DeliveryError("HTTP 429", retry_after=wait)
+        assert caught.value.field == "retry_after"
+
+
 class TestDeadLetters:
     def test_dead_after_max_attempts(self, store: MemoryStore, clock: ManualClock) -> None:
         inbox = MemoryNotifier(clock)

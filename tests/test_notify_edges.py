@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import email.utils
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -158,6 +162,186 @@ def test_webhook_attempt_is_bounded_by_timeout_when_the_body_trickles(
     else:
         assert isinstance(outcome[0], DeliveryError)
         assert not outcome[0].permanent
+
+
+def _trickled_headers(handler: BaseHTTPRequestHandler) -> None:
+    # A complete, valid 200 answer whose header lines arrive a byte every 20 ms (about 3 s in
+    # all): each read is well within the socket timeout, the whole is not.
+    answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 150 + b"\r\nContent-Length: 0\r\n\r\n"
+    for byte in answer:
+        try:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+        except OSError:
+            return
+        time.sleep(0.02)
+
+
+def test_webhook_attempt_is_bounded_by_timeout_when_the_headers_trickle(
+    http_server: Any,
+) -> None:
+    notifier = WebhookNotifier(http_server(_trickled_headers), "s3cret", timeout=0.5)
+    outcome: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            notifier.deliver(_note(roles=("webhook",)), ())
+            outcome.append("delivered")
+        except DeliveryError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=attempt, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    # Delivered would mean the attempt ran for the whole trickle, six timeouts long.
+    [error] = outcome
+    assert isinstance(error, DeliveryError)
+    assert not error.permanent
+    assert "timed out" in str(error)
+
+
+# -- Retry-After -------------------------------------------------------------------------------
+def _busy(status: int, retry_after: str | None) -> Callable[[BaseHTTPRequestHandler], None]:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        if retry_after is not None:
+            handler.send_header("Retry-After", retry_after)
+        handler.send_header("Content-Length", "4")
+        handler.end_headers()
+        handler.wfile.write(b"busy")
+
+    return answer
+
+
+def _http_date(at: datetime) -> str:
+    return email.utils.format_datetime(at, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("120", timedelta(seconds=120)),
+        (" 0 ", timedelta(0)),
+        (_http_date(T0 + timedelta(seconds=90)), timedelta(seconds=90)),
+        ("Mon, 05 Jan 2026 09:10:00 -0000", timedelta(minutes=10)),
+        ("99999999999999999999999", timedelta(days=365)),
+        (None, None),
+        ("", None),
+        ("-5", None),  # negative
+        ("1.5", None),  # delay-seconds are whole
+        ("soon", None),
+        (_http_date(T0 - timedelta(seconds=90)), None),  # already past
+        ("Mon, 99 Foo 2026 99:99:99 GMT", None),
+    ],
+)
+@pytest.mark.parametrize("status", [429, 503])
+def test_webhook_reads_retry_after_on_429_and_503(
+    http_server: Any, status: int, header: str | None, wait: timedelta | None
+) -> None:
+    url = http_server(_busy(status, header))
+    notifier = WebhookNotifier(url, "s3cret", timeout=5, clock=ManualClock(T0))
+    with pytest.raises(DeliveryError) as caught:
+        notifier.deliver(_note(roles=("webhook",)), ())
+    assert caught.value.permanent is False
+    assert caught.value.retry_after == wait
+    assert (caught.value.retry_after is not None) == ("retry after" in str(caught.value))
+
+
+@pytest.mark.parametrize("status", [500, 400])
+def test_webhook_ignores_retry_after_on_other_statuses(http_server: Any, status: int) -> None:
+    notifier = WebhookNotifier(http_server(_busy(status, "120")), "s3cret", timeout=5)
+    with pytest.raises(DeliveryError) as caught:
+        notifier.deliver(_note(roles=("webhook",)), ())
+    assert caught.value.retry_after is None
+
+
+def test_dispatcher_waits_as_long_as_the_webhook_asks(http_server: Any) -> None:
+    answers = [_busy(429, "600"), _busy(503, "7200")]
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        if answers:
+            answers.pop(0)(handler)
+        else:
+            handler.send_response(204)
+            handler.end_headers()
+
+    url = http_server(answer)
+    store, clock = MemoryStore(), ManualClock(T0)
+    with store.transaction() as uow:
+        uow.enqueue([_note("n-1", roles=("webhook",))])
+    notifier = WebhookNotifier(url, "s3cret", timeout=5, clock=clock)
+    dispatcher = Dispatcher(store, {"webhook": notifier}, clock=clock, jitter=0)
+
+    assert dispatcher.deliver_pending().retried == ["n-1"]  # 10 minutes asked, 30 s backoff
+    clock.advance(seconds=599)
+    assert dispatcher.deliver_pending().attempts == 0
+    clock.advance(seconds=1)
+    assert dispatcher.deliver_pending().retried == ["n-1"]  # two hours asked, max_delay 1 h
+    clock.advance(seconds=3599)
+    assert dispatcher.deliver_pending().attempts == 0
+    clock.advance(seconds=1)
+    assert dispatcher.deliver_pending().delivered == ["n-1"]
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def https_url(self_signed: tuple[Path, Path]) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_webhook_says_plainly_that_a_certificate_was_refused(https_url: str) -> None:
+    notifier = WebhookNotifier(https_url, "s3cret", timeout=5)
+    with pytest.raises(DeliveryError) as caught:
+        notifier.deliver(_note(roles=("webhook",)), ())
+    # Transient: once the receiver's certificate is fixed, the next retry gets through.
+    assert caught.value.permanent is False
+    message = str(caught.value)
+    assert "TLS certificate verification failed" in message
+    assert "self-signed" in message or "self signed" in message
+    assert "unreachable" not in message
+
+
+def test_webhook_delivers_over_https_to_a_trusted_certificate(
+    https_url: str, self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(self_signed[0]))  # trust the test certificate
+    WebhookNotifier(https_url, "s3cret", timeout=5).deliver(_note(roles=("webhook",)), ())
 
 
 # -- guard link bypasses -----------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import urllib.parse
 from collections.abc import Sequence
+from datetime import timedelta
 from numbers import Integral
 from typing import Protocol, runtime_checkable
 
@@ -50,21 +51,38 @@ class DeliveryError(SupportflowError):
     ``permanent=True`` means retrying cannot help (the receiver rejected the request, e.g.
     HTTP 4xx or SMTP 5xx): the dispatcher parks the notification as a dead letter at once.
     ``response`` keeps what the receiver answered, for the dead letter's error text.
+    ``retry_after`` is how long the receiver asked to be left alone (HTTP ``Retry-After``):
+    the dispatcher waits at least that long, up to its ``max_delay``, before the next attempt.
 
     >>> error = DeliveryError("HTTP 404", permanent=True, response="404 Not Found")
     >>> error.permanent, str(error)
     (True, 'HTTP 404')
+    >>> DeliveryError("HTTP 429", retry_after=timedelta(seconds=120)).retry_after
+    datetime.timedelta(seconds=120)
     """
 
-    def __init__(self, message: str, *, permanent: bool = False, response: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        permanent: bool = False,
+        response: str | None = None,
+        retry_after: timedelta | None = None,
+    ):
+        if retry_after is not None and (
+            not isinstance(retry_after, timedelta) or retry_after < timedelta(0)
+        ):
+            raise ValidationError("retry_after", retry_after, "a duration of 0 or more, or None")
         self.permanent = permanent
         self.response = response
+        self.retry_after = retry_after
         super().__init__(message)
 
     def __repr__(self) -> str:
+        wait = "" if self.retry_after is None else f", retry_after={self.retry_after!r}"
         return (
             f"DeliveryError({str(self)!r}, permanent={self.permanent!r}, "
-            f"response={self.response!r})"
+            f"response={self.response!r}{wait})"
         )
 
 

@@ -77,6 +77,7 @@ class DispatchReport:
 class _Outcome:
     error: str | None = None
     permanent: bool = False
+    retry_after: timedelta | None = None  # the longest wait a receiver asked for
 
 
 _LONGEST_DELAY = timedelta(days=365)
@@ -101,8 +102,10 @@ class Dispatcher:
 
     After the n-th failed attempt the row is retried after
     ``min(max_delay, base_delay * 2**(n-1))``, varied by ``± jitter`` (a fraction) so that
-    many failing rows do not retry in lockstep. After ``max_attempts`` failures, or one
-    permanent :class:`DeliveryError`, the row is dead; :meth:`requeue` brings it back.
+    many failing rows do not retry in lockstep; a :class:`DeliveryError` with ``retry_after``
+    (a receiver's ``Retry-After``) makes it at least that, up to ``max_delay``. After
+    ``max_attempts`` failures, or one permanent :class:`DeliveryError`, the row is dead;
+    :meth:`requeue` brings it back.
 
     A delivery that never finishes (the process dies in it: a crash, out of memory, or a hang
     until the worker is killed) records nothing, and the row is claimed again once its lease
@@ -307,18 +310,22 @@ class Dispatcher:
 
         errors: list[str] = []
         permanent = False
+        retry_after: timedelta | None = None
         for notifier, roles, recipients in groups.values():
             try:
                 notifier.deliver(notification, tuple(recipients))
             except DeliveryError as exc:
                 permanent = permanent or exc.permanent
                 errors.append(_describe(roles, notifier, exc))
+                wait = getattr(exc, "retry_after", None)
+                if isinstance(wait, timedelta) and (retry_after is None or wait > retry_after):
+                    retry_after = wait
             except Exception as exc:  # a notifier bug must not stop the other rows
                 _log.warning(
                     "notifier %s raised for %s", type(notifier).__name__, entry.key, exc_info=True
                 )
                 errors.append(_describe(roles, notifier, exc))
-        return _Outcome("; ".join(errors), permanent) if errors else _Outcome()
+        return _Outcome("; ".join(errors), permanent, retry_after) if errors else _Outcome()
 
     def _failed(
         self, uow: UnitOfWork, current: OutboxEntry, error: str, retry_at: datetime | None
@@ -351,7 +358,11 @@ class Dispatcher:
             elif attempts >= self.max_attempts:
                 error = f"gave up after {attempts} attempts: {outcome.error}"
             else:
-                error, retry_at = outcome.error, now + self.retry_delay(attempts)
+                delay = self.retry_delay(attempts)
+                if outcome.retry_after is not None:
+                    # The receiver said when to come back (Retry-After); max_delay still bounds it.
+                    delay = max(delay, min(outcome.retry_after, self.max_delay))
+                error, retry_at = outcome.error, now + delay
             if not self._failed(uow, current, error, retry_at):
                 # Our lease ran out and another dispatcher claimed the row since: the store
                 # kept that claim, and that dispatcher's attempt counts instead.

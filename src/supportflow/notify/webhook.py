@@ -13,19 +13,24 @@ useless once it is older than the tolerance (replay protection).
 
 from __future__ import annotations
 
+import contextvars
+import email.utils
 import enum
 import hashlib
 import hmac
 import http.client
+import io
 import json
 import math
 import re
+import socket
+import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import IO, Any
 
 from supportflow.clock import Clock, SystemClock
@@ -48,6 +53,12 @@ _EXCERPT = 500  # characters of a rejected response kept for the dead letter
 # 4xx statuses that mean "later", not "never".
 _TRANSIENT_4XX = frozenset({408, 425, 429})
 _HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*")  # what http.client sends, once ASCII
+# Statuses whose Retry-After says when to come back.
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+_LONGEST_RETRY_AFTER = timedelta(days=365)  # the dispatcher's max_delay is at most this
+# When the current delivery attempt must be over (time.monotonic()), for the connection and
+# the response classes below; unset outside WebhookNotifier.deliver.
+_DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("webhook_deadline")
 
 
 def _plain(value: Any) -> Any:
@@ -193,6 +204,113 @@ class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def _remaining(fallback: float | None) -> float | None:
+    """Seconds left in the current attempt (``fallback`` outside one); none left: timeout."""
+    deadline = _DEADLINE.get(None)
+    if deadline is None:
+        return fallback
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("timed out")
+    return left
+
+
+class _DeadlineReader(io.RawIOBase):
+    """Reads a response through ``inner``, each read given only what is left of the attempt.
+
+    The socket timeout applies to each read, so a receiver trickling its answer a byte at a
+    time could stretch an attempt to one timeout per byte.
+    """
+
+    def __init__(self, inner: IO[bytes], sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._inner = inner
+        self._sock = sock
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self._sock.settimeout(left)
+        data = self._inner.read1(len(buffer))  # type: ignore[attr-defined]
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._inner.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        deadline = _DEADLINE.get(None)
+        if deadline is not None:
+            self.fp = io.BufferedReader(_DeadlineReader(self.fp, sock, deadline))
+
+
+class _DeadlineHTTPConnection(http.client.HTTPConnection):
+    response_class = _DeadlineResponse
+
+    def connect(self) -> None:
+        # Connecting takes at most what is left of the attempt (for each address the host
+        # has); what follows (the TLS handshake, sending) what is left after that.
+        self.timeout = _remaining(self.timeout)
+        super().connect()
+        self.sock.settimeout(_remaining(self.timeout))
+
+
+class _DeadlineHTTPSConnection(http.client.HTTPSConnection, _DeadlineHTTPConnection):
+    # HTTPSConnection.connect connects through _DeadlineHTTPConnection.connect, then shakes
+    # hands on the socket that gives it only what is left.
+    response_class = _DeadlineResponse
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(_remaining(self.timeout))
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_DeadlineHTTPConnection, req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_DeadlineHTTPSConnection, req)
+
+
+def _retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """A ``Retry-After`` header as a wait from ``now``: delay-seconds or an HTTP-date. A value
+    that is neither, or a date already past, is ignored (``None``)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if re.fullmatch(r"[0-9]+", text):
+        if len(text) > 10:  # int() refuses very long digit strings; this is years anyway
+            return _LONGEST_RETRY_AFTER
+        return min(timedelta(seconds=int(text)), _LONGEST_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": HTTP dates are GMT
+        when = when.replace(tzinfo=timezone.utc)
+    wait = when - now
+    return min(wait, _LONGEST_RETRY_AFTER) if wait >= timedelta(0) else None
+
+
 def _extra_headers(headers: object) -> dict[str, str]:
     """``headers`` as a dict, each name and value one that ``http.client`` can send."""
     if headers is None:
@@ -225,9 +343,11 @@ def _latin1(value: str) -> bool:
 class WebhookNotifier:
     """POSTs each notification as signed JSON to ``url``.
 
-    Success is any 2xx answer. 5xx, 408, 425 and 429 answers, timeouts and network errors
-    raise a transient :class:`DeliveryError` (the dispatcher retries); other 4xx answers and
+    Success is any 2xx answer. 5xx, 408, 425 and 429 answers, timeouts, network errors and
+    untrusted TLS certificates raise a transient :class:`DeliveryError` (the dispatcher
+    retries, after the ``Retry-After`` of a 429 or 503 if longer); other 4xx answers and
     redirects raise a permanent one carrying the status and an excerpt of the response.
+    ``timeout`` bounds the whole attempt, not each read (name resolution aside).
 
     >>> notifier = WebhookNotifier("https://hooks.example.com/desk", "s3cret", timeout=5)
     >>> notifier.url
@@ -284,7 +404,9 @@ class WebhookNotifier:
         self._secret = _as_bytes(secret) if isinstance(secret, str) else bytes(secret)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._headers = extra
-        self._opener = urllib.request.build_opener(_RefuseRedirects())
+        self._opener = urllib.request.build_opener(
+            _RefuseRedirects(), _DeadlineHTTPHandler(), _DeadlineHTTPSHandler()
+        )
 
     def __repr__(self) -> str:
         return f"WebhookNotifier({self.url!r})"  # never show the secret
@@ -314,28 +436,45 @@ class WebhookNotifier:
             SIGNATURE_HEADER: sign(self._secret, timestamp, body),
         }
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        # The whole attempt (connecting, sending, the answer's headers and an error answer's
+        # excerpt) fits in one timeout: a receiver trickling its answer a byte at a time must
+        # not hold this dispatcher (and its lease) past it.
+        token = _DEADLINE.set(time.monotonic() + self.timeout)
         try:
             # The status is the answer. The body of a 2xx is not read: a receiver that streams
-            # a huge or endless body must not hold this dispatcher (and its lease) past the
-            # timeout, which urllib applies to each socket read, not to the whole response.
+            # a huge or endless body must not hold the dispatcher either.
             self._opener.open(request, timeout=self.timeout).close()
         except urllib.error.HTTPError as exc:
             raise self._rejected(exc) from exc
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            # URLError wraps refused connections and DNS failures; TimeoutError is an OSError.
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            raise DeliveryError(
-                f"webhook {self.url} unreachable: {reason or type(exc).__name__}",
+            raise self._unreachable(exc) from exc
+        finally:
+            _DEADLINE.reset(token)
+
+    def _unreachable(self, exc: Exception) -> DeliveryError:
+        # URLError wraps refused connections and DNS failures; TimeoutError is an OSError.
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        if isinstance(reason, ssl.SSLCertVerificationError):
+            # Transient all the same: once the receiver's certificate is fixed, a retry works.
+            detail = reason.verify_message or reason.reason or str(reason)
+            return DeliveryError(
+                f"webhook {self.url}: TLS certificate verification failed: {detail}",
                 permanent=False,
-            ) from exc
+            )
+        if isinstance(reason, TimeoutError):
+            return DeliveryError(
+                f"webhook {self.url} timed out: no complete answer within {self.timeout} s",
+                permanent=False,
+            )
+        return DeliveryError(
+            f"webhook {self.url} unreachable: {reason or type(exc).__name__}", permanent=False
+        )
 
     def _rejected(self, exc: urllib.error.HTTPError) -> DeliveryError:
-        # At most _EXCERPT bytes, and for at most one timeout in all: a body that trickles in
-        # a byte at a time must not stretch the attempt to _EXCERPT timeouts.
-        deadline = time.monotonic() + self.timeout
+        # At most _EXCERPT bytes, within what is left of the attempt's timeout.
         received = b""
         try:
-            while len(received) < _EXCERPT and time.monotonic() < deadline:
+            while len(received) < _EXCERPT:
                 chunk = exc.read1(_EXCERPT - len(received))
                 if not chunk:
                     break
@@ -354,6 +493,10 @@ class WebhookNotifier:
                 response=response,
             )
         permanent = 400 <= exc.code < 500 and exc.code not in _TRANSIENT_4XX
-        return DeliveryError(
-            f"webhook {self.url} answered HTTP {exc.code}", permanent=permanent, response=response
-        )
+        wait = None
+        if exc.code in _RETRY_AFTER_STATUSES and exc.headers:
+            wait = _retry_after(exc.headers.get("Retry-After"), self._clock.now())
+        message = f"webhook {self.url} answered HTTP {exc.code}"
+        if wait is not None:
+            message += f", asking to retry after {int(wait.total_seconds())} s"
+        return DeliveryError(message, permanent=permanent, response=response, retry_after=wait)
