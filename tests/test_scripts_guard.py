@@ -517,6 +517,73 @@ class TestForbiddenTerms:
             ("forbidden_term", "δωρεάν"),
         ]
 
+    @pytest.mark.parametrize(
+        "body",
+        [
+            "Your \u0440\u0430ssword",  # Cyrillic р and а in a Latin word
+            "Your PASSW\u041eRD",  # a Cyrillic capital О
+            "Your \u03c1\u03b1ssword",  # Greek ρ and α
+            "A fr\u0435e gift",  # FREE GIFT's e
+            "\u0433a\u0440a\u043d\u0442\u0438\u044f",  # гарантия with two Latin a
+        ],
+    )
+    def test_look_alike_letters_from_another_script_do_not_hide_a_term(self, body: str) -> None:
+        policy = ReplyPolicy(
+            allowed_domains=[], forbidden_terms=["password", "free gift", "гарантия"]
+        )
+        findings = ReplyGuard(policy).scan(body)
+        assert [f.kind for f in findings] == ["forbidden_term"]
+        _positions_hold(body, findings)
+
+    def test_words_in_one_script_are_not_read_as_another(self) -> None:
+        # Russian сор and рот look like cop and pot, but are words of their own.
+        policy = ReplyPolicy(allowed_domains=[], forbidden_terms=["cop", "pot", "Москва"])
+        assert ReplyGuard(policy).scan("сор, рот; Mockba") == []
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.sampled_from(
+                [
+                    "password",
+                    "free gift",
+                    "//evil.io/x",
+                    "https:evil.io",
+                    "example.com",
+                    " ",
+                    "  ",
+                    "\t",
+                    "a",
+                    "é",
+                    "\u0301",
+                    "\u0336",
+                    "\u200b",
+                    "\ufe0f",
+                    "\u034f",
+                    "р",
+                    "а",
+                    "保证",
+                    "。",
+                    "/",
+                    "\\",
+                    "ｅｖｉｌ．ｉｏ",
+                    "ﬁ",
+                    "\u3164",
+                    "Σ",
+                ]
+            ),
+            max_size=30,
+        )
+    )
+    def test_findings_point_into_any_body(self, parts: list[str]) -> None:
+        body = "".join(parts)
+        policy = ReplyPolicy(
+            allowed_domains=["example.com"], forbidden_terms=["password", "free gift", "保证"]
+        )
+        findings = ReplyGuard(policy).scan(body)
+        _positions_hold(body, findings)
+        assert all(f.start < f.end for f in findings)
+
     def test_greek_and_cyrillic_terms_match_whole_words(self) -> None:
         policy = ReplyPolicy(allowed_domains=[], forbidden_terms=["кот", "гарантия"])
         body = "Который час? Гарантия! Наш кот."

@@ -99,6 +99,23 @@ _IGNORABLE = re.compile(
 _GENERIC_MARKS = re.compile(
     "[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
 )
+# Cyrillic and Greek letters drawn like Latin ones (in the case given), for words that mix
+# scripts: "раssword" with a Cyrillic р and а reads as password.
+_TO_LATIN = {
+    "cyrillic": dict(
+        zip("асеорхуіјѕһԁԛԝӏАВСЕНІЈКМОРЅТХУԀԚԜ", "aceopxyijshdqwlABCEHIJKMOPSTXYDQW", strict=True)
+    ),
+    "greek": dict(zip("αορικνυχγΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "aopikvuxyABEZHIKMNOPTYX", strict=True)),
+}
+_FROM_LATIN = {
+    script: {latin: other for other, latin in table.items()} for script, table in _TO_LATIN.items()
+}
+_WORDS = re.compile(r"[^\W\d_]+")
+_ASCII_RUN = re.compile("[!-~]+")
+_SPACE_RUN = re.compile(r"\s+")
+_LONG_SPACE = re.compile(r"\s\s+")
+_NO_MARKS: frozenset[str] = frozenset()
+_GREEK_OR_CYRILLIC = re.compile("[\u0370-\u03ff\u0400-\u052f]")
 _HASH_MOD = (1 << 61) - 1
 _HASH_BASE = 1_000_003
 
@@ -183,12 +200,50 @@ def _fold(text: str, *, marks: list[frozenset[str]] | None = None) -> _Folded:
     With ``marks`` (a list to fill), the text is also decomposed and decorating marks are
     taken out of it: ``marks[i]`` holds those that sat on the i-th character.
     """
-    out: list[str] = []
+    n = len(text)
     starts: list[int] = []
+    if text.isascii():  # no marks, nothing invisible, nothing NFKC changes
+        kept = 0
+        for spaces in _LONG_SPACE.finditer(text):  # a run of spaces folds to its first
+            starts.extend(range(kept, spaces.start() + 1))
+            kept = spaces.end()
+        starts.extend(range(kept, n))
+        if marks is not None:
+            marks.extend([_NO_MARKS] * len(starts))
+        return _Folded(_SPACE_RUN.sub(" ", text).lower(), starts, [*starts[1:], n][: len(starts)])
+    out: list[str] = []
     ends: list[int] = []
     strip = marks is not None
-    i, n = 0, len(text)
+    i = 0
     while i < n:
+        run = _ASCII_RUN.match(text, i)
+        if run is not None:
+            # Printable ASCII folds to itself, lower-cased, unless a mark follows its last
+            # character: that one goes the long way, with its mark.
+            j = run.end()
+            if j < n and _joins(text[j]):
+                j -= 1
+            if j > i:
+                out.extend(text[i:j].lower())
+                starts.extend(range(i, j))
+                ends.extend(range(i + 1, j + 1))
+                if marks is not None:
+                    marks.extend([_NO_MARKS] * (j - i))
+                i = j
+                continue
+        space = _SPACE_RUN.match(text, i)
+        if space is not None and (space.end() == n or not _joins(text[space.end()])):
+            j = space.end()
+            if out and out[-1] == " ":
+                ends[-1] = j
+            else:
+                out.append(" ")
+                starts.append(i)
+                ends.append(j)
+                if marks is not None:
+                    marks.append(_NO_MARKS)
+            i = j
+            continue
         j = i + 1
         while j < n and _joins(text[j]):
             j += 1  # keep a base character with its marks so NFKC can compose them
@@ -204,6 +259,50 @@ def _fold(text: str, *, marks: list[frozenset[str]] | None = None) -> _Folded:
                     marks.append(on)
         i = j
     return _Folded("".join(out), starts, ends)
+
+
+def _script(char: str) -> str | None:
+    if "a" <= char <= "z" or "\u00c0" <= char <= "\u024f":
+        return "latin"
+    if "\u0400" <= char <= "\u052f":
+        return "cyrillic"
+    if "\u0370" <= char <= "\u03ff":
+        return "greek"
+    return None
+
+
+def _one_script(original: str, folded: _Folded) -> str:
+    """``folded.text`` with each word that mixes Latin with Cyrillic or Greek letters written
+    in the script most of its letters are in, where a letter has a look-alike there: a reader
+    sees password in "раssword" and гарантия in "гaрaнтия" (with a Latin a)."""
+    text = folded.text
+    if _GREEK_OR_CYRILLIC.search(text) is None:
+        return text
+    chars: list[str] | None = None
+    for word in _WORDS.finditer(text):
+        counts = {"latin": 0, "cyrillic": 0, "greek": 0}
+        for char in word.group():
+            script = _script(char)
+            if script is not None:
+                counts[script] += 1
+        if sum(1 for count in counts.values() if count) < 2:
+            continue
+        main = max(counts, key=lambda name: (counts[name], name == "latin"))  # Latin if tied
+        for index in range(word.start(), word.end()):
+            script = _script(text[index])
+            start = folded.starts[index]
+            if script in (None, main) or folded.ends[index] - start != 1:
+                continue
+            if main == "latin":
+                target = _TO_LATIN[script].get(original[start])
+            elif script == "latin":
+                target = _FROM_LATIN[main].get(original[start])
+            else:
+                target = None  # Cyrillic against Greek
+            if target is not None:
+                chars = list(text) if chars is None else chars
+                chars[index] = target.casefold()
+    return text if chars is None else "".join(chars)
 
 
 def _fold_text(text: str) -> str:
@@ -382,7 +481,7 @@ class ReplyGuard:
             last = len(folded.text.rstrip())
             self._term_marks.append((term, marks[first:last]))
         patterns = self._term_patterns(
-            _fold(term, marks=[]).text.strip() for term in policy.forbidden_terms
+            _one_script(term, _fold(term, marks=[])).strip() for term in policy.forbidden_terms
         )
         # One alternation, longest first ("free gift" before "free"), and each term alone for
         # when the first term found lacks its marks here (crème brûlée in "creme brulee").
@@ -448,7 +547,9 @@ class ReplyGuard:
 
     # -- the three checks ------------------------------------------------------------------
     def _links(self, body: str, folded: _Folded) -> list[Finding]:
-        text = _IDEOGRAPHIC_HOST.sub(_dotted, folded.text)  # same length, same positions
+        text = folded.text
+        if "\u3002" in text:
+            text = _IDEOGRAPHIC_HOST.sub(_dotted, text)  # same length, same positions
         findings: list[Finding] = []
         taken: list[tuple[int, int]] = []
         for match in _URL.finditer(text):
@@ -462,13 +563,13 @@ class ReplyGuard:
                 findings.append(self._link(body, folded, start, end, host))
         for match in _OTHER.finditer(text):
             url = _trim(match.group())
-            host = _visited_host(url)
             start, end = match.start(), match.start() + len(url)
+            if any(start < t_end and t_start < end for t_start, t_end in taken):
+                continue
+            host = _visited_host(url)
             # "//" opens a comment in code, so a host after it counts only when it looks like
             # a domain (as for bare domains below) or is an IP address.
             if not host or not _looks_like_host(host):
-                continue
-            if any(start < t_end and t_start < end for t_start, t_end in taken):
                 continue
             taken.append((start, end))
             if not self.policy.allows_host(host):
@@ -517,11 +618,12 @@ class ReplyGuard:
         # (año is not ano), except on capitals, which French and Greek write without them.
         marks: list[frozenset[str]] = []
         folded = _fold(body, marks=marks)
+        text = _one_script(body, folded)
         findings: list[Finding] = []
         position = 0
-        while (found := self._terms.search(folded.text, position)) is not None:
+        while (found := self._terms.search(text, position)) is not None:
             start = found.start()
-            candidates = (found, *(pattern.match(folded.text, start) for pattern in self._each))
+            candidates = (found, *(pattern.match(text, start) for pattern in self._each))
             for match in candidates:
                 if match is None:
                     continue
@@ -532,8 +634,8 @@ class ReplyGuard:
                 ):
                     o_start, o_end = folded.span(start, match.end())
                     detail = f"forbidden term {term!r}"
-                    text = body[o_start:o_end]
-                    findings.append(Finding("forbidden_term", text, o_start, o_end, detail))
+                    shown = body[o_start:o_end]
+                    findings.append(Finding("forbidden_term", shown, o_start, o_end, detail))
                     position = match.end()
                     break
             else:
