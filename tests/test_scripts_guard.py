@@ -278,6 +278,7 @@ class TestLinks:
             ("Go to https:/\\evil.io now", "https:/\\evil.io", "evil.io"),
             ("Go to ftp://evil.io/x now", "ftp://evil.io/x", "evil.io"),
             ("Go to wss://evil.io now", "wss://evil.io", "evil.io"),
+            ("Go to https://example.com%2eevil.io now", "https://example.com%2eevil.io", "evil.io"),
             (
                 "Go to https://help.example.com。evil。io/x",
                 "https://help.example.com。evil。io/x",
@@ -304,6 +305,7 @@ class TestLinks:
             "// TODO: check //config.json and rm -rf //tmp",
             "See //example.com/help or \\\\help.example.com\\docs.",
             "See https:/help.example.com and https:example.com.",
+            "See https://help.ex%61mple.com/a",
             "The old protocol is http: it is not encrypted.",
             "请访问 example.com。谢谢",
             "See example.com。Thanks!",

@@ -656,9 +656,10 @@ def _visited_host(url: str) -> str:
     # would see example.com in https://evil.io\\@example.com/.
     visited = "https://" + rest.replace("\\", "/").lstrip("/")
     try:
-        return urllib.parse.urlsplit(visited).hostname or ""
+        host = urllib.parse.urlsplit(visited).hostname or ""
     except ValueError:  # e.g. a broken IPv6 literal
-        return visited[8:].split("/", 1)[0]
+        host = visited[8:].split("/", 1)[0]
+    return urllib.parse.unquote(host)  # browsers decode a host's %-escapes: %65vil.io
 
 
 def _looks_like_host(host: str) -> bool:
