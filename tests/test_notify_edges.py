@@ -337,6 +337,37 @@ def test_webhook_says_plainly_that_a_certificate_was_refused(https_url: str) -> 
     assert "unreachable" not in message
 
 
+def test_webhook_attempt_over_https_is_bounded_by_timeout_when_the_headers_trickle(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(self_signed[0]))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*self_signed)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with context.wrap_socket(connection, server_side=True) as tls:
+            tls.recv(65536)
+            answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 150 + b"\r\nContent-Length: 0\r\n\r\n"
+            for byte in answer:
+                try:
+                    tls.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.02)
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"https://127.0.0.1:{listener.getsockname()[1]}/hook"
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            WebhookNotifier(url, "s3cret", timeout=0.5).deliver(_note(roles=("webhook",)), ())
+    finally:
+        listener.close()
+    assert not caught.value.permanent
+    assert "timed out" in str(caught.value)
+
+
 def test_webhook_delivers_over_https_to_a_trusted_certificate(
     https_url: str, self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
