@@ -607,3 +607,74 @@ def test_a_report_day_may_still_be_a_datetime(six_tickets: Scenario) -> None:
     assert daily_report(desk, MONDAY, SHANGHAI).rows == by_date.rows
     june = monthly_report(desk, 2026, 6, SHANGHAI, history_from=at(0) - timedelta(days=1))
     assert june.total.opened == 6
+
+
+@pytest.mark.parametrize("make_desk", [rma_desk, lambda: scenario_desk(at(9), sla=[])])
+def test_a_reply_on_a_closed_ticket_is_no_response_whatever_the_workflow(
+    make_desk: Callable[[], tuple[Desk, ManualClock]],
+) -> None:
+    # Whether the workflow can take a closed case back (rma) or not (the default one), an
+    # agent writing on a case closed unanswered answers nobody waiting: no first response.
+    desk, clock = make_desk()
+    ticket = desk.open_ticket(subject="Broken hinge", body="It snapped", customer=Customer(id="c"),
+                              channel="email").id  # fmt: skip
+    clock.advance(hours=1)
+    if desk.workflow.reopens_closed:
+        desk.fire(ticket, "solve", by="agent_a")
+        desk.fire(ticket, "close", by="agent_a")
+    else:
+        desk.cancel(ticket, by="agent_a", reason="duplicate")
+    clock.advance(hours=5)
+    desk.reply(ticket, "Sorry, we missed this", by="agent_b")
+
+    [row] = report(desk, at(0), at(24), title="Day").rows
+
+    assert (row.opened, row.closed, row.first_response.count) == (1, 1, 0)
+
+
+def test_events_stamped_in_a_local_zone_are_measured_in_real_time() -> None:
+    # New York springs forward at 02:00 on 8 March 2026: 01:00 to 04:00 local is two hours.
+    new_york = ZoneInfo(NEW_YORK)
+
+    def local(hour: int) -> datetime:
+        return datetime(2026, 3, 8, hour, tzinfo=new_york)
+
+    opened = attrs.evolve(OPENED, at=local(1))
+    reply = Event("t-1", 2, EventType.MESSAGE_ADDED, local(4), "agent_a",
+                  {"role": "agent", "author": "agent_a"})  # fmt: skip
+    resolved = Event("t-1", 3, EventType.STATUS_CHANGED, local(5), "agent_a",
+                     {"from_category": "new", "to_category": "resolved"})  # fmt: skip
+    query = MetricsQuery(local(0), local(23), timezone=NEW_YORK)
+
+    [row] = compute([opened, reply, resolved], query)
+
+    assert row.first_response.median == timedelta(hours=2)
+    assert row.resolution.median == timedelta(hours=3)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [(lambda: MetricsQuery(datetime(1, 1, 1, tzinfo=ZoneInfo(SHANGHAI)),
+                           datetime(1, 1, 2, tzinfo=ZoneInfo(SHANGHAI))), "start"),
+     (lambda: MetricsQuery(datetime(9999, 12, 31, 20, tzinfo=UTC),
+                           datetime(9999, 12, 31, 22, tzinfo=UTC), timezone="Asia/Tokyo"), "start"),
+     (lambda: MetricsQuery(datetime(9999, 12, 1, tzinfo=UTC), datetime(9999, 12, 2, tzinfo=UTC),
+                           period="month"), "period"),
+     (lambda: MetricsQuery(datetime(9999, 12, 31, 10, tzinfo=UTC),
+                           datetime(9999, 12, 31, 12, tzinfo=UTC), timezone="Asia/Tokyo",
+                           period="day"), "period")],
+)  # fmt: skip
+def test_a_range_beyond_the_calendar_is_refused(call: Callable[[], object], field: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        call()
+    assert refused.value.field == field
+
+
+def test_a_report_on_the_first_day_of_the_calendar_names_the_day() -> None:
+    desk, _ = scenario_desk(at(0), sla=[])
+    for call, field in [(lambda: daily_report(desk, date(1, 1, 1), SHANGHAI), "day"),
+                        (lambda: weekly_report(desk, date(1, 1, 3), SHANGHAI), "week_of"),
+                        (lambda: monthly_report(desk, 1, 1, SHANGHAI), "year")]:  # fmt: skip
+        with pytest.raises(ValidationError) as refused:
+            call()
+        assert refused.value.field == field

@@ -13,7 +13,8 @@ What each number means (all counted in the period in which the event happened):
   resolved again counts again), ``closed`` (every move into the closed category, cancelled
   tickets included) and ``backlog`` (tickets in the new, active or waiting category at the end
   of the period, grouped by their group key then).
-- ``first_response``: from the ticket's creation to the first public agent reply.
+- ``first_response``: from the ticket's creation to the first public agent reply (a message on
+  a closed ticket is no reply, whatever the workflow).
   ``next_response``: from the first customer message after an agent reply to the next agent
   reply (a resolve ends the wait). ``resolution``: from creation to each resolve. ``handle``:
   time spent in active-category statuses up to each resolve. Median (the middle value, or the
@@ -135,7 +136,22 @@ class MetricsQuery:
     def __attrs_post_init__(self) -> None:
         if self.end <= self.start:
             raise ValidationError("end", self.end, f"after start ({self.start.isoformat()})")
-        _zone(self.timezone)
+        zone = _zone(self.timezone)
+        for name in ("start", "end"):
+            value: datetime = getattr(self, name)
+            try:  # near the ends of the calendar an instant may have no UTC or local date
+                value.astimezone(_UTC)
+                value.astimezone(zone)
+            except OverflowError:
+                raise ValidationError(
+                    name, value, f"an instant within the years 1 to 9999 in UTC and {zone.key}"
+                ) from None
+        try:
+            _periods(self)
+        except (OverflowError, ValueError):  # a period would begin or end past the calendar
+            raise ValidationError(
+                "period", self.period, f"periods within the years 1 to 9999 in {zone.key}"
+            ) from None
         if self.calendar is not None and not isinstance(self.calendar, BusinessCalendar):
             raise ValidationError("calendar", self.calendar, "a BusinessCalendar or None")
 
@@ -384,6 +400,7 @@ class _Open:
         "active",
         "active_b",
         "awaiting",
+        "closed",
         "fcr_agg",
         "first_agg",
         "in_backlog",
@@ -403,6 +420,7 @@ class _Open:
         self.replies = 0  # public agent replies
         self.awaiting: datetime | None = None  # a customer wrote after an agent reply
         self.resolved_once = self.reopened = self.in_backlog = False
+        self.closed = False  # in the closed category (remembered only with reopens_closed)
         self.first_agg: _Agg | None = None  # where its first resolution was counted
         self.fcr_agg: _Agg | None = None  # where it counted as a first-contact resolution
 
@@ -507,6 +525,7 @@ class _Run:
         lazy_key = None if group_by is None else UNKNOWN
         unresolved_categories = _UNRESOLVED
         keep_closed = self.reopens_closed
+        utc = _UTC
         cur: _Groups | None = None  # the current period's groups; None before the start
         boundary = self.start  # the next instant at which the period changes
         message_added = EventType.MESSAGE_ADDED
@@ -539,6 +558,10 @@ class _Run:
         try:
             for event in stream:
                 at = event.at
+                if at.tzinfo is not utc:  # the stores give UTC; others are measured in UTC
+                    if at.utcoffset() is None:
+                        raise TypeError("naive")  # refused as input below
+                    at = at.astimezone(utc)
                 if at >= boundary:
                     if at >= end:
                         break
@@ -555,6 +578,7 @@ class _Run:
                         if calendar is not None:
                             ticket.active_b += calendar.between(ticket.since, at).total_seconds()
                     ticket.since = at
+                    ticket.closed = after == "closed"
                     unresolved = after in unresolved_categories
                     if unresolved is not ticket.in_backlog:
                         backlog[ticket.key] += 1 if unresolved else -1
@@ -602,8 +626,8 @@ class _Run:
                             ticket.fcr_agg = None
                 elif kind == message_added:
                     ticket = tickets.get(event.ticket_id)
-                    if ticket is None:
-                        continue
+                    if ticket is None or ticket.closed:
+                        continue  # unknown, or closed: a reply there answers nobody waiting
                     data = event.data
                     role = data.get("role")
                     if role == "agent":

@@ -18,7 +18,7 @@ grouping.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from numbers import Integral
 from zoneinfo import ZoneInfo
 
@@ -184,8 +184,15 @@ def _day(field: str, value: object) -> date:
     return value
 
 
-def _midnight(day: date, tz: str) -> datetime:
-    return datetime.combine(day, time(), _zone(tz, "tz"))
+def _midnight(field: str, day: date, tz: str) -> datetime:
+    midnight = datetime.combine(day, time(), _zone(tz, "tz"))
+    try:  # the first and last days of the calendar may have no UTC time in ``tz``
+        midnight.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValidationError(
+            field, day, f"a date whose midnight in {tz} is after 0001-01-01 UTC"
+        ) from None
+    return midnight
 
 
 def _days_after(field: str, day: date, days: int) -> date:
@@ -207,8 +214,8 @@ def daily_report(
     """The report of one day, midnight to midnight in ``tz``."""
     _desk(desk)
     _day("day", day)
-    start = _midnight(day, tz)
-    end = _midnight(_days_after("day", day, 1), tz)
+    start = _midnight("day", day, tz)
+    end = _midnight("day", _days_after("day", day, 1), tz)
     return report(desk, start, end, tz, title=f"Daily support report: {day:%Y-%m-%d}",
                   group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip
 
@@ -226,8 +233,8 @@ def weekly_report(
     _desk(desk)
     _day("week_of", week_of)
     monday = _days_after("week_of", week_of, -week_of.weekday())
-    start = _midnight(monday, tz)
-    end = _midnight(_days_after("week_of", monday, 7), tz)
+    start = _midnight("week_of", monday, tz)
+    end = _midnight("week_of", _days_after("week_of", monday, 7), tz)
     return report(desk, start, end, tz, title=f"Weekly support report: week of {monday:%Y-%m-%d}",
                   group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip
 
@@ -254,6 +261,6 @@ def monthly_report(
     if (year, month) == (9999, 12):
         raise ValidationError("month", month, "a month that ends before the year 10000")
     following = date(year + month // 12, month % 12 + 1, 1)
-    start, end = _midnight(first, tz), _midnight(following, tz)
+    start, end = _midnight("year", first, tz), _midnight("year", following, tz)
     return report(desk, start, end, tz, title=f"Monthly support report: {first:%Y-%m}",
                   group_by=group_by, calendar=calendar, history_from=history_from)  # fmt: skip
