@@ -23,8 +23,8 @@ What each number means (all counted in the period in which the event happened):
   ``query.calendar`` (``BusinessCalendar.between``) when given.
 - ``fcr_rate``: of the tickets resolved for the first time in the period, the share resolved
   with at most one public agent reply and never reopened. ``reopen_rate``: of those same
-  tickets, the share reopened later (a reopen is counted back in the period of the first
-  resolution).
+  tickets, the share reopened later, before the range's end (a reopen is counted back in the
+  period of the first resolution).
 - ``sla[clock]``: clocks met on time, and breached; compliance = met / (met + breached).
 - ``csat``: share of CSAT answers of 4 or 5; ``nps``: % promoters (9–10) − % detractors
   (0–6); ``ces``: average effort score. From ``FeedbackRecorded`` events, and from answered
