@@ -48,8 +48,18 @@ from supportflow import (
     Transition,
     Workflow,
 )
+from supportflow.classify import (
+    AssignTo,
+    Classifier,
+    Keywords,
+    RaisePriority,
+    RouteTo,
+    Rule,
+    SetCategory,
+)
 from supportflow.errors import ValidationError
 from supportflow.events import Event, EventType
+from supportflow.extensions import Triage
 from supportflow.extensions.feedback import FeedbackExtension
 from supportflow.feedback import FeedbackPolicy
 from supportflow.metrics import (
@@ -678,3 +688,30 @@ def test_a_report_on_the_first_day_of_the_calendar_names_the_day() -> None:
         with pytest.raises(ValidationError) as refused:
             call()
         assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("group_by", "groups"),
+    [("category", {"billing": 2, "(none)": 1}), ("group", {"finance": 2, "(none)": 1}),
+     ("priority", {"high": 2, "normal": 1}), ("agent", {"agent_b": 2, "(none)": 1})],
+)  # fmt: skip
+def test_a_ticket_classified_as_it_opens_is_opened_in_its_group(
+    group_by: str, groups: dict[str, int]
+) -> None:
+    # Triage sets the category, team, priority and agent in the command that opens the
+    # ticket: the ticket opens in those groups, where its backlog is too.
+    actions = [
+        SetCategory("billing"),
+        RouteTo("finance"),
+        RaisePriority("high"),
+        AssignTo("agent_b"),
+    ]
+    billing = Rule("billing", Keywords(["refund"]), actions)
+    desk, _ = scenario_desk(at(1), sla=[], triage=Triage(Classifier([billing])))
+    for subject in ("A refund, please", "Refund for order 7", "The app crashes"):
+        desk.open_ticket(subject=subject, body="...", customer=Customer(id="c"), channel="email")
+
+    rows = report(desk, at(0), at(24), title="Day", group_by=group_by).groups
+
+    assert {row.group: row.opened for row in rows} == groups
+    assert {row.group: row.backlog for row in rows} == groups

@@ -42,8 +42,18 @@ from supportflow import (
     Transition,
     Workflow,
 )
+from supportflow.classify import (
+    AssignTo,
+    Classifier,
+    Keywords,
+    RaisePriority,
+    RouteTo,
+    Rule,
+    SetCategory,
+)
 from supportflow.errors import SupportflowError
 from supportflow.events import Event
+from supportflow.extensions import Triage
 from supportflow.extensions.feedback import FeedbackExtension
 from supportflow.feedback import FeedbackPolicy
 from supportflow.metrics import DurationStats, MetricsQuery, MetricsRow, compute
@@ -91,6 +101,13 @@ def rma_workflow() -> Workflow:
     )  # fmt: skip
 
 
+TRIAGE_RULES = [  # a ticket may be classified and routed in the command that opens it
+    Rule("billing", Keywords(["refund", "invoice"]), [SetCategory("billing"), RouteTo("finance")]),
+    Rule("urgent", Keywords(["refund"]), [RaisePriority("high"), AssignTo("cy")]),
+    Rule("network", Keywords(["vpn"]), [SetCategory("network")]),
+]
+
+
 # -- the desk, played ---------------------------------------------------------------------------
 STEPS = (0, 3, 20, 45, 90, 240, 600, 1500, 3000)
 OPS = st.lists(
@@ -117,6 +134,7 @@ def play(ops: Sequence[tuple[int, int, int, int]], custom: bool, store: Storage)
             EscalationLevel("lead", after=timedelta(minutes=90), notify=["team_lead"],
                             repeat_every=timedelta(hours=4))])],
         idle_chat=IdleChatPolicy(enabled=False),
+        triage=Triage(Classifier(TRIAGE_RULES)),
         extensions=feedback.extensions,
         id_factory=lambda: f"id-{next(counter):05d}",
     )  # fmt: skip
@@ -127,7 +145,9 @@ def play(ops: Sequence[tuple[int, int, int, int]], custom: bool, store: Storage)
         try:
             if kind == 0 or not tickets:
                 ticket = desk.open_ticket(
-                    subject="cannot log in", body="...", customer=Customer(id=f"c{len(tickets)}"),
+                    subject=("cannot log in", "refund please", "vpn down", "wrong invoice")[
+                        (pick + param) % 4
+                    ], body="...", customer=Customer(id=f"c{len(tickets)}"),
                     channel=("email", "chat", "phone", "web")[param % 4],
                     priority=(None, "low", "high")[pick % 3],
                     category=(None, "billing", "tech")[param % 3],
@@ -296,6 +316,7 @@ def reference(
     for stream in per_ticket.values():
         opened_at: datetime | None = None
         key, category, since = unknown, None, None  # None: not yet known (first seen later)
+        opened_key = key
         active = active_b = 0.0
         replies, awaiting = 0, None
         resolved_once = reopened = False
@@ -307,8 +328,7 @@ def reference(
             if kind == "TicketOpened":
                 opened_at, since, category = at, at, "new"
                 field = "assignee" if group_by == "agent" else group_by
-                key = (data.get(field) or none) if field else None
-                count(at, key, "opened")
+                key = opened_key = (data.get(field) or none) if field else None
                 states.append((at, True, key))
             elif kind == "StatusChanged":
                 before, after = data["from_category"], data["to_category"]
@@ -391,6 +411,10 @@ def reference(
                 elif "category" in data["changes"]:
                     key = data["changes"]["category"][1] or none
                 states.append((at, category in UNRESOLVED, key))
+                if at == opened_at:  # classified or routed as it opened
+                    opened_key = key
+        if opened_at is not None:  # in the group it had once its opening instant was over
+            count(opened_at, opened_key, "opened")
         if fcr_candidate and first_counted is not None:
             figures[first_counted].counts["fcr"] += 1
         for index, bound in enumerate(ends):

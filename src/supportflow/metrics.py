@@ -33,7 +33,9 @@ What each number means (all counted in the period in which the event happened):
   of the follow-ups concluded in the period, the share that reached the customer.
 
 Grouping uses the ticket's value when the event happened: channel, category, priority, group,
-or agent (the assignee; for first and next response times, the agent who replied). A missing
+or agent (the assignee; for first and next response times, the agent who replied). A ticket
+is opened in the group it has once its opening instant is over (triage may classify and route
+it in the command that opens it). A missing
 value is ``"(none)"``; a ticket first seen in the middle of its life (the stream started
 after it opened) is ``"(unknown)"``.
 
@@ -541,10 +543,15 @@ class _Run:
         sla_kinds = frozenset((sla_met, sla_breached))
         follow_up_kinds = frozenset((completed, failed))
 
-        def rekey(ticket: _Open, key: str) -> None:
+        def rekey(ticket: _Open, key: str, at: datetime, cur: _Groups | None) -> None:
             if ticket.in_backlog:
                 backlog[ticket.key] -= 1
                 backlog[key] += 1
+            if at == ticket.opened_at and cur is not None:
+                # Classified or routed as it opened (triage, in the same command): it opens
+                # in the group it was given.
+                cur[ticket.key].opened -= 1
+                cur[key].opened += 1
             ticket.key = key
 
         def dimension(data: Mapping[str, Any], ticket: _Open | None) -> str | None:
@@ -693,13 +700,14 @@ class _Run:
                         continue
                     data = event.data
                     if kind == assigned and group_by in ("agent", "group"):
-                        rekey(ticket, data.get("assignee" if by_agent else "group") or NONE)
+                        key = data.get("assignee" if by_agent else "group") or NONE
+                        rekey(ticket, key, at, cur)
                     elif kind == priority_changed and group_by == "priority":
-                        rekey(ticket, data.get("to") or NONE)
+                        rekey(ticket, data.get("to") or NONE, at, cur)
                     elif kind == updated and group_by == "category":
                         change = data.get("changes", {}).get("category")
                         if change:
-                            rekey(ticket, change[1] or NONE)
+                            rekey(ticket, change[1] or NONE, at, cur)
         except (AttributeError, TypeError):
             if _is_event(event):
                 raise  # a fault of ours, not of the input
