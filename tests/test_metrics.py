@@ -537,6 +537,7 @@ ANSWERED = Record("survey", "s-1", {"csat": 5, "answered_at": at(2).isoformat()}
      (lambda: compute([attrs.evolve(OPENED, at=datetime(2026, 6, 1, 1))], QUERY), "events"),
      (lambda: compute([attrs.evolve(OPENED, at=None)], QUERY), "events"),
      (lambda: compute([], None), "query"), (lambda: compute([OPENED], "day"), "query"),
+     (lambda: compute([OPENED], QUERY, reopens_closed="no"), "reopens_closed"),
      (lambda: compute([], QUERY, None), "feedback"),
      (lambda: compute([], QUERY, [object()]), "feedback"),
      (lambda: compute([], QUERY, [attrs.evolve(ANSWERED, data={"answered_at": "noon"})]),

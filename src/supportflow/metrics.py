@@ -789,6 +789,8 @@ def compute(
     """
     if not isinstance(query, MetricsQuery):
         raise ValidationError("query", query, "a MetricsQuery")
+    if not isinstance(reopens_closed, bool):  # "no" would keep closed tickets
+        raise ValidationError("reopens_closed", reopens_closed, "True or False")
     run = _Run(query, reopens_closed=reopens_closed)
     run.consume(events)
     run.add_feedback(feedback)
