@@ -14,18 +14,21 @@ later ``history_from`` (tickets first seen mid-life).
 The reference replays each ticket's own events in order and applies the documented meaning of
 each figure; business time is counted from the office hours themselves, not with
 ``BusinessCalendar.between``. Every figure of every row must agree — and the SQLite store
-must give the same events and figures as the memory store.
+must give the same events and figures as the memory store, and so must PostgreSQL when
+``SUPPORTFLOW_PG_URL`` is set (``.ci/run``).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,9 +60,10 @@ from supportflow.extensions import Triage
 from supportflow.extensions.feedback import FeedbackExtension
 from supportflow.feedback import FeedbackPolicy
 from supportflow.metrics import DurationStats, MetricsQuery, MetricsRow, compute
-from supportflow.services import FeedbackService
-from supportflow.storage import MemoryStore, OutboxStatus, SqliteStore, Storage
+from supportflow.services import FeedbackService, monthly_report
+from supportflow.storage import MemoryStore, OutboxStatus, SqliteStore, SqlStore, Storage
 from supportflow.testing import ManualClock
+from supportflow.testing.postgres import private_schema
 
 UTC = timezone.utc
 START = datetime(2026, 3, 6, 14, tzinfo=UTC)  # two days before New York springs forward
@@ -513,21 +517,54 @@ def test_every_figure_matches_the_documented_definition(
         check(events, desk, query)
 
 
+def same_figures(memory: Desk, other: Desk, query: dict[str, Any]) -> None:
+    """``other`` holds the events ``memory`` holds, and its reports and rows agree."""
+    events = history(memory)
+    assert history(other) == events
+    check(events, other, query)
+    start = START + timedelta(minutes=query["start"])
+    end = start + timedelta(minutes=query["length"])
+    metrics = MetricsQuery(start, end, query["zone"], group_by=query["group_by"],
+                           period=query["period"], include_total=True)  # fmt: skip
+    rows: list[list[MetricsRow]] = []
+    reports = []
+    for desk in (memory, other):
+        with desk.store.transaction() as uow:
+            rows.append(compute(uow.iter_events(None, end), metrics))
+        day = start.astimezone(ZoneInfo(query["zone"])).date()
+        month = monthly_report(desk, day.year, day.month, query["zone"],
+                               group_by=query["group_by"], calendar=OFFICE)  # fmt: skip
+        reports.append(month.to_csv())
+    assert rows[0] == rows[1]
+    assert reports[0] == reports[1]
+
+
 @settings(max_examples=15, deadline=None)
 @given(ops=OPS, custom=st.booleans(), query=QUERIES)
 def test_sqlite_gives_the_events_and_figures_memory_gives(
     ops: list[tuple[int, int, int, int]], custom: bool, query: dict[str, Any]
 ) -> None:
-    memory, sqlite = (play(ops, custom, store) for store in (MemoryStore(), SqliteStore()))
-    events = history(memory)
-    assert history(sqlite) == events
-    check(events, sqlite, query)
-    start = START + timedelta(minutes=query["start"])
-    end = start + timedelta(minutes=query["length"])
-    metrics = MetricsQuery(start, end, query["zone"], group_by=query["group_by"],
-                           period=query["period"])  # fmt: skip
-    rows: list[list[MetricsRow]] = []
-    for desk in (memory, sqlite):
-        with desk.store.transaction() as uow:
-            rows.append(compute(uow.iter_events(None, end), metrics))
-    assert rows[0] == rows[1]
+    same_figures(play(ops, custom, MemoryStore()), play(ops, custom, SqliteStore()), query)
+
+
+PG_URL = os.environ.get("SUPPORTFLOW_PG_URL", "")
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not PG_URL and os.environ.get("CI") != "true",
+    reason="SUPPORTFLOW_PG_URL is not set (run .ci/run, or point it at a PostgreSQL)",
+)
+@settings(max_examples=6, deadline=None)
+@given(ops=OPS, custom=st.booleans(), query=QUERIES)
+def test_postgres_gives_the_events_and_figures_memory_gives(
+    ops: list[tuple[int, int, int, int]], custom: bool, query: dict[str, Any]
+) -> None:
+    assert PG_URL, "CI=true but SUPPORTFLOW_PG_URL is not set: .ci/run should start PostgreSQL"
+    memory = play(ops, custom, MemoryStore())
+    with private_schema(PG_URL, "sf_metrics") as url:
+        store = SqlStore(url)
+        try:
+            same_figures(memory, play(ops, custom, store), query)
+        finally:
+            store.close()
