@@ -33,7 +33,15 @@ from supportflow.clock import ensure_aware
 from supportflow.errors import ConcurrencyConflict, TicketNotFound
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer, coerce_enum
-from supportflow.storage._codec import check_keys, check_new_version, check_text, check_timers
+from supportflow.storage._codec import (
+    check_keys,
+    check_lease,
+    check_limit,
+    check_new_version,
+    check_statuses,
+    check_text,
+    check_timers,
+)
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQuery
 
 __all__ = ["MemoryStore"]
@@ -182,6 +190,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._tickets: dict[str, Ticket] = {}
+        self._taken: set[int] = set()  # the numbers of the tickets inserted
         self._numbers = itertools.count(1)
         # ticket id -> (event count, at, record, ..., at, record, ...); see the module doc
         self._events: dict[str, _Stream] = {}
@@ -327,11 +336,19 @@ class _MemoryUnitOfWork:
             raise TicketNotFound(ticket_id) from None
 
     def insert_ticket(self, ticket: Ticket) -> None:
-        tickets = self._s._tickets
+        tickets, taken = self._s._tickets, self._s._taken
         if ticket.id in tickets:
             raise ConcurrencyConflict(ticket.id, 0, tickets[ticket.id].version)
+        if ticket.number in taken:  # as the SQL stores' unique number
+            raise ConcurrencyConflict(ticket.id, 0, None)
         tickets[ticket.id] = ticket
-        self._s._undo.append(lambda: tickets.pop(ticket.id, None))
+        taken.add(ticket.number)
+
+        def undo() -> None:
+            del tickets[ticket.id]
+            taken.discard(ticket.number)
+
+        self._s._undo.append(undo)
 
     def update_ticket(self, ticket: Ticket, expected_version: int) -> None:
         tickets = self._s._tickets
@@ -350,9 +367,16 @@ class _MemoryUnitOfWork:
         self._s._undo.append(lambda: tickets.__setitem__(ticket.id, current))
 
     def find_tickets(self, query: TicketQuery) -> list[Ticket]:
+        # Checked as the SQL stores do: a bare string is not a list of statuses, a negative
+        # limit would slice off the last tickets, a naive datetime compares with nothing.
+        check_statuses(query.status)
+        limit = check_limit(query.limit) if query.limit is not None else None
+        for field in ("created_from", "created_to"):
+            if getattr(query, field) is not None:
+                ensure_aware(getattr(query, field), field)
         found = [t for t in self._s._tickets.values() if _matches(t, query)]
         found.sort(key=lambda t: t.number)
-        return found[: query.limit] if query.limit is not None else found
+        return found[:limit] if limit is not None else found
 
     # -- events ----------------------------------------------------------------------------
     def append_events(self, events: Sequence[Event]) -> None:
@@ -378,6 +402,7 @@ class _MemoryUnitOfWork:
             at = event.at
             # ``is``: an equal instant in another zone starts a run, so it reads back as given.
             if at is not run_at:
+                ensure_aware(at, "event.at")
                 items.append(at)
                 runs += 1
                 run_at = at
@@ -407,6 +432,7 @@ class _MemoryUnitOfWork:
         for event in events:
             ticket_id, at = event.ticket_id, event.at
             if ticket_id != run_ticket or at is not run_at:  # ``is``: see ``append_events``
+                ensure_aware(at, "event.at")
                 if ticket_id != run_ticket:
                     found = added.get(ticket_id)
                     if found is None:
@@ -441,6 +467,10 @@ class _MemoryUnitOfWork:
     def iter_events(
         self, start: datetime | None = None, end: datetime | None = None
     ) -> Iterator[Event]:
+        if start is not None:
+            ensure_aware(start, "start")
+        if end is not None:
+            ensure_aware(end, "end")
         streams = self._s._events
         cursors: dict[str, tuple[int, int]] = {}  # ticket id -> (next run's item, its sequence)
         selected: list[tuple[datetime, str, int, int, int]] = []
@@ -517,6 +547,9 @@ class _MemoryUnitOfWork:
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[Timer]:
         ensure_aware(now, "now")
+        check_limit(limit)
+        check_lease(lease)
+        check_text(owner, "owner")
         store = self._s
         due, leased, timers = store._due, store._leased, store._timers
         # Timers whose lease ran out compete by due time again, not by lease expiry. On undo a
@@ -664,6 +697,7 @@ class _MemoryUnitOfWork:
         return made
 
     def mark_delivered(self, key: str, at: datetime) -> None:
+        ensure_aware(at, "at")
         self._update_outbox(
             key, lambda e: attrs.evolve(e, status=OutboxStatus.DELIVERED, delivered_at=at)
         )
@@ -671,6 +705,8 @@ class _MemoryUnitOfWork:
     def mark_failed(
         self, key: str, error: str, retry_at: datetime | None, owner: str | None = None
     ) -> None:
+        if retry_at is not None:
+            ensure_aware(retry_at, "retry_at")
         if owner is not None:
             check_text(owner, "owner")
             row = self._s._outbox.get(key)
@@ -696,6 +732,7 @@ class _MemoryUnitOfWork:
 
     def list_outbox(self, status: OutboxStatus, limit: int = 100) -> list[OutboxEntry]:
         status = coerce_enum(OutboxStatus, status, "status")  # "dead" as well, as in SQL
+        check_limit(limit)
         # By (created_at, key), as in SQL: a notification may be enqueued after a younger one.
         found: list[tuple[datetime, str, _OutboxRow | Notification]] = []
         for key, row in self._s._outbox.items():
@@ -708,6 +745,8 @@ class _MemoryUnitOfWork:
         return [_entry(row) for _, _, row in heapq.nsmallest(limit, found)]
 
     def requeue(self, key: str, at: datetime) -> None:
+        ensure_aware(at, "at")
+
         def revive(entry: OutboxEntry) -> OutboxEntry:
             if entry.status is not OutboxStatus.DEAD:
                 return entry  # only a dead letter comes back
@@ -730,6 +769,8 @@ class _MemoryUnitOfWork:
 
     # -- records ---------------------------------------------------------------------------
     def put_record(self, record: Record, expected_version: int | None = None) -> None:
+        ensure_aware(record.created_at, "record.created_at")
+        ensure_aware(record.updated_at, "record.updated_at")
         records = self._s._records
         key = (record.kind, record.id)
         current = records.get(key)
@@ -757,6 +798,10 @@ class _MemoryUnitOfWork:
         created_from: datetime | None = None,
         created_to: datetime | None = None,
     ) -> list[Record]:
+        if created_from is not None:
+            ensure_aware(created_from, "created_from")
+        if created_to is not None:
+            ensure_aware(created_to, "created_to")
         found = [
             r
             for (k, _), r in self._s._records.items()
@@ -772,6 +817,7 @@ class _MemoryUnitOfWork:
 
     # -- occurrences -----------------------------------------------------------------------
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        ensure_aware(at, "at")
         window = self._s._occurrences[key]
         window.append((at, ticket_id))
         self._s._undo.append(window.pop)

@@ -297,6 +297,16 @@ class StorageContract:
         with store.transaction() as uow:
             assert uow.get_ticket("t-1").subject == make_ticket("t-1", 1).subject
 
+    def test_inserting_a_taken_number_raises_conflict(self, store: Storage) -> None:
+        # Two tickets must never show the same number to customers and agents.
+        self._insert(store, make_ticket("t-1", 1))
+        with pytest.raises(ConcurrencyConflict), store.transaction() as uow:
+            uow.insert_ticket(make_ticket("t-2", 1, subject="other"))
+        with store.transaction() as uow:
+            with pytest.raises(TicketNotFound):
+                uow.get_ticket("t-2")
+            assert [t.id for t in uow.find_tickets(TicketQuery())] == ["t-1"]
+
     def test_update_checks_the_expected_version(self, store: Storage) -> None:
         ticket = make_ticket()
         self._insert(store, ticket)
@@ -498,6 +508,41 @@ class StorageContract:
             assert (kept.version, kept.status) == (1, "open")
             assert uow.occurrences("printer", at(0)) == []
             assert uow.find_tickets(TicketQuery()) == [base]
+
+    def test_a_raising_unit_of_work_keeps_no_release_or_delivery_report(
+        self, store: Storage
+    ) -> None:
+        # What a worker records about due work is rolled back with the rest: a released
+        # timer comes back, a failed attempt is not counted, a requeued dead letter stays dead.
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "due", 0)])
+            uow.enqueue([notification("n-pending", 0), notification("n-dead", 0)])
+        with store.transaction() as uow:
+            uow.mark_failed("n-dead", "550 no such user", None)
+            (due,) = uow.claim_due_timers(at(1), 5, "w1", LEASE)
+
+        def fail_halfway() -> None:
+            with store.transaction() as uow:
+                uow.release_timer(due, "w1")
+                uow.mark_failed("n-pending", "timeout", at(30))
+                uow.requeue("n-dead", at(2))
+                raise RuntimeError("the worker failed after recording")
+
+        with pytest.raises(RuntimeError):
+            fail_halfway()
+        with store.transaction() as uow:
+            assert uow.timers("t-1") == [due]
+            pending = uow.outbox_entry("n-pending")
+            dead = uow.outbox_entry("n-dead")
+            assert pending is not None
+            assert (pending.status, pending.attempts, pending.last_error) == (
+                OutboxStatus.PENDING,
+                0,
+                None,
+            )
+            assert dead is not None
+            assert (dead.status, dead.attempts) == (OutboxStatus.DEAD, 1)
+            assert uow.next_timer_due() == at(0)
 
     def test_writes_are_invisible_to_others_until_commit(self, store: Storage) -> None:
         inserted = threading.Event()
@@ -743,6 +788,24 @@ class StorageContract:
                 lambda: uow.claim_notifications(at(60), 5, f"worker{odd}", LEASE), "owner",
                 f"worker{odd}",
             )  # fmt: skip
+
+    @pytest.mark.parametrize("odd", ["\x00", "\udcff"], ids=["nul", "surrogate"])
+    def test_a_batch_with_odd_text_is_kept_or_refused_whole(self, store: Storage, odd: str) -> None:
+        # A batch whose second item a store cannot keep is refused before any of it is
+        # written: the caller that catches the ValidationError and commits keeps none of it.
+        events = [event("t-1", 1, 0), event("t-1", 2, 1, note=f"line{odd}")]
+        messages = [notification("n-1"), notification("n-2", body=f"Dear{odd}Ana")]
+        with store.transaction() as uow:
+            kept_events = _written_or_refused(
+                lambda: uow.append_events(events), "event.data.note", f"line{odd}"
+            )
+            kept_messages = _written_or_refused(
+                lambda: uow.enqueue(messages), "notification.body", f"Dear{odd}Ana"
+            )
+        with store.transaction() as uow:
+            assert uow.history("t-1") == (events if kept_events else [])
+            pending = [entry.key for entry in uow.list_outbox(OutboxStatus.PENDING)]
+            assert pending == (["n-1", "n-2"] if kept_messages else [])
 
     @pytest.mark.parametrize("odd", ["\x00", "\udcff"], ids=["nul", "surrogate"])
     def test_a_delivery_report_with_odd_text_is_recorded(self, store: Storage, odd: str) -> None:
@@ -1296,6 +1359,29 @@ class StorageContract:
             first = [e.key for e in uow.list_outbox(OutboxStatus.PENDING, limit=2)]
             assert first == ["n-early", "n-tie-a"]
 
+    def test_a_repeated_key_does_not_revive_a_delivered_or_dead_row(self, store: Storage) -> None:
+        # A cause handled twice enqueues its notification again: a row already delivered must
+        # not be sent again, nor a dead letter come back without a requeue.
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-sent", 0), notification("n-dead", 0)])
+        with store.transaction() as uow:
+            uow.mark_delivered("n-sent", at(1))
+            uow.mark_failed("n-dead", "550 no such user", None)
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-sent", 2, subject="again"),
+                         notification("n-dead", 2, subject="again")])  # fmt: skip
+        with store.transaction() as uow:
+            sent = uow.outbox_entry("n-sent")
+            dead = uow.outbox_entry("n-dead")
+            assert sent is not None
+            assert (sent.status, sent.notification) == (
+                OutboxStatus.DELIVERED,
+                notification("n-sent", 0),
+            )
+            assert dead is not None
+            assert (dead.status, dead.attempts) == (OutboxStatus.DEAD, 1)
+            assert uow.list_outbox(OutboxStatus.PENDING) == []
+
     def test_notifications_due_at_the_same_time_are_claimed_by_key(self, store: Storage) -> None:
         with store.transaction() as uow:
             uow.enqueue([notification("n-b", 1), notification("n-c", 0), notification("n-a", 1)])
@@ -1656,6 +1742,108 @@ class StorageContract:
             uow.claim_due_timers(naive, 5, "w", LEASE)
         with pytest.raises(ValidationError), store.transaction() as uow:
             uow.occurrences("k", naive)
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda uow, naive: uow.find_tickets(TicketQuery(created_from=naive)),
+            lambda uow, naive: uow.find_tickets(TicketQuery(created_to=naive)),
+            lambda uow, naive: uow.append_events([Event("t-2", 1, "Noted", naive, "x", {})]),
+            lambda uow, naive: list(uow.iter_events(start=naive)),
+            lambda uow, naive: list(uow.iter_events(end=naive)),
+            lambda uow, naive: uow.mark_delivered("n-1", naive),
+            lambda uow, naive: uow.mark_failed("n-1", "timeout", naive),
+            lambda uow, naive: uow.requeue("n-dead", naive),
+            lambda uow, naive: uow.put_record(record("survey", "r-2", created_at=naive)),
+            lambda uow, naive: uow.put_record(record("survey", "r-2", updated_at=naive)),
+            lambda uow, naive: uow.find_records("survey", created_from=naive),
+            lambda uow, naive: uow.find_records("survey", created_to=naive),
+            lambda uow, naive: uow.record_occurrence("printer", "t-2", naive),
+        ],
+        ids=[
+            "find_tickets created_from",
+            "find_tickets created_to",
+            "append_events event.at",
+            "iter_events start",
+            "iter_events end",
+            "mark_delivered at",
+            "mark_failed retry_at",
+            "requeue at",
+            "put_record created_at",
+            "put_record updated_at",
+            "find_records created_from",
+            "find_records created_to",
+            "record_occurrence at",
+        ],
+    )
+    def test_naive_datetimes_are_refused_by_every_call(
+        self, store: Storage, call: Callable[[UnitOfWork, datetime], object]
+    ) -> None:
+        # A naive datetime has no instant: refused with a ValidationError (not a TypeError,
+        # not read as UTC or local time), and nothing is written.
+        with store.transaction() as uow:
+            uow.enqueue([notification("n-1", 0), notification("n-dead", 0)])
+            uow.mark_failed("n-dead", "550 no such user", None)
+            uow.append_events([event("t-1", 1, 0)])
+            uow.put_record(record("survey", "r-1"))
+            uow.record_occurrence("printer", "t-1", at(0))
+        with pytest.raises(ValidationError), store.transaction() as uow:
+            call(uow, datetime(2026, 3, 2, 9, 30))
+        with store.transaction() as uow:
+            entry, dead = uow.outbox_entry("n-1"), uow.outbox_entry("n-dead")
+            assert entry is not None
+            assert (entry.status, entry.attempts) == (OutboxStatus.PENDING, 0)
+            assert dead is not None
+            assert dead.status is OutboxStatus.DEAD
+            assert uow.history("t-2") == []
+            assert uow.get_record("survey", "r-2") is None
+            assert uow.occurrences("printer", at(-60)) == ["t-1"]
+
+    @pytest.mark.parametrize(
+        ("call", "field"),
+        [
+            (lambda uow: uow.claim_due_timers(at(10), -1, "w", LEASE), "limit"),
+            (lambda uow: uow.claim_due_timers(at(10), 2.5, "w", LEASE), "limit"),
+            (lambda uow: uow.claim_due_timers(at(10), True, "w", LEASE), "limit"),
+            (lambda uow: uow.claim_due_timers(at(10), 5, "w", -LEASE), "lease"),
+            (lambda uow: uow.claim_due_timers(at(10), 5, "w", timedelta(0)), "lease"),
+            (lambda uow: uow.claim_due_timers(at(10), 5, "w", 300), "lease"),
+            (lambda uow: uow.claim_due_timers(at(10), 5, "", LEASE), "owner"),
+            (lambda uow: uow.claim_due_timers(at(10), 5, None, LEASE), "owner"),
+            (lambda uow: uow.find_tickets(TicketQuery(limit=-1)), "limit"),
+            (lambda uow: uow.find_tickets(TicketQuery(status="open")), "status"),
+            (lambda uow: uow.list_outbox(OutboxStatus.PENDING, -1), "limit"),
+        ],
+        ids=[
+            "claim limit -1",
+            "claim limit 2.5",
+            "claim limit True",
+            "claim negative lease",
+            "claim zero lease",
+            "claim lease in seconds",
+            "claim empty owner",
+            "claim owner None",
+            "find_tickets limit -1",
+            "find_tickets status as a string",
+            "list_outbox limit -1",
+        ],
+    )
+    def test_bad_limits_leases_and_owners_are_refused(
+        self, store: Storage, call: Callable[[UnitOfWork], object], field: str
+    ) -> None:
+        # A slice by a negative limit takes all but the last rows; a lease that has already
+        # ended leases nothing; a timer claimed without an owner cannot be told from a free
+        # one; status="open" is a sequence of letters. Each is refused, and nothing is claimed.
+        self._insert(store, make_ticket("t-1", 1))
+        with store.transaction() as uow:
+            uow.replace_timers("t-1", [self._timer("t-1", "a", 0), self._timer("t-1", "b", 1)])
+            uow.enqueue([notification("n-1", 0)])
+        with pytest.raises(ValidationError) as refused, store.transaction() as uow:
+            call(uow)
+        assert refused.value.field == field
+        with store.transaction() as uow:
+            claimed = uow.claim_due_timers(at(10), 5, "w2", LEASE)
+        assert [timer.key for timer in claimed] == ["a", "b"]
 
     # -- several processes -----------------------------------------------------------------
     def test_processes_never_claim_the_same_timer(
