@@ -35,6 +35,15 @@ class Test{store}(StorageContract):
 """
 
 
+def _failed_checks(result: pytest.RunResult) -> dict[str, set[str]]:
+    failed: dict[str, set[str]] = {}
+    for line in result.outlines:
+        if line.startswith("FAILED "):
+            _, test_class, check = line.split(" ")[1].split("::")
+            failed.setdefault(test_class.removeprefix("Test"), set()).add(check.split("[")[0])
+    return failed
+
+
 def test_the_storage_kit_passes_a_correct_adapter_and_fails_each_broken_one(
     pytester: pytest.Pytester,
 ) -> None:
@@ -44,11 +53,83 @@ def test_the_storage_kit_passes_a_correct_adapter_and_fails_each_broken_one(
         source += _KIT_CLASS.format(store=store)
     pytester.makepyfile(test_adapters=source)
     result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider")
-    failed: dict[str, set[str]] = {store: set() for store in ["DictStore", *BROKEN]}
-    for line in result.outlines:
-        if line.startswith("FAILED "):
-            _, test_class, check = line.split(" ")[1].split("::")
-            failed[test_class.removeprefix("Test")].add(check.split("[")[0])
-    expected = {"DictStore": set()} | {store: {check} for store, check in BROKEN.items()}
-    assert failed == expected, result.stdout.str()
+    expected = {store: {check} for store, check in BROKEN.items()}
+    assert _failed_checks(result) == expected, result.stdout.str()
     assert "errors" not in result.parseoutcomes()
+
+
+# -- the notifier kit --------------------------------------------------------------------
+_NOTIFIER_CLASS = """
+
+class Test{notifier}(NotifierContract):
+    @pytest.fixture
+    def notifier(self):
+        return _kit_notifiers.{notifier}()
+
+    @pytest.fixture
+    def received(self, notifier):
+        return lambda: notifier.inbox
+
+    @pytest.fixture
+    def failing_notifier(self):
+        return _kit_notifiers.{failing}()
+"""
+
+# Each notifier that breaks a promise, and the check of the kit that must catch it (others
+# may fail too: a notifier that sends one message per recipient shows it in every count).
+BROKEN_NOTIFIERS = {
+    "OneByOneNotifier": "test_delivery_arrives_once_with_its_key",
+    "EveryoneNotifier": "test_a_delivery_goes_to_the_recipients_given",
+}
+
+
+def test_the_notifier_kit_passes_a_correct_notifier_and_fails_each_broken_one(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.syspathinsert(Path(__file__).parent)
+    source = "import pytest\nimport _kit_notifiers\n"
+    source += "from supportflow.testing import NotifierContract\n"
+    for notifier in ["InboxNotifier", *BROKEN_NOTIFIERS]:
+        source += _NOTIFIER_CLASS.format(notifier=notifier, failing="RefusedNotifier")
+    pytester.makepyfile(test_notifiers=source)
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-rfs")
+    failed = _failed_checks(result)
+    assert "InboxNotifier" not in failed, result.stdout.str()
+    for notifier, check in BROKEN_NOTIFIERS.items():
+        assert check in failed.get(notifier, set()), result.stdout.str()
+    assert "skipped" not in result.parseoutcomes()  # every check ran on the correct one
+
+
+def test_the_notifier_kit_says_what_to_raise_on_failure(pytester: pytest.Pytester) -> None:
+    pytester.syspathinsert(Path(__file__).parent)
+    source = "import pytest\nimport _kit_notifiers\n"
+    source += "from supportflow.testing import NotifierContract\n"
+    source += _NOTIFIER_CLASS.format(notifier="InboxNotifier", failing="OSErrorNotifier")
+    pytester.makepyfile(test_notifiers=source)
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-k", "failure")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*failing_notifier raised ConnectionRefusedError*"])
+    result.stdout.fnmatch_lines(["*raise DeliveryError(message, permanent=*"])
+
+
+def test_the_kits_say_which_fixture_to_provide(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_unfinished="""
+        import pytest
+        from supportflow.testing import NotifierContract, StorageContract
+
+        class TestNoStore(StorageContract):
+            pass
+
+        class TestNoReceiver(NotifierContract):
+            @pytest.fixture
+            def notifier(self):
+                return None
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "-q", "-p", "no:cacheprovider", "-k", "follow_the_protocols or arrives_once"
+    )
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*override the `store` fixture*"])
+    result.stdout.fnmatch_lines(["*override the `received` fixture*"])

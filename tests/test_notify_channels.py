@@ -382,9 +382,9 @@ class Mailbox:
 
     def received(self) -> list[dict[str, Any]]:
         with self.lock:
-            messages = list(self.messages)
+            messages = list(zip(self.messages, self.envelopes, strict=True))
         result = []
-        for message in messages:
+        for message, (_, rcpt_tos) in messages:
             text = message.get_body(preferencelist=("plain",))
             assert text is not None
             result.append(
@@ -392,6 +392,7 @@ class Mailbox:
                     "idempotency_key": str(message["X-Supportflow-Idempotency-Key"]),
                     "subject": str(message["Subject"]),
                     "body": text.get_content(),
+                    "recipients": rcpt_tos,
                 }
             )
         return result
@@ -614,6 +615,7 @@ class TestMemoryNotifierContract(NotifierContract):
                 "idempotency_key": d.notification.idempotency_key,
                 "subject": d.notification.subject,
                 "body": d.notification.body,
+                "recipients": [r.address for r in d.recipients],
             }
             for d in notifier.deliveries
         ]

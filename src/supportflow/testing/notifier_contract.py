@@ -2,10 +2,12 @@
 
 Subclass it in your tests and provide two fixtures: ``notifier``, a notifier that delivers to
 a receiver you control, and ``received``, a callable returning what that receiver got so far
-as a list of dicts, each with at least ``idempotency_key`` (and ``subject`` / ``body`` if the
-channel carries them, for the unicode check). Provide ``failing_notifier`` (a notifier whose
-receiver refuses or is unreachable) to check failures; without it that check is skipped.
-Override ``recipients`` if your notifier needs other addresses.
+as a list of dicts, one per delivery that arrived, each with at least ``idempotency_key``
+(``subject`` / ``body`` if the channel carries them, for the unicode check; ``recipients``, the
+addresses the delivery went to, as strings or as dicts with ``address``, for the routing
+check). Provide ``failing_notifier`` (a notifier whose receiver refuses or is unreachable) to
+check failures; without it that check is skipped. Override ``recipients`` if your notifier
+needs other addresses: a group of two or more recipients it serves.
 
 >>> class TestMyNotifier(NotifierContract):          # doctest: +SKIP
 ...     @pytest.fixture
@@ -51,8 +53,27 @@ class NotifierContract:
     receive_timeout: float = 5.0
 
     @pytest.fixture
+    def notifier(self) -> Notifier:
+        pytest.fail(
+            "subclass NotifierContract and override the `notifier` fixture: return the notifier"
+            " under test, delivering to a receiver that `received` can read"
+        )
+
+    @pytest.fixture
+    def received(self) -> Received:
+        pytest.fail(
+            "subclass NotifierContract and override the `received` fixture: return a callable"
+            " giving what the receiver got so far, a list of dicts with 'idempotency_key'"
+        )
+
+    @pytest.fixture
     def recipients(self) -> Sequence[Recipient]:
-        return (Recipient(RecipientRole.CUSTOMER, "customer@example.com", "Wang Fang"),)
+        """The group a notifier is called with: two recipients, as when a ticket's customer
+        has a colleague in copy (override with a group your notifier serves)."""
+        return (
+            Recipient(RecipientRole.CUSTOMER, "customer@example.com", "Wang Fang"),
+            Recipient(RecipientRole.CUSTOMER, "colleague@example.com", "Li Lei"),
+        )
 
     @pytest.fixture
     def failing_notifier(self) -> Notifier:
@@ -82,7 +103,14 @@ class NotifierContract:
         """Wait until ``count`` deliveries with ``key`` arrived (or the timeout); return them."""
         deadline = time.monotonic() + self.receive_timeout
         while True:
-            matching = [item for item in received() if item.get("idempotency_key") == key]
+            items = received()
+            for item in items:
+                if not isinstance(item, Mapping) or "idempotency_key" not in item:
+                    pytest.fail(
+                        f"received() gave {item!r}: it must return a list of dicts, one per"
+                        " delivery, each with the delivery's 'idempotency_key'"
+                    )
+            matching = [item for item in items if item["idempotency_key"] == key]
             if len(matching) >= count or time.monotonic() >= deadline:
                 return matching
             time.sleep(0.01)
@@ -94,10 +122,37 @@ class NotifierContract:
     def test_delivery_arrives_once_with_its_key(
         self, notifier: Notifier, received: Received, recipients: Sequence[Recipient]
     ) -> None:
+        # One call is one delivery for the whole group: a receiver that drops repeated keys
+        # would drop every recipient's part after the first if each came on its own.
         notification = self.make_notification(recipients)
         notifier.deliver(notification, recipients)
+        # deliver() returns once the receiver accepted: every copy it sent is in by then.
         matching = self.arrived(received, notification.idempotency_key, 1)
-        assert len(matching) == 1, f"expected one delivery, receiver got {len(matching)}"
+        assert len(matching) == 1, (
+            f"expected one delivery for the group of {len(recipients)} recipients, the receiver"
+            f" got {len(matching)} with the key"
+        )
+
+    def test_a_delivery_goes_to_the_recipients_given(
+        self, notifier: Notifier, received: Received, recipients: Sequence[Recipient]
+    ) -> None:
+        # The dispatcher routes each recipient by role: a notifier serves the group it is
+        # called with, never the notification's other recipients (another notifier's).
+        elsewhere = Recipient(RecipientRole.WEBHOOK, "https://hooks.example.com/other", "ops")
+        notification = self.make_notification([*recipients, elsewhere])
+        notifier.deliver(notification, recipients)
+        matching = self.arrived(received, notification.idempotency_key, 1)
+        assert len(matching) == 1
+        if "recipients" not in matching[0]:
+            pytest.skip("received() does not report the addresses a delivery went to")
+        got = {
+            item["address"] if isinstance(item, Mapping) else item
+            for item in matching[0]["recipients"]
+        }
+        assert got == {recipient.address for recipient in recipients}, (
+            "a notifier must deliver to the recipients it is called with, not to every"
+            " recipient of the notification"
+        )
 
     def test_unicode_subject_and_body_survive(
         self, notifier: Notifier, received: Received, recipients: Sequence[Recipient]
@@ -132,5 +187,18 @@ class NotifierContract:
         self, failing_notifier: Notifier, recipients: Sequence[Recipient]
     ) -> None:
         notification = self.make_notification(recipients)
-        with pytest.raises(DeliveryError):
+        try:
             failing_notifier.deliver(notification, recipients)
+        except DeliveryError:
+            return
+        except Exception as error:
+            pytest.fail(
+                f"failing_notifier raised {error!r}: catch what your client raises and raise"
+                " DeliveryError(message, permanent=..., response=...) instead, so that the"
+                " dispatcher knows whether retrying can help (it retries anything else as"
+                " transient)"
+            )
+        pytest.fail(
+            "failing_notifier.deliver returned although its receiver refused: a notifier must"
+            " raise DeliveryError when a delivery was not accepted, else it is never retried"
+        )
