@@ -1,4 +1,8 @@
-"""The pytest plugin: fixtures for tests that drive a desk with a manual clock."""
+"""The pytest plugin: fixtures for tests that drive a desk with a manual clock.
+
+Installed with supportflow (entry point ``supportflow``); without installing, load it with
+``pytest -p supportflow.testing.plugin``. Every fixture is made afresh for each test.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import pytest
 
 from supportflow.clock import ManualClock
 from supportflow.desk import Desk
+from supportflow.model import RecipientRole
+from supportflow.notify import MemoryNotifier
 from supportflow.storage import MemoryStore
 from supportflow.testing import DEFAULT_START
 
@@ -24,8 +30,19 @@ def manual_clock() -> ManualClock:
 
 
 @pytest.fixture
-def memory_desk(manual_clock: ManualClock) -> Iterator[Desk]:
-    """A :class:`Desk` with the default rules on a fresh memory store and ``manual_clock``."""
+def memory_notifier(manual_clock: ManualClock) -> MemoryNotifier:
+    """A :class:`MemoryNotifier` on ``manual_clock``: what ``memory_desk`` delivered."""
+    return MemoryNotifier(clock=manual_clock)
+
+
+@pytest.fixture
+def memory_desk(manual_clock: ManualClock, memory_notifier: MemoryNotifier) -> Iterator[Desk]:
+    """A :class:`Desk` with the default rules on a fresh memory store and ``manual_clock``;
+    ``desk.deliver_pending()`` delivers every role's notifications to ``memory_notifier``."""
     store = MemoryStore()
-    yield Desk(store=store, clock=manual_clock)
+    yield Desk(
+        store=store,
+        clock=manual_clock,
+        notifiers=dict.fromkeys(RecipientRole, memory_notifier),
+    )
     store.close()
