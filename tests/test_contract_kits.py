@@ -133,3 +133,28 @@ def test_the_kits_say_which_fixture_to_provide(pytester: pytest.Pytester) -> Non
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*override the `store` fixture*"])
     result.stdout.fnmatch_lines(["*override the `received` fixture*"])
+
+
+def test_the_storage_kit_says_how_to_write_a_store_opener(pytester: pytest.Pytester) -> None:
+    pytester.syspathinsert(Path(__file__).parent)
+    pytester.makepyfile(
+        test_opener="""
+        import pytest
+        import _kit_stores
+        from supportflow.testing import StorageContract
+
+        class TestLambdaOpener(StorageContract):
+            supports_multiple_processes = True
+
+            @pytest.fixture
+            def store(self):
+                return _kit_stores.DictStore()
+
+            @pytest.fixture
+            def store_opener(self):
+                return lambda: _kit_stores.DictStore()
+        """
+    )
+    result = pytester.runpytest_inprocess("-q", "-p", "no:cacheprovider", "-k", "processes")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*functools.partial(YourStore, ...), not a lambda*"])

@@ -402,7 +402,8 @@ class _MemoryUnitOfWork:
             at = event.at
             # ``is``: an equal instant in another zone starts a run, so it reads back as given.
             if at is not run_at:
-                ensure_aware(at, "event.at")
+                if type(at) is not datetime or at.utcoffset() is None:
+                    ensure_aware(at, "event.at")  # raises unless an aware subclass
                 items.append(at)
                 runs += 1
                 run_at = at

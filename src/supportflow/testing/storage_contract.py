@@ -23,6 +23,7 @@ storage; the kit then also proves that processes never claim the same timer.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -1852,6 +1853,14 @@ class StorageContract:
         if not self.supports_multiple_processes:
             pytest.skip("supports_multiple_processes is False: this store lives in one process")
         store_opener: Callable[[], Storage] = request.getfixturevalue("store_opener")
+        try:
+            pickle.dumps(store_opener)
+        except Exception as error:
+            pytest.fail(
+                f"store_opener {store_opener!r} cannot be sent to another process ({error}):"
+                " return a module-level function or functools.partial(YourStore, ...), not a"
+                " lambda or a function defined inside the fixture"
+            )
         keys = [f"t-{n}/k" for n in range(150)]
         with store.transaction() as uow:
             for n in range(150):
