@@ -75,6 +75,15 @@ class DictUnitOfWork:
     def _check_claim(self, limit: Any, owner: Any, lease: Any) -> None:
         claim_args(limit, owner, lease)
 
+    # orders of listings (the wrong adapters below override them)
+    @staticmethod
+    def _claim_order(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row["timer"].due_at, row["gen"])  # ties: in the order the deadlines were set
+
+    @staticmethod
+    def _record_order(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row["created_at"], row["id"])
+
     # tickets
     def next_ticket_number(self) -> int:
         self.s.numbers += 1
@@ -205,7 +214,7 @@ class DictUnitOfWork:
             for r in rows.values()
             if r["timer"].due_at <= now and (r["until"] is None or r["until"] <= now)
         ]
-        due.sort(key=lambda r: (r["timer"].due_at, r["gen"]))
+        due.sort(key=self._claim_order)
         for r in due[:limit]:
             r["owner"], r["until"] = owner, now + lease
         return [r["timer"] for r in due[:limit]]
@@ -342,7 +351,7 @@ class DictUnitOfWork:
             and (created_from is None or r["created_at"] >= created_from)
             and (created_to is None or r["created_at"] < created_to)
         ]
-        rows.sort(key=lambda r: (r["created_at"], r["id"]))
+        rows.sort(key=self._record_order)
         return [self._record(r) for r in rows]
 
     # occurrences
@@ -502,3 +511,28 @@ class OwnerBlindStore(DictStore):
     """Counts a failure reported by a dispatcher whose claim another one has taken over."""
 
     unit_of_work = _OwnerBlindUnitOfWork
+
+
+class _TiesByKeyUnitOfWork(DictUnitOfWork):
+    @staticmethod
+    def _claim_order(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row["timer"].due_at, row["timer"].ticket_id, row["timer"].key)
+
+
+class TiesByKeyStore(DictStore):
+    """Claims timers due at the same instant by ticket id and key, not in the order their
+    deadlines were set."""
+
+    unit_of_work = _TiesByKeyUnitOfWork
+
+
+class _TiesAsWrittenUnitOfWork(DictUnitOfWork):
+    @staticmethod
+    def _record_order(row: dict[str, Any]) -> tuple[Any, ...]:
+        return (row["created_at"],)  # a stable sort: ties in the order they were written
+
+
+class TiesAsWrittenStore(DictStore):
+    """Lists records created at the same instant in the order they were written."""
+
+    unit_of_work = _TiesAsWrittenUnitOfWork

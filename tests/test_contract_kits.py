@@ -22,6 +22,8 @@ BROKEN = {
     "PartialBatchStore": "test_a_batch_with_odd_text_is_kept_or_refused_whole",
     "RevivingEnqueueStore": "test_a_repeated_key_does_not_revive_a_delivered_or_dead_row",
     "OwnerBlindStore": "test_a_late_failure_report_leaves_another_workers_claim_alone",
+    "TiesByKeyStore": "test_timers_due_at_the_same_time_are_claimed_in_the_order_they_were_set",
+    "TiesAsWrittenStore": "test_find_records_created_at_the_same_time_come_by_id",
 }
 
 _KIT_CLASS = """
