@@ -356,6 +356,9 @@ class DictUnitOfWork:
 
     # occurrences
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        for field, value in (("key", key), ("ticket_id", ticket_id)):
+            if not isinstance(value, str):
+                raise ValidationError(field, value, "a string")
         at = self._aware(at, "at")
         self.s.occurrences.setdefault(key, []).append((at, ticket_id))
 

@@ -515,6 +515,13 @@ def check_text(value: Any, field: str) -> str:
     return value
 
 
+def check_strings(texts: Mapping[str, object]) -> None:
+    """Each value of ``texts`` (by field name) is a string, else ``ValidationError``."""
+    for field, value in texts.items():
+        if not isinstance(value, str):
+            raise ValidationError(field, value, "a string")
+
+
 def check_statuses(statuses: Any) -> list[str] | None:
     """``TicketQuery.status`` as a list of names (``None`` stays ``None``)."""
     if statuses is None:

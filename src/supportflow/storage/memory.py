@@ -39,6 +39,7 @@ from supportflow.storage._codec import (
     check_limit,
     check_new_version,
     check_statuses,
+    check_strings,
     check_text,
     check_timers,
 )
@@ -818,6 +819,8 @@ class _MemoryUnitOfWork:
 
     # -- occurrences -----------------------------------------------------------------------
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        if type(key) is not str or type(ticket_id) is not str:
+            check_strings({"key": key, "ticket_id": ticket_id})  # raises unless subclasses
         ensure_aware(at, "at")
         window = self._s._occurrences[key]
         window.append((at, ticket_id))

@@ -56,6 +56,7 @@ from supportflow.storage._codec import (
     check_limit,
     check_new_version,
     check_statuses,
+    check_strings,
     check_text,
     check_timers,
     check_unicode,
@@ -1231,6 +1232,7 @@ class _SqlUnitOfWork:
 
     # -- occurrences -----------------------------------------------------------------------
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        check_strings({"key": key, "ticket_id": ticket_id})
         self._check_texts({"key": key, "ticket_id": ticket_id})
         when = _utc(at, "at")
         self._c.execute(sa.insert(occurrences).values(key=key, ticket_id=ticket_id, at=when))

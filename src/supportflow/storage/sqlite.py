@@ -47,6 +47,7 @@ from supportflow.storage._codec import (
     check_limit,
     check_new_version,
     check_statuses,
+    check_strings,
     check_text,
     check_timers,
     check_unicode,
@@ -931,6 +932,7 @@ class _SqliteUnitOfWork:
 
     # -- occurrences -----------------------------------------------------------------------
     def record_occurrence(self, key: str, ticket_id: str, at: datetime) -> None:
+        check_strings({"key": key, "ticket_id": ticket_id})
         check_unicode({"key": key, "ticket_id": ticket_id})
         when = _utc(at, "at")
         self._c.execute(

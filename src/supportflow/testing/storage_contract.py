@@ -1846,6 +1846,24 @@ class StorageContract:
             claimed = uow.claim_due_timers(at(10), 5, "w2", LEASE)
         assert [timer.key for timer in claimed] == ["a", "b"]
 
+    @pytest.mark.parametrize(
+        ("key", "ticket_id", "field"),
+        [(None, "t-2", "key"), (7, "t-2", "key"), ("printer", None, "ticket_id")],
+        ids=["key None", "key 7", "ticket_id None"],
+    )
+    def test_an_occurrence_needs_a_text_key_and_ticket_id(
+        self, store: Storage, key: Any, ticket_id: Any, field: str
+    ) -> None:
+        # Refused by name, not left to a NOT NULL constraint of the database (an untyped
+        # error) nor kept by one store and refused by another.
+        with store.transaction() as uow:
+            uow.record_occurrence("printer", "t-1", at(0))
+        with pytest.raises(ValidationError) as refused, store.transaction() as uow:
+            uow.record_occurrence(key, ticket_id, at(1))
+        assert refused.value.field == field
+        with store.transaction() as uow:
+            assert uow.occurrences("printer", at(0)) == ["t-1"]
+
     # -- several processes -----------------------------------------------------------------
     def test_processes_never_claim_the_same_timer(
         self, store: Storage, request: pytest.FixtureRequest
