@@ -1,8 +1,9 @@
 """The contract kits themselves: they pass an adapter written from the docs alone, and fail
 adapters that break a promise of the port.
 
-The adapters (``tests/_kit_stores.py``) go through the kit the documented way, a test class
-subclassing ``StorageContract`` with a ``store`` fixture, in one pytest run of their own.
+The adapters (``tests/_kit_stores.py``, ``tests/_kit_notifiers.py``) go through the kits the
+documented way, a test class subclassing ``StorageContract`` or ``NotifierContract`` with the
+fixtures the docs name, in a pytest run of their own.
 """
 
 from __future__ import annotations
