@@ -254,7 +254,25 @@ class DictUnitOfWork:
         due.sort(key=lambda r: (r["entry"].next_attempt_at, r["entry"].key))
         for r in due[:limit]:
             r["owner"], r["until"] = owner, now + lease
+            r["entry"] = attrs.evolve(r["entry"], claims=r["entry"].claims + 1)
         return [r["entry"] for r in due[:limit]]
+
+    def release_notifications(self, keys: Sequence[str], owner: str) -> None:
+        if isinstance(keys, str) or not isinstance(keys, (list, tuple)):
+            raise ValidationError("keys", keys, "a list of idempotency keys")
+        if not all(isinstance(key, str) for key in keys):
+            raise ValidationError("keys", keys, "idempotency keys (strings)")
+        if not isinstance(owner, str) or not owner:
+            raise ValidationError("owner", owner, "a non-empty string")
+        for key in keys:
+            row = self.s.outbox.get(key)
+            if row is None or row["owner"] != owner:
+                continue  # never claimed, or claimed by someone else since
+            if row["entry"].status is not OutboxStatus.PENDING:
+                continue
+            entry = row["entry"]
+            row["entry"] = attrs.evolve(entry, claims=max(entry.claims - 1, 0))
+            row["owner"] = row["until"] = None
 
     def mark_delivered(self, key: str, at: datetime) -> None:
         at = self._aware(at, "at")
@@ -300,7 +318,7 @@ class DictUnitOfWork:
         if row is None or row["entry"].status is not OutboxStatus.DEAD:
             return
         row["entry"] = attrs.evolve(
-            row["entry"], status=OutboxStatus.PENDING, attempts=0, next_attempt_at=at
+            row["entry"], status=OutboxStatus.PENDING, attempts=0, claims=0, next_attempt_at=at
         )
 
     # records
