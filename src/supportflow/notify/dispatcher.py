@@ -57,7 +57,7 @@ class DispatchReport:
     store kept that dispatcher's claim, not this report). ``dead`` also holds rows parked
     without a try because their deliveries never finished ``max_unfinished`` times.
     ``deferred`` holds rows handed back untried so that a row whose delivery did not finish
-    before is tried alone (they go to the next run).
+    before is tried alone (the run claims them again after it, within ``limit``).
     """
 
     delivered: list[str] = attrs.field(factory=list)
@@ -219,20 +219,48 @@ class Dispatcher:
     def deliver_pending(self, limit: int = 100) -> DispatchReport:
         """Claim up to ``limit`` due rows, deliver them and record each result.
 
-        An error raised by the store while recording propagates; rows not yet recorded keep
-        their lease and are delivered again once it expires.
+        A row with an unfinished delivery behind it is tried alone (see :class:`Dispatcher`);
+        the run then claims the rows after it one at a time until an ordinary one comes, and
+        goes on with a batch, so a crash holds back the rows behind it by one row each, not by
+        a run each. An error raised by the store while recording propagates; the rows of the
+        batch not yet recorded are handed back first when the store allows it (their claims
+        are no unfinished deliveries), else they keep their lease and are delivered again once
+        it expires.
         """
         limit = whole_number("limit", limit, 1)
-        claimed_at = self.clock.now()
-        with self.store.transaction() as uow:
-            entries = uow.claim_notifications(claimed_at, limit, self.owner, self.lease)
-            # An adapter written before claims were counted can neither count nor release:
-            # its rows are delivered as they come (``claims`` stays 0 there).
-            releases = callable(getattr(uow, "release_notifications", None))
-        lease_end = claimed_at + self.lease
         report = DispatchReport()
-        if releases:
-            entries = self._screen(entries, report)
+        handled = 0
+        probing = False  # after a row tried alone: claim one row at a time
+        while handled < limit:
+            claimed_at = self.clock.now()
+            with self.store.transaction() as uow:
+                size = 1 if probing else limit - handled
+                entries = uow.claim_notifications(claimed_at, size, self.owner, self.lease)
+                # An adapter written before claims were counted can neither count nor
+                # release: its rows are delivered as they come (``claims`` stays 0 there).
+                releases = callable(getattr(uow, "release_notifications", None))
+            if not entries:
+                break
+            alone = False
+            handled += len(entries)
+            if releases:
+                deferred = len(report.deferred)
+                entries, alone = self._screen(entries, report)
+                handled -= len(report.deferred) - deferred  # handed back: claimed again later
+            self._deliver(entries, claimed_at + self.lease, releases, report)
+            if not (alone or probing):
+                break
+            probing = alone
+        return report
+
+    def _deliver(
+        self,
+        entries: list[OutboxEntry],
+        lease_end: datetime,
+        releases: bool,
+        report: DispatchReport,
+    ) -> None:
+        """Try each row of a claimed batch in turn and record its result."""
         for index, entry in enumerate(entries):
             if self.clock.now() >= lease_end:
                 # Another dispatcher may hold the rows by now; sending them too would
@@ -241,18 +269,31 @@ class Dispatcher:
                 if releases:
                     self._release(rest)
                 report.expired.extend(rest)
-                break
+                return
             report.attempts += 1
-            self._record(entry, self._attempt(entry), report)
-        return report
+            outcome = self._attempt(entry)
+            try:
+                self._record(entry, outcome, report)
+            except Exception:
+                # This delivery finished and the rows after it were never tried: none of
+                # them is a delivery that never finished. Give them back if the store can.
+                if releases:
+                    try:
+                        self._release([later.key for later in entries[index:]])
+                    except Exception:
+                        _log.warning("could not hand back claimed notifications", exc_info=True)
+                raise
 
     def _unfinished(self, entry: OutboxEntry) -> int:
         """Claims of ``entry`` before the one in hand that ended without a result."""
         return entry.claims - 1 - entry.attempts
 
-    def _screen(self, entries: list[OutboxEntry], report: DispatchReport) -> list[OutboxEntry]:
+    def _screen(
+        self, entries: list[OutboxEntry], report: DispatchReport
+    ) -> tuple[list[OutboxEntry], bool]:
         """Park the claimed rows whose deliveries never finished ``max_unfinished`` times;
-        when a row had an unfinished delivery, hand the others back and keep it alone."""
+        when a row had an unfinished delivery, hand the others back and keep it alone. Returns
+        the rows to try, and whether that is such a row alone."""
         parked = [e for e in entries if self._unfinished(e) >= self.max_unfinished]
         kept = [e for e in entries if self._unfinished(e) < self.max_unfinished]
         suspect = next((e for e in kept if self._unfinished(e) > 0), None)
@@ -264,7 +305,7 @@ class Dispatcher:
             report.deferred.extend(deferred)
         for entry in parked:
             self._park(entry, report)
-        return kept
+        return kept, suspect is not None
 
     def _release(self, keys: list[str]) -> None:
         if keys:
