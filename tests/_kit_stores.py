@@ -244,6 +244,7 @@ class DictUnitOfWork:
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[OutboxEntry]:
         now = self._aware(now, "now")
+        self._check_claim(limit, owner, lease)
         due = [
             r
             for r in self.s.outbox.values()

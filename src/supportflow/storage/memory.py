@@ -645,6 +645,10 @@ class _MemoryUnitOfWork:
     def claim_notifications(
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[OutboxEntry]:
+        ensure_aware(now, "now")
+        check_limit(limit)
+        check_lease(lease)
+        check_text(owner, "owner")
         store = self._s
         due: list[tuple[datetime, str]] = []  # (next attempt, key): ties by key, as in SQL
         for key, row in store._outbox.items():

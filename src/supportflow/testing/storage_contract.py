@@ -1760,6 +1760,7 @@ class StorageContract:
             lambda uow, naive: uow.find_records("survey", created_from=naive),
             lambda uow, naive: uow.find_records("survey", created_to=naive),
             lambda uow, naive: uow.record_occurrence("printer", "t-2", naive),
+            lambda uow, naive: uow.claim_notifications(naive, 5, "w", LEASE),
         ],
         ids=[
             "find_tickets created_from",
@@ -1775,6 +1776,7 @@ class StorageContract:
             "find_records created_from",
             "find_records created_to",
             "record_occurrence at",
+            "claim_notifications now",
         ],
     )
     def test_naive_datetimes_are_refused_by_every_call(
@@ -1814,6 +1816,10 @@ class StorageContract:
             (lambda uow: uow.find_tickets(TicketQuery(limit=-1)), "limit"),
             (lambda uow: uow.find_tickets(TicketQuery(status="open")), "status"),
             (lambda uow: uow.list_outbox(OutboxStatus.PENDING, -1), "limit"),
+            (lambda uow: uow.claim_notifications(at(10), -1, "w", LEASE), "limit"),
+            (lambda uow: uow.claim_notifications(at(10), 2.5, "w", LEASE), "limit"),
+            (lambda uow: uow.claim_notifications(at(10), 5, "w", timedelta(0)), "lease"),
+            (lambda uow: uow.claim_notifications(at(10), 5, "", LEASE), "owner"),
         ],
         ids=[
             "claim limit -1",
@@ -1827,6 +1833,10 @@ class StorageContract:
             "find_tickets limit -1",
             "find_tickets status as a string",
             "list_outbox limit -1",
+            "claim_notifications limit -1",
+            "claim_notifications limit 2.5",
+            "claim_notifications zero lease",
+            "claim_notifications empty owner",
         ],
     )
     def test_bad_limits_leases_and_owners_are_refused(
@@ -1844,7 +1854,9 @@ class StorageContract:
         assert refused.value.field == field
         with store.transaction() as uow:
             claimed = uow.claim_due_timers(at(10), 5, "w2", LEASE)
+            notifications = uow.claim_notifications(at(10), 5, "w2", LEASE)
         assert [timer.key for timer in claimed] == ["a", "b"]
+        assert [(entry.key, entry.claims) for entry in notifications] == [("n-1", 1)]
 
     @pytest.mark.parametrize(
         ("key", "ticket_id", "field"),
