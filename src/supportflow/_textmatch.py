@@ -21,7 +21,15 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate, compress
 from operator import attrgetter
 
-__all__ = ["Automaton", "find_naive", "has_unspaced", "is_unspaced", "is_word_char", "normalize"]
+__all__ = [
+    "INVISIBLE",
+    "Automaton",
+    "find_naive",
+    "has_unspaced",
+    "is_unspaced",
+    "is_word_char",
+    "normalize",
+]
 
 # The scripts written without spaces between words, where a word has no boundary to find:
 # Han, kana and CJK symbols, Thai, Lao, Khmer, Myanmar and Yi. (Hangul is kept here too:
@@ -79,20 +87,24 @@ def is_word_char(char: str) -> bool:
     return char.isalnum() and not is_unspaced(char)
 
 
-# Format characters (Unicode category Cf): zero-width spaces and joiners, soft hyphens, bidi
-# controls. Invisible, so "re\u200bfund" reads as "refund" and must match as it. Written out:
-# asking unicodedata for every code point would cost each import tens of milliseconds.
-_FORMAT_CHARS = re.compile(
-    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f"
-    "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
-    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
-    "\U000e0020-\U000e007f]"
+#: Code points a reader never sees: the format characters (Unicode category Cf: zero-width
+#: spaces and joiners, soft hyphens, bidi controls, tags) and the other default-ignorable ones
+#: (the combining grapheme joiner, Hangul fillers, Khmer inherent vowels, variation
+#: selectors). "re\u200bfund" reads as "refund" and must match as it. Written out: asking
+#: unicodedata for every code point would cost each import tens of milliseconds.
+INVISIBLE = re.compile(
+    "[\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u115f\u1160"
+    "\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f"
+    "\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
 )
 
 
 def normalize(text: str) -> str:
-    """The matching form of ``text``: NFKC, casefolded, format characters (zero-width and
-    bidi controls, soft hyphens) removed, white space collapsed to one space.
+    """The matching form of ``text``: NFKC, casefolded, :data:`INVISIBLE` characters
+    (zero-width spaces and joiners, bidi controls, soft hyphens, variation selectors)
+    removed, white space collapsed to one space.
 
     >>> normalize("  ＶＰＮ   Down\\n again ")
     'vpn down again'
@@ -104,7 +116,7 @@ def normalize(text: str) -> str:
     else:
         # Casefolding can leave text that is not NFKC again (e.g. "ǰ"), so normalise twice.
         folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-        folded = _FORMAT_CHARS.sub("", folded)
+        folded = INVISIBLE.sub("", folded)
     return " ".join(folded.split())
 
 

@@ -79,7 +79,7 @@ class AutoClosePolicy:
     enabled: bool = attrs.field(default=True, validator=_is_flag)
 
     def __attrs_post_init__(self) -> None:
-        self.calendar._check_span("after", self.after)
+        self.calendar.check_span("after", self.after)
 
     def due(self, resolved_at: datetime) -> datetime:
         """When a ticket resolved at ``resolved_at`` closes by itself (UTC)."""

@@ -530,11 +530,20 @@ class BusinessCalendar:
         # The week's openings are clipped to each day's real span: any within it counts.
         return any(s < hi and e > lo for s, e in zip(rec.starts, rec.ends, strict=True))
 
-    def _check_span(self, field: str, duration: timedelta) -> None:
+    def check_span(self, field: str, duration: timedelta) -> None:
         """``ValidationError`` naming ``field`` unless this calendar counts ``duration`` (a
         setting :func:`~supportflow.model.check_duration` passed) within 1,000 years: a sparse
         calendar stretches a long duration past the year 9999, where every deadline set with
-        it would fail. Checked once, when a policy is built."""
+        it would fail. Policies check their durations with it when they are built.
+
+        >>> weekly = BusinessCalendar("UTC", {"mon": [("09:00", "09:01")]}, name="weekly")
+        >>> weekly.check_span("after", timedelta(hours=1))  # sixty Mondays
+        >>> weekly.check_span("after", timedelta(hours=900))
+        Traceback (most recent call last):
+        ...
+        supportflow.errors.ValidationError: after=datetime.timedelta(days=37, seconds=43200) is \
+invalid: expected a duration that calendar 'weekly' counts within 1,000 years
+        """
         # Plain weeks needed at least; holidays add days a year to that, not centuries. (A
         # calendar open on listed days only has no plain week: its deadlines are checked
         # when they are set.)

@@ -196,7 +196,7 @@ class EscalationPolicy:
             for field in ("after", "repeat_every"):
                 duration = getattr(level, field)
                 if duration is not None:
-                    self.calendar._check_span(f"levels[{level.name!r}].{field}", duration)
+                    self.calendar.check_span(f"levels[{level.name!r}].{field}", duration)
 
 
 @attrs.frozen(slots=True)

@@ -198,10 +198,6 @@ def check_voice_transition(current: str, wanted: VoiceStatus | str) -> VoiceStat
     return target
 
 
-def _timedelta(minimum: timedelta) -> Any:
-    return duration_validator(least=minimum)
-
-
 def _secret(instance: object, attribute: attrs.Attribute[bytes], value: bytes) -> None:
     if not isinstance(value, bytes) or len(value) < 16:
         raise ValidationError("secret", "<hidden>", "bytes, at least 16 of them")
@@ -261,20 +257,20 @@ class FeedbackPolicy:
 
     secret: bytes = attrs.field(validator=_secret)
     survey_delay: timedelta = attrs.field(
-        default=timedelta(hours=1), validator=_timedelta(timedelta(0))
+        default=timedelta(hours=1), validator=duration_validator(least=timedelta(0))
     )
     survey_ttl: timedelta = attrs.field(
-        default=timedelta(days=14), validator=_timedelta(timedelta(seconds=1))
+        default=timedelta(days=14), validator=duration_validator(least=timedelta(seconds=1))
     )
     survey_channels: frozenset[Channel] | None = attrs.field(default=None, converter=_channels)
     survey_url: str = attrs.field(default="{token}", validator=_url)
     low_csat_threshold: int = attrs.field(default=2, validator=_between(1, 5))
     follow_up_delay: timedelta = attrs.field(
-        default=timedelta(days=1), validator=_timedelta(timedelta(0))
+        default=timedelta(days=1), validator=duration_validator(least=timedelta(0))
     )
     follow_up_retries: int = attrs.field(default=3, validator=_between(0, 100))
     follow_up_retry_interval: timedelta = attrs.field(
-        default=timedelta(hours=4), validator=_timedelta(timedelta(seconds=1))
+        default=timedelta(hours=4), validator=duration_validator(least=timedelta(seconds=1))
     )
     follow_up_assignee: str | None = attrs.field(default=None, validator=_is_optional_name)
     follow_up_vip: bool = attrs.field(default=True, validator=_is_flag)

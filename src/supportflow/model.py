@@ -19,6 +19,7 @@ import attrs
 from supportflow.errors import ValidationError
 
 __all__ = [
+    "LONGEST_DURATION",
     "Channel",
     "Customer",
     "Link",
@@ -39,6 +40,7 @@ __all__ = [
     "check_duration",
     "check_text",
     "coerce_enum",
+    "duration_validator",
     "plain_json",
     "tier_key",
     "whole_number",

@@ -207,7 +207,7 @@ class SlaPolicy:
             for clock in CLOCKS:
                 duration = getattr(target, clock)
                 if duration is not None:
-                    self.calendar._check_span(f"targets[{priority.value}].{clock}", duration)
+                    self.calendar.check_span(f"targets[{priority.value}].{clock}", duration)
 
     def target(self, priority: Priority, clock: str) -> timedelta | None:
         """The target of ``clock`` for tickets of ``priority``; ``None`` when the policy promises

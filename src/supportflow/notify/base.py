@@ -19,6 +19,10 @@ from supportflow.model import Notification, Recipient
 
 __all__ = ["DeliveryError", "Notifier"]
 
+# The longest wait before a retry: a dispatcher's max_delay, and what a receiver's Retry-After
+# may ask (a retry time must stay a date: now + delay).
+LONGEST_RETRY_DELAY = timedelta(days=365)
+
 
 @runtime_checkable
 class Notifier(Protocol):

@@ -39,7 +39,7 @@ from supportflow.model import (
     coerce_enum,
     whole_number,
 )
-from supportflow.notify.base import DeliveryError, Notifier
+from supportflow.notify.base import LONGEST_RETRY_DELAY, DeliveryError, Notifier
 from supportflow.storage._port import OutboxEntry, OutboxStatus, Storage, UnitOfWork
 
 __all__ = ["DispatchReport", "Dispatcher"]
@@ -78,9 +78,6 @@ class _Outcome:
     error: str | None = None
     permanent: bool = False
     retry_after: timedelta | None = None  # the longest wait a receiver asked for
-
-
-_LONGEST_DELAY = timedelta(days=365)
 
 
 def _is_real(value: object) -> bool:
@@ -165,8 +162,9 @@ class Dispatcher:
             raise ValidationError("base_delay", base_delay, "a positive duration")
         if max_delay < base_delay:
             raise ValidationError("max_delay", max_delay, f"at least base_delay ({base_delay})")
-        if max_delay > _LONGEST_DELAY:  # a retry time must stay a date (now + delay)
-            raise ValidationError("max_delay", max_delay, f"at most {_LONGEST_DELAY.days} days")
+        if max_delay > LONGEST_RETRY_DELAY:
+            expected = f"at most {LONGEST_RETRY_DELAY.days} days"
+            raise ValidationError("max_delay", max_delay, expected)
         if not _is_real(jitter) or not 0 <= jitter < 1:
             raise ValidationError("jitter", jitter, "a fraction in [0, 1)")
         check_duration("lease", lease)

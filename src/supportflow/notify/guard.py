@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import attrs
 
+from supportflow._textmatch import INVISIBLE
 from supportflow.errors import ReplyBlocked, ValidationError
 from supportflow.model import Message, Ticket
 
@@ -87,14 +88,8 @@ _OTHER = re.compile(
 _IDEOGRAPHIC_HOST = re.compile(r"[a-z0-9\-]+(?:[.\u3002][a-z0-9\-]+)*\u3002[a-z0-9\-]+")
 _TRAILING = ".,;:!?]}'\"*_~"
 # Scripts written with spaces between words, where a term matches whole words only.
-_WORD = r"a-z0-9\u00c0-\u024f\u0370-\u03ff\u0400-\u04ff"
+_WORD = r"a-z0-9\u00c0-\u024f\u0370-\u03ff\u0400-\u052f"
 _LATIN_WORD = re.compile(f"[{_WORD}]")
-# Default-ignorable code points that are not format characters (category Cf): the combining
-# grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation
-# selectors, and the tag and variation-selector supplement planes.
-_IGNORABLE = re.compile(
-    "[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0000-\U000e0fff]"
-)
 # Script-neutral combining marks: accents, overlays (strike-through), enclosing circles.
 _GENERIC_MARKS = re.compile(
     "[\u0300-\u036f\u0483-\u0489\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]"
@@ -152,7 +147,7 @@ def _ignorable(char: str) -> bool:
     """Invisible characters a reader never sees: format characters (zero-width space and
     joiners, soft hyphen, tags) and the other default-ignorable ones (variation selectors,
     the combining grapheme joiner, Hangul fillers)."""
-    return unicodedata.category(char) == "Cf" or _IGNORABLE.match(char) is not None
+    return INVISIBLE.match(char) is not None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -36,7 +36,13 @@ from typing import IO, Any
 from supportflow.clock import Clock, SystemClock
 from supportflow.errors import ValidationError
 from supportflow.model import Notification, Recipient
-from supportflow.notify.base import DeliveryError, check_timeout, header_value, redacted
+from supportflow.notify.base import (
+    LONGEST_RETRY_DELAY,
+    DeliveryError,
+    check_timeout,
+    header_value,
+    redacted,
+)
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -55,7 +61,6 @@ _TRANSIENT_4XX = frozenset({408, 425, 429})
 _HEADER_NAME = re.compile(r"[^:\s][^:\r\n]*")  # what http.client sends, once ASCII
 # Statuses whose Retry-After says when to come back.
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
-_LONGEST_RETRY_AFTER = timedelta(days=365)  # the dispatcher's max_delay is at most this
 # When the current delivery attempt must be over (time.monotonic()), for the connection and
 # the response classes below; unset outside WebhookNotifier.deliver.
 _DEADLINE: contextvars.ContextVar[float] = contextvars.ContextVar("webhook_deadline")
@@ -299,8 +304,8 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
     text = value.strip()
     if re.fullmatch(r"[0-9]+", text):
         if len(text) > 10:  # int() refuses very long digit strings; this is years anyway
-            return _LONGEST_RETRY_AFTER
-        return min(timedelta(seconds=int(text)), _LONGEST_RETRY_AFTER)
+            return LONGEST_RETRY_DELAY
+        return min(timedelta(seconds=int(text)), LONGEST_RETRY_DELAY)
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -308,7 +313,7 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
     if when.tzinfo is None:  # "-0000": HTTP dates are GMT
         when = when.replace(tzinfo=timezone.utc)
     wait = when - now
-    return min(wait, _LONGEST_RETRY_AFTER) if wait >= timedelta(0) else None
+    return min(wait, LONGEST_RETRY_DELAY) if wait >= timedelta(0) else None
 
 
 def _extra_headers(headers: object) -> dict[str, str]:
