@@ -99,9 +99,6 @@ def _priority_or_none(value: Priority | str | None) -> Priority | None:
     return None if value is None else coerce_enum(Priority, value, "raise_priority")
 
 
-# Type checks of the settings, run once when a level or a policy is built (never per command).
-
-
 def _fraction(
     instance: object, attribute: attrs.Attribute[float | None], value: float | None
 ) -> None:

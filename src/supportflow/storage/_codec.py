@@ -20,7 +20,7 @@ import enum
 import json
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn, TypeVar, get_origin
 
@@ -499,11 +499,11 @@ def check_lease(lease: Any) -> timedelta:
 def check_keys(keys: Any) -> list[str]:
     """``keys`` (a sequence of idempotency keys, not one string) as a list, else
     ``ValidationError``."""
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
-        raise ValidationError("keys", keys, "a list or tuple of idempotency keys")
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+        raise ValidationError("keys", keys, "a sequence of idempotency keys (not one string)")
     for key in keys:
         if not isinstance(key, str):
-            raise ValidationError("keys", keys, "a list or tuple of idempotency keys (strings)")
+            raise ValidationError("keys", keys, "a sequence of idempotency keys (strings)")
     return list(keys)
 
 

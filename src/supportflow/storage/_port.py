@@ -31,7 +31,8 @@ class OutboxStatus(str, enum.Enum):
 class OutboxEntry:
     """A notification in the outbox with its delivery bookkeeping.
 
-    ``attempts`` counts the failures recorded; ``claims`` how many times the row was claimed
+    ``attempts`` counts the failures recorded (parking a row whose deliveries never finished
+    records one, which says why); ``claims`` how many times the row was claimed
     since it was enqueued or last requeued. A claim that ended with neither a delivery nor a
     failure recorded (its worker died, or ran past its lease) shows as ``claims`` beyond
     ``attempts``.

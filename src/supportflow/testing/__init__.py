@@ -8,7 +8,8 @@
   for one test run (dropped afterwards).
 
 It is also a pytest plugin (entry point ``supportflow``) that provides the fixtures
-``manual_clock`` and ``memory_desk``.
+``manual_clock``, ``memory_notifier`` and ``memory_desk`` (which delivers to
+``memory_notifier``).
 """
 
 from __future__ import annotations
