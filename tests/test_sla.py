@@ -834,6 +834,32 @@ def test_a_reading_after_the_due_time_shows_the_breach_before_run_due_records_it
     assert read(desk, ticket.id, "first_response") == projected
 
 
+def test_a_reading_before_the_tickets_last_change_is_refused_not_made_up() -> None:
+    # Monday 09:00, four hours to answer; at 10:00 the priority goes up to two hours, and
+    # the breach falls at 11:00. Read at 09:30, the stored clocks would say one hour used,
+    # and after 11:00 a breach at 11:00: neither was so at 09:30.
+    desk, clock = make_desk(
+        datetime(2026, 6, 8, 9, 0, tzinfo=BERLIN),
+        standard(office("Europe/Berlin"), normal=promise(first=4 * HOUR), high=promise(2 * HOUR)),
+    )
+    ticket = open_case(desk)
+    clock.set(datetime(2026, 6, 8, 10, 0, tzinfo=BERLIN))
+    desk.set_priority(ticket.id, "high", by="lead_wu")
+    clock.set(datetime(2026, 6, 8, 12, 0, tzinfo=BERLIN))
+    desk.run_due()
+    half_past_nine = datetime(2026, 6, 8, 9, 30, tzinfo=BERLIN)
+    with pytest.raises(ValidationError) as refused:
+        desk.sla(ticket.id, at=half_past_nine)
+    assert (refused.value.field, refused.value.value) == ("at", half_past_nine)
+    # From the last change on, readings stand (here: the breach run_due recorded at noon).
+    noon = read(desk, ticket.id, "first_response", at=datetime(2026, 6, 8, 12, 0, tzinfo=BERLIN))
+    assert (noon.state, noon.breached_at, noon.remaining) == (
+        BREACHED,
+        datetime(2026, 6, 8, 11, 0, tzinfo=BERLIN),
+        -HOUR,
+    )
+
+
 def test_an_answer_after_the_breach_is_met_late_with_both_instants() -> None:
     desk, clock = make_desk(
         datetime(2026, 6, 8, 9, 0, tzinfo=BERLIN),

@@ -260,9 +260,18 @@ class Desk:
             return uow.find_tickets(query)
 
     def sla(self, ticket_id: str, at: datetime | None = None) -> list[ClockReading]:
-        """The ticket's SLA clocks read at ``at`` (default now): exact remaining business time."""
+        """The ticket's SLA clocks read at ``at`` (default now): exact remaining business time.
+
+        Readings project the clocks as they are forward: an ``at`` before the ticket's last
+        change is refused (the clocks no longer say what they said then; its history does).
+        """
         now = self._now(at, "at")
-        return self.rules.sla.read(self.get_ticket(ticket_id), now)
+        ticket = self.get_ticket(ticket_id)
+        if at is not None and now < ticket.updated_at:
+            raise ValidationError(
+                "at", at, f"an instant not before the ticket's last change ({ticket.updated_at})"
+            )
+        return self.rules.sla.read(ticket, now)
 
     # -- commands --------------------------------------------------------------------------
     def open_ticket(
