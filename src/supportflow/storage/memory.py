@@ -47,6 +47,8 @@ from supportflow.storage._port import OutboxEntry, OutboxStatus, Record, TicketQ
 
 __all__ = ["MemoryStore"]
 
+_UTC = timezone.utc  # what the desk stamps events with: checked without a call
+
 _OCCURRENCE_MEMORY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _BUCKET = timedelta(minutes=10)
@@ -191,7 +193,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._tickets: dict[str, Ticket] = {}
-        self._taken: set[int] = set()  # the numbers of the tickets inserted
+        self._taken = _Numbers()  # the numbers of the tickets inserted
         self._numbers = itertools.count(1)
         # ticket id -> (event count, at, record, ..., at, record, ...); see the module doc
         self._events: dict[str, _Stream] = {}
@@ -403,7 +405,7 @@ class _MemoryUnitOfWork:
             at = event.at
             # ``is``: an equal instant in another zone starts a run, so it reads back as given.
             if at is not run_at:
-                if type(at) is not datetime or at.utcoffset() is None:
+                if type(at) is not datetime or (at.tzinfo is not _UTC and at.utcoffset() is None):
                     ensure_aware(at, "event.at")  # raises unless an aware subclass
                 items.append(at)
                 runs += 1
@@ -957,6 +959,41 @@ def _unappend(
 def _unlease(row: _TimerRow | _OutboxRow, previous: tuple[str | None, datetime | None]) -> None:
     """Undo a claim: the row's lease owner and expiry as they were."""
     row.lease_owner, row.lease_until = previous
+
+
+class _Numbers:
+    """A set of ticket numbers: a bit each for numbers below 2**26 (a set of ints costs about
+    100 bytes a ticket, half the memory budget of one), a set for the rest."""
+
+    __slots__ = ("_bits", "_other")
+    _SMALL = 1 << 26  # 8 MB of bits at most
+
+    def __init__(self) -> None:
+        self._bits = bytearray()
+        self._other: set[int] = set()
+
+    def __contains__(self, number: int) -> bool:
+        if 0 <= number < self._SMALL:
+            index = number >> 3
+            return index < len(self._bits) and bool(self._bits[index] >> (number & 7) & 1)
+        return number in self._other
+
+    def add(self, number: int) -> None:
+        if 0 <= number < self._SMALL:
+            index, bits = number >> 3, self._bits
+            if index >= len(bits):  # doubled, so that growing costs O(1) a number
+                bits.extend(bytes(max(index + 1 - len(bits), len(bits))))
+            bits[index] |= 1 << (number & 7)
+        else:
+            self._other.add(number)
+
+    def discard(self, number: int) -> None:
+        if 0 <= number < self._SMALL:
+            index = number >> 3
+            if index < len(self._bits):
+                self._bits[index] &= ~(1 << (number & 7)) & 0xFF
+        else:
+            self._other.discard(number)
 
 
 def _restore_outbox_row(
