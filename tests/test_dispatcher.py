@@ -359,40 +359,58 @@ class TestRouting:
         assert "Broken: 'template'" in (_entry(store, "n-1").last_error or "")
 
 
-class _CrashAfterDelivering:
-    """A store whose ``mark_delivered`` raises ``crash_on``-th time: the process 'dies' after
-    the notifier accepted the notification but before the outbox knew."""
+class _ProxyUnitOfWork:
+    """A unit of work that passes every call on to ``uow``; subclasses change a few."""
 
-    def __init__(
-        self, inner: MemoryStore, crash_on: int, error: BaseException | None = None
-    ) -> None:
+    def __init__(self, uow: UnitOfWork, store: Any) -> None:
+        self.uow, self.store = uow, store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.uow, name)
+
+
+class _WrappedStore:
+    """A store adapter around a ``MemoryStore`` whose units of work are ``proxy`` objects."""
+
+    proxy: type[_ProxyUnitOfWork] = _ProxyUnitOfWork
+
+    def __init__(self, inner: MemoryStore) -> None:
         self.inner = inner
-        self.crash_on = crash_on
-        self.error = error if error is not None else SystemExit("dispatcher process killed")
-        self.marks = 0
 
     @contextmanager
     def _transaction(self) -> Iterator[UnitOfWork]:
         with self.inner.transaction() as uow:
-            outer = self
-
-            class Proxy:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(uow, name)
-
-                def mark_delivered(self, key: str, at: datetime) -> None:
-                    outer.marks += 1
-                    if outer.marks == outer.crash_on:
-                        raise outer.error
-                    uow.mark_delivered(key, at)
-
-            yield Proxy()
+            yield self.proxy(uow, self)
 
     def transaction(self) -> AbstractContextManager[UnitOfWork]:
         return self._transaction()
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _MarkDeliveredFails(_ProxyUnitOfWork):
+    def mark_delivered(self, key: str, at: datetime) -> None:
+        store = self.store
+        store.marks += 1
+        if store.marks == store.crash_on:
+            raise store.error
+        self.uow.mark_delivered(key, at)
+
+
+class _CrashAfterDelivering(_WrappedStore):
+    """A store whose ``mark_delivered`` raises ``crash_on``-th time: the process 'dies' after
+    the notifier accepted the notification but before the outbox knew."""
+
+    proxy = _MarkDeliveredFails
+
+    def __init__(
+        self, inner: MemoryStore, crash_on: int, error: BaseException | None = None
+    ) -> None:
+        super().__init__(inner)
+        self.crash_on = crash_on
+        self.error = error if error is not None else SystemExit("dispatcher process killed")
+        self.marks = 0
 
 
 class TestCrashRecovery:
@@ -552,30 +570,15 @@ class TestLateReports:
         assert (entry.status, entry.attempts) == (OutboxStatus.DEAD, 1)
 
 
-class _OwnerlessStore:
+class _WithoutOwner(_ProxyUnitOfWork):
+    def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
+        self.uow.mark_failed(key, error, retry_at)
+
+
+class _OwnerlessStore(_WrappedStore):
     """A store adapter written before ``mark_failed`` took the claim's ``owner``."""
 
-    def __init__(self, inner: MemoryStore) -> None:
-        self.inner = inner
-
-    @contextmanager
-    def _transaction(self) -> Iterator[UnitOfWork]:
-        with self.inner.transaction() as uow:
-
-            class Adapter:
-                def __getattr__(self, name: str) -> Any:
-                    return getattr(uow, name)
-
-                def mark_failed(self, key: str, error: str, retry_at: datetime | None) -> None:
-                    uow.mark_failed(key, error, retry_at)
-
-            yield Adapter()
-
-    def transaction(self) -> AbstractContextManager[UnitOfWork]:
-        return self._transaction()
-
-    def close(self) -> None:
-        self.inner.close()
+    proxy = _WithoutOwner
 
 
 def test_an_adapter_without_the_owner_parameter_still_records_failures(
@@ -733,33 +736,21 @@ class _Poison:
         self.inbox.deliver(notification, recipients)
 
 
-class _LegacyStore:
+class _Uncounted(_ProxyUnitOfWork):
+    def __getattr__(self, name: str) -> Any:
+        if name == "release_notifications":
+            raise AttributeError(name)
+        return getattr(self.uow, name)
+
+    def claim_notifications(self, *args: Any) -> list[OutboxEntry]:
+        claimed = self.uow.claim_notifications(*args)
+        return [attrs.evolve(e, claims=0) for e in claimed]
+
+
+class _LegacyStore(_WrappedStore):
     """A store adapter written before claims were counted: no ``claims``, no release."""
 
-    def __init__(self, inner: MemoryStore) -> None:
-        self.inner = inner
-
-    @contextmanager
-    def _transaction(self) -> Iterator[UnitOfWork]:
-        with self.inner.transaction() as uow:
-
-            class Adapter:
-                def __getattr__(self, name: str) -> Any:
-                    if name == "release_notifications":
-                        raise AttributeError(name)
-                    return getattr(uow, name)
-
-                def claim_notifications(self, *args: Any) -> list[OutboxEntry]:
-                    claimed = uow.claim_notifications(*args)
-                    return [attrs.evolve(e, claims=0) for e in claimed]
-
-            yield Adapter()
-
-    def transaction(self) -> AbstractContextManager[UnitOfWork]:
-        return self._transaction()
-
-    def close(self) -> None:
-        self.inner.close()
+    proxy = _Uncounted
 
 
 class TestPoisonMessages:
