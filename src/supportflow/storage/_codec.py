@@ -496,6 +496,15 @@ def check_lease(lease: Any) -> timedelta:
     return lease
 
 
+def check_claim(now: Any, limit: Any, owner: Any, lease: Any) -> None:
+    """The arguments of a claim (of timers or of notifications), else ``ValidationError``
+    naming the first one that is wrong."""
+    ensure_aware(now, "now")
+    check_limit(limit)
+    check_lease(lease)
+    check_text(owner, "owner")
+
+
 def check_keys(keys: Any) -> list[str]:
     """``keys`` (a sequence of idempotency keys, not one string) as a list, else
     ``ValidationError``."""

@@ -34,8 +34,8 @@ from supportflow.errors import ConcurrencyConflict, TicketNotFound
 from supportflow.events import Event
 from supportflow.model import Notification, Ticket, Timer, coerce_enum
 from supportflow.storage._codec import (
+    check_claim,
     check_keys,
-    check_lease,
     check_limit,
     check_new_version,
     check_statuses,
@@ -550,10 +550,7 @@ class _MemoryUnitOfWork:
     def claim_due_timers(
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[Timer]:
-        ensure_aware(now, "now")
-        check_limit(limit)
-        check_lease(lease)
-        check_text(owner, "owner")
+        check_claim(now, limit, owner, lease)
         store = self._s
         due, leased, timers = store._due, store._leased, store._timers
         # Timers whose lease ran out compete by due time again, not by lease expiry. On undo a
@@ -647,10 +644,7 @@ class _MemoryUnitOfWork:
     def claim_notifications(
         self, now: datetime, limit: int, owner: str, lease: timedelta
     ) -> list[OutboxEntry]:
-        ensure_aware(now, "now")
-        check_limit(limit)
-        check_lease(lease)
-        check_text(owner, "owner")
+        check_claim(now, limit, owner, lease)
         store = self._s
         due: list[tuple[datetime, str]] = []  # (next attempt, key): ties by key, as in SQL
         for key, row in store._outbox.items():
